@@ -1,0 +1,152 @@
+"""Update math of LAMB and LARS in plain TensorFlow, shared by both Keras generations.
+
+Every function here takes and returns float32 tensors and knows nothing of Keras: the optimizer
+classes cast model variables and gradients in, call these, and write the results back. There is
+no Python branching on tensor values, so the whole update traces into one XLA computation.
+
+Notation follows You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+minutes" (ICLR 2020), Algorithm 2 (LAMB), and the MLPerf ResNet reference for LARS.
+"""
+
+from typing import NamedTuple, Optional, Tuple
+
+import tensorflow as tf
+
+WeightNormBounds = Optional[Tuple[float, float]]
+
+
+def dense_gradient(gradient):
+    """The dense equivalent of a gradient; duplicate `IndexedSlices` indices are summed.
+
+    LAMB's moments decay every row, not only the rows an embedding lookup touched, so a sparse
+    gradient must give exactly the result of its dense equivalent.
+    """
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.convert_to_tensor(gradient)
+    return gradient
+
+
+def as_float32(tensor):
+    return tf.cast(dense_gradient(tensor), tf.float32)
+
+
+def l2_norm(tensor):
+    return tf.sqrt(tf.reduce_sum(tf.square(tensor)))
+
+
+def trust_ratio(weight_norm, update_norm, weight_norm_bounds: WeightNormBounds = None):
+    """phi(||x||) / ||update|| when both norms are positive, else 1 (paper, Algorithm 2).
+
+    `weight_norm_bounds=(lower, upper)` is the paper's phi(z) = min(max(z, lower), upper); the
+    positivity test is on the unclipped norm, so a zero-initialised variable still gets ratio 1.
+    """
+    scaled_norm = weight_norm
+    if weight_norm_bounds is not None:
+        lower, upper = weight_norm_bounds
+        scaled_norm = tf.clip_by_value(weight_norm, lower, upper)
+    both_positive = tf.logical_and(weight_norm > 0.0, update_norm > 0.0)
+    return tf.where(both_positive, tf.math.divide_no_nan(scaled_norm, update_norm), 1.0)
+
+
+def lars_trust_ratio(weight_norm, gradient_norm, trust_coefficient, weight_decay, epsilon):
+    """MLPerf ResNet reference: eta ||x|| / (||g|| + wd ||x|| + eps) if both norms > 0, else 1."""
+    denominator = gradient_norm + weight_decay * weight_norm + epsilon
+    both_positive = tf.logical_and(weight_norm > 0.0, gradient_norm > 0.0)
+    return tf.where(
+        both_positive,
+        tf.math.divide_no_nan(trust_coefficient * weight_norm, denominator),
+        1.0,
+    )
+
+
+def adam_moments(gradient, first_moment, second_moment, beta_1, beta_2):
+    """m <- b1 m + (1 - b1) g and v <- b2 v + (1 - b2) g^2."""
+    new_first = beta_1 * first_moment + (1.0 - beta_1) * gradient
+    new_second = beta_2 * second_moment + (1.0 - beta_2) * tf.square(gradient)
+    return new_first, new_second
+
+
+def bias_correction_scales(step, beta_1, beta_2):
+    """1 / (1 - b1^t) and 1 / sqrt(1 - b2^t): folded into scalars so the per-element work stays
+    one multiply each."""
+    step = tf.cast(step, tf.float32)
+    first_scale = 1.0 / (1.0 - tf.pow(tf.cast(beta_1, tf.float32), step))
+    second_scale = tf.math.rsqrt(1.0 - tf.pow(tf.cast(beta_2, tf.float32), step))
+    return first_scale, second_scale
+
+
+def lamb_direction(
+    variable, first_moment, second_moment, step, beta_1, beta_2, epsilon, weight_decay,
+    bias_correction,
+):
+    """r = m_hat / (sqrt(v_hat) + eps) + wd x: the Adam step with decoupled decay inside it.
+
+    `weight_decay` is applied to the direction before the trust ratio is taken, so decay is
+    scaled by the layer's ratio exactly as in the paper (Keras 3's own Lamb decays outside).
+    """
+    if bias_correction:
+        first_scale, second_scale = bias_correction_scales(step, beta_1, beta_2)
+        direction = (first_moment * first_scale) / (tf.sqrt(second_moment) * second_scale + epsilon)
+    else:
+        direction = first_moment / (tf.sqrt(second_moment) + epsilon)
+    if weight_decay is not None:
+        direction = direction + weight_decay * variable
+    return direction
+
+
+class LambStep(NamedTuple):
+    first_moment: tf.Tensor
+    second_moment: tf.Tensor
+    delta: tf.Tensor  # the amount to subtract from the variable
+    trust_ratio: tf.Tensor
+
+
+def lamb_step(
+    variable, gradient, first_moment, second_moment, step, learning_rate, *, beta_1, beta_2,
+    epsilon, weight_decay, bias_correction, adapt_layer, weight_norm_bounds=None,
+) -> LambStep:
+    """One LAMB update of one variable (all float32).
+
+    `weight_decay=None` and `adapt_layer=False` are static: they drop the corresponding work
+    from the graph for variables excluded by pattern.
+    """
+    first_moment, second_moment = adam_moments(
+        gradient, first_moment, second_moment, beta_1, beta_2)
+    direction = lamb_direction(
+        variable, first_moment, second_moment, step, beta_1, beta_2, epsilon, weight_decay,
+        bias_correction)
+    if adapt_layer:
+        ratio = trust_ratio(l2_norm(variable), l2_norm(direction), weight_norm_bounds)
+    else:
+        ratio = tf.constant(1.0, tf.float32)
+    delta = (tf.cast(learning_rate, tf.float32) * ratio) * direction
+    return LambStep(first_moment, second_moment, delta, ratio)
+
+
+class LarsStep(NamedTuple):
+    momentum: tf.Tensor
+    delta: tf.Tensor  # the amount to subtract from the variable
+    trust_ratio: tf.Tensor
+
+
+def lars_step(
+    variable, gradient, momentum_buffer, learning_rate, *, momentum, trust_coefficient,
+    weight_decay, epsilon, nesterov, adapt_layer,
+) -> LarsStep:
+    """One LARS update of one variable, in the MLPerf ResNet reference's form:
+
+    buf <- momentum buf + lr trust (g + wd x);  x <- x - buf
+    (Nesterov: x <- x - (momentum buf + lr trust (g + wd x))).
+    `weight_decay=None` marks a variable excluded from decay.
+    """
+    decay = 0.0 if weight_decay is None else weight_decay
+    if adapt_layer:
+        ratio = lars_trust_ratio(
+            l2_norm(variable), l2_norm(gradient), trust_coefficient, decay, epsilon)
+    else:
+        ratio = tf.constant(1.0, tf.float32)
+    direction = gradient if weight_decay is None else gradient + weight_decay * variable
+    scaled = (tf.cast(learning_rate, tf.float32) * ratio) * direction
+    new_buffer = momentum * momentum_buffer + scaled
+    delta = momentum * new_buffer + scaled if nesterov else new_buffer
+    return LarsStep(new_buffer, delta, ratio)

@@ -1,0 +1,138 @@
+"""LAMB, LARS and the warmup schedule for tf_keras (Model Garden models, TF_USE_LEGACY_KERAS=1).
+
+Same constructor arguments, same math (`lamb_tf.rules`) and same exclusion semantics as the
+Keras 3 classes in `lamb_tf.optimizers`. tf_keras's base class already all-reduces gradients
+before clipping, so only the update itself is ours. Variable paths are tf_keras names without
+the ':0' suffix, e.g. `transformer/layer_0/self_attention_layer_norm/gamma`.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+from lamb_tf import core, exclusions, hyperparameters, rules, schedules
+
+
+class LayerwiseOptimizer(tf_keras.optimizers.Optimizer):
+    """tf_keras counterpart of `lamb_tf.optimizers.LayerwiseOptimizer`."""
+
+    def __init__(self, rule, learning_rate, weight_decay, exclude_from_weight_decay,
+                 exclude_from_layer_adaptation, name, **kwargs):
+        learning_rate = hyperparameters.check_learning_rate(learning_rate)
+        # The base class would decay outside the trust ratio; it gets no decay at all.
+        super().__init__(name=name, weight_decay=None, **kwargs)
+        self._learning_rate = self._build_learning_rate(learning_rate)
+        self.weight_decay = hyperparameters.check_non_negative("weight_decay", weight_decay)
+        self._decay_exclusion_patterns = exclusions.normalize_patterns(
+            "exclude_from_weight_decay", exclude_from_weight_decay)
+        self._adaptation_exclusion_patterns = exclusions.normalize_patterns(
+            "exclude_from_layer_adaptation", exclude_from_layer_adaptation)
+        self._rule = rule
+
+    def _apply_weight_decay(self, variables):
+        """Decay is part of the update direction; the base class must not apply it again."""
+
+    def build(self, var_list):
+        super().build(var_list)
+        if getattr(self, "_built", False):
+            return
+        self._built = True
+        var_list = list(var_list)
+        paths = [exclusions.variable_path(variable) for variable in var_list]
+        decisions = exclusions.resolve(
+            paths,
+            self._decay_exclusion_patterns,
+            self._adaptation_exclusion_patterns,
+            also_excluded_from_decay=[not self._use_weight_decay(v) for v in var_list],
+            optimizer_name=self.name,
+        )
+        self._decays, self._adapts = decisions.decay, decisions.adapt
+        self._optimized_variables = var_list
+        self._slots = {
+            slot_name: [self._add_float32_slot(v, slot_name) for v in var_list]
+            for slot_name in self._rule.slot_names}
+        self._trust_ratios = [
+            self.add_variable(shape=[], dtype=tf.float32, initializer="ones",
+                              name=f"trust_ratio/{path}")
+            for path in paths]
+
+    def _add_float32_slot(self, variable, name):
+        """Optimizer state is float32 whatever the variable's dtype (bf16 state overflows).
+
+        tf_keras's `add_variable_from_reference` forces the variable's dtype, hence our own.
+        """
+        with tf.distribute.get_strategy().extended.colocate_vars_with(variable):
+            slot = tf.Variable(
+                tf.zeros(variable.shape, tf.float32),
+                name=f"{name}/{exclusions.variable_path(variable)}", trainable=False)
+        self._variables.append(slot)
+        return slot
+
+    @property
+    def trust_ratios(self):
+        """Trust ratio applied to each variable at the last update, keyed by variable path."""
+        if not getattr(self, "_built", False):
+            return {}
+        return {
+            exclusions.variable_path(variable): ratio
+            for variable, ratio in zip(self._optimized_variables, self._trust_ratios)
+        }
+
+    def update_step(self, gradient, variable):
+        index = self._index_dict[self._var_key(variable)]
+        decay = self.weight_decay if self._decays[index] and self.weight_decay > 0 else None
+        slots = [self._slots[name][index] for name in self._rule.slot_names]
+        step = self._rule.step(
+            core.as_float32(variable), core.as_float32(gradient), [s.read_value() for s in slots],
+            tf.cast(self.iterations + 1, tf.float32), self.learning_rate, decay,
+            self._adapts[index])
+        for slot, value in zip(slots, step.slots):
+            slot.assign(value)
+        self._trust_ratios[index].assign(step.trust_ratio)
+        variable.assign_sub(tf.cast(step.delta, variable.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "learning_rate": self._serialize_hyperparameter(self._learning_rate),
+            "weight_decay": self.weight_decay,
+            # Plain lists: tf.Module attribute tracking wraps the stored ones.
+            "exclude_from_weight_decay": _plain_list(self._decay_exclusion_patterns),
+            "exclude_from_layer_adaptation": _plain_list(self._adaptation_exclusion_patterns),
+        })
+        config.update(self._rule.config())
+        return config
+
+
+def _plain_list(patterns):
+    return None if patterns is None else list(patterns)
+
+
+@tf_keras.utils.register_keras_serializable(package="lamb_tf.legacy")
+class Lamb(LayerwiseOptimizer):
+    """tf_keras twin of `lamb_tf.Lamb`; see there for the arguments."""
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                 weight_decay=0.0, exclude_from_weight_decay=None,
+                 exclude_from_layer_adaptation=None, bias_correction=True,
+                 weight_norm_bounds=None, name="lamb", **kwargs):
+        rule = rules.LambRule(beta_1, beta_2, epsilon, bias_correction, weight_norm_bounds)
+        super().__init__(rule, learning_rate, weight_decay, exclude_from_weight_decay,
+                         exclude_from_layer_adaptation, name, **kwargs)
+
+
+@tf_keras.utils.register_keras_serializable(package="lamb_tf.legacy")
+class Lars(LayerwiseOptimizer):
+    """tf_keras twin of `lamb_tf.Lars`; see there for the arguments."""
+
+    def __init__(self, learning_rate=1e-3, momentum=0.9, trust_coefficient=0.001,
+                 weight_decay=0.0, epsilon=0.0, nesterov=False, exclude_from_weight_decay=None,
+                 exclude_from_layer_adaptation=None, name="lars", **kwargs):
+        rule = rules.LarsRule(momentum, trust_coefficient, epsilon, nesterov)
+        super().__init__(rule, learning_rate, weight_decay, exclude_from_weight_decay,
+                         exclude_from_layer_adaptation, name, **kwargs)
+
+
+@tf_keras.utils.register_keras_serializable(package="lamb_tf.legacy")
+class WarmupPolynomialDecay(schedules.WarmupPolynomialDecayMixin,
+                            tf_keras.optimizers.schedules.LearningRateSchedule):
+    """tf_keras twin of `lamb_tf.WarmupPolynomialDecay`."""

@@ -1,0 +1,228 @@
+"""LAMB and LARS as Keras 3 optimizers (`tf.keras.optimizers.Optimizer` in TF >= 2.16).
+
+The math lives in `lamb_tf.core`; these classes own variables, exclusions and the order of
+operations under tf.distribute:
+
+1. gradients are all-reduced across replicas first, so global-norm clipping and every trust
+   ratio see the global gradient (Keras 3's base class clips before reducing);
+2. with `gradient_accumulation_steps=k`, the choice between "accumulate" and "update" is a
+   `tf.cond` taken in cross-replica context, because a `merge_call` inside a conditional in
+   replica context fails under MirroredStrategy (the base class does exactly that);
+3. the step counter used for bias correction and the learning-rate schedule counts updates,
+   not micro-batches.
+
+Weight decay never goes through the base class's decay path: it sits inside the trust ratio.
+"""
+
+import keras
+import tensorflow as tf
+
+from lamb_tf import core, exclusions, hyperparameters, rules
+
+
+class LayerwiseOptimizer(keras.optimizers.Optimizer):
+    """A layer-wise adaptive optimizer driven by a `lamb_tf.rules` rule.
+
+    Owns what Lamb and Lars share: exclusions, float32 slots, trust ratios, distributed apply.
+    """
+
+    def __init__(self, rule, learning_rate, weight_decay, exclude_from_weight_decay,
+                 exclude_from_layer_adaptation, name, **kwargs):
+        learning_rate = hyperparameters.check_learning_rate(learning_rate)
+        # The base class would decay outside the trust ratio; it gets no decay at all.
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.weight_decay = hyperparameters.check_non_negative("weight_decay", weight_decay)
+        # Not `self.exclude_from_weight_decay`: that name is Keras's method, which keeps working.
+        self._decay_exclusion_patterns = exclusions.normalize_patterns(
+            "exclude_from_weight_decay", exclude_from_weight_decay)
+        self._adaptation_exclusion_patterns = exclusions.normalize_patterns(
+            "exclude_from_layer_adaptation", exclude_from_layer_adaptation)
+        self._rule = rule
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        if self.built:
+            raise ValueError(
+                f"{self.name}: exclude_from_weight_decay() must be called before the optimizer "
+                "is built (before the first fit/apply), because exclusions are decided once at "
+                "build time. Or pass `exclude_from_weight_decay=[patterns]` to the constructor.")
+        super().exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+
+    def _apply_weight_decay(self, variables):
+        """Decay is part of the update direction; the base class must not apply it again."""
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        paths = [exclusions.variable_path(variable) for variable in variables]
+        decisions = exclusions.resolve(
+            paths,
+            self._decay_exclusion_patterns,
+            self._adaptation_exclusion_patterns,
+            also_excluded_from_decay=[not self._use_weight_decay(v) for v in variables],
+            optimizer_name=self.name,
+        )
+        self._decays, self._adapts = decisions.decay, decisions.adapt
+        self._slots = {
+            slot_name: [self._add_float32_slot(v, slot_name) for v in variables]
+            for slot_name in self._rule.slot_names}
+        self._trust_ratios = [
+            self.add_variable(shape=(), dtype="float32", initializer="ones",
+                              name=f"{path.replace('/', '_')}_trust_ratio")
+            for path in paths]
+
+    def _add_float32_slot(self, variable, name):
+        """Optimizer state is float32 whatever the variable's dtype (bf16 state overflows)."""
+        reference = variable.value if isinstance(variable, keras.Variable) else variable
+        with self._distribution_strategy.extended.colocate_vars_with(reference):
+            return self.add_variable(
+                shape=variable.shape, dtype="float32", initializer="zeros",
+                name=f"{exclusions.variable_path(variable).replace('/', '_')}_{name}")
+
+    @property
+    def trust_ratios(self):
+        """Trust ratio applied to each variable at the last update, keyed by variable path.
+
+        1.0 for variables excluded from layer adaptation and before the first update.
+        """
+        if not self.built:
+            return {}
+        return {
+            exclusions.variable_path(variable): ratio.value
+            for variable, ratio in zip(self._trainable_variables, self._trust_ratios)
+        }
+
+    def _variable_settings(self, variable):
+        """(index, weight decay or None, adapt?) of a variable being updated."""
+        index = self._get_variable_index(variable)
+        decay = self.weight_decay if self._decays[index] and self.weight_decay > 0 else None
+        return index, decay, self._adapts[index]
+
+    def _get_current_learning_rate(self):
+        # Schedules count updates: with accumulation, `iterations` is micro-batches // k.
+        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self.iterations)
+        return super()._get_current_learning_rate()
+
+    def _update_step_number(self):
+        """t of the paper: the number of this update, starting at 1."""
+        return tf.cast(self.iterations + 1, tf.float32)
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        tf_variables = [
+            v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        reduced = self._all_reduce_sum_gradients(list(zip(grads, tf_variables)))
+        grads = [core.dense_gradient(gradient) for gradient, _ in reduced]
+        strategy = self._distribution_strategy
+        merge_call = tf.__internal__.distribute.interim.maybe_merge_call
+        if self.gradient_accumulation_steps:
+            steps = self.gradient_accumulation_steps
+            accumulators = [
+                self._accumulated_gradients[self._get_variable_index(v)]
+                for v in trainable_variables]
+            # Clipping needs every averaged gradient, so it happens here in replica context
+            # (identical on all replicas); only the update step uses the result.
+            averaged = [
+                (tf.cast(g, tf.float32) + tf.cast(acc.value, tf.float32)) / steps
+                for g, acc in zip(grads, accumulators)]
+            merge_call(self._accumulate_or_update, strategy, grads,
+                       self._clip_gradients(averaged), tf_variables,
+                       [acc.value for acc in accumulators])
+        else:
+            merge_call(self._distributed_tf_update_step, strategy,
+                       list(zip(self._clip_gradients(grads), tf_variables)), self.learning_rate)
+        if self.use_ema:
+            self._update_model_variables_moving_average(self._trainable_variables)
+            if self.ema_overwrite_frequency:
+                overwrite = (self.iterations + 1) % self.ema_overwrite_frequency == 0
+                tf.cond(
+                    overwrite,
+                    lambda: self._overwrite_model_variables_with_average_value(
+                        self._trainable_variables),
+                    lambda: None)
+
+    def _accumulate_or_update(self, distribution, grads, averaged, variables, accumulators):
+        is_update_step = (self._iterations + 1) % self.gradient_accumulation_steps == 0
+
+        def update():
+            self._distributed_tf_update_step(
+                distribution, list(zip(averaged, variables)), self.learning_rate)
+            for accumulator in accumulators:
+                distribution.extended.update(
+                    accumulator, lambda a: a.assign(tf.zeros_like(a)), group=False)
+
+        def accumulate():
+            for gradient, accumulator in zip(grads, accumulators):
+                distribution.extended.update(
+                    accumulator, lambda a, g: a.assign_add(tf.cast(g, a.dtype)),
+                    args=(gradient,), group=False)
+
+        tf.cond(is_update_step, update, accumulate)
+
+    def update_step(self, gradient, variable, learning_rate):
+        index, decay, adapt = self._variable_settings(variable)
+        slots = [self._slots[name][index] for name in self._rule.slot_names]
+        step = self._rule.step(
+            core.as_float32(variable), core.as_float32(gradient), [s.value for s in slots],
+            self._update_step_number(), learning_rate, decay, adapt)
+        for slot, value in zip(slots, step.slots):
+            self.assign(slot, value)
+        self.assign(self._trust_ratios[index], step.trust_ratio)
+        self.assign_sub(variable, step.delta)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "weight_decay": self.weight_decay,
+            "exclude_from_weight_decay": self._decay_exclusion_patterns,
+            "exclude_from_layer_adaptation": self._adaptation_exclusion_patterns,
+        })
+        config.update(self._rule.config())
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lamb_tf")
+class Lamb(LayerwiseOptimizer):
+    """LAMB (You et al., ICLR 2020, Algorithm 2) with decoupled weight decay inside the ratio.
+
+    Args:
+        learning_rate: float, `LearningRateSchedule` or callable.
+        beta_1, beta_2: moment decay rates in [0, 1).
+        epsilon: added to sqrt(v_hat), >= 0.
+        weight_decay: decoupled decay rate, >= 0, applied inside the trust ratio.
+        exclude_from_weight_decay: regular expressions searched in variable paths
+            (e.g. `["LayerNorm", "layer_norm", "bias"]`).
+        exclude_from_layer_adaptation: likewise for the trust ratio; `None` means the
+            variables excluded from weight decay.
+        bias_correction: divide the moments by (1 - beta^t).
+        weight_norm_bounds: `(lower, upper)` clip of ||x|| in the ratio (the paper's phi);
+            `None` is the identity.
+        **kwargs: Keras base arguments (`clipnorm`, `global_clipnorm`, `clipvalue`, `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`).
+    """
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                 weight_decay=0.0, exclude_from_weight_decay=None,
+                 exclude_from_layer_adaptation=None, bias_correction=True,
+                 weight_norm_bounds=None, name="lamb", **kwargs):
+        rule = rules.LambRule(beta_1, beta_2, epsilon, bias_correction, weight_norm_bounds)
+        super().__init__(rule, learning_rate, weight_decay, exclude_from_weight_decay,
+                         exclude_from_layer_adaptation, name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="lamb_tf")
+class Lars(LayerwiseOptimizer):
+    """LARS (You, Gitman and Ginsburg 2017) in the MLPerf ResNet reference's form.
+
+    trust = trust_coefficient ||x|| / (||g|| + wd ||x|| + eps) (1 if either norm is 0);
+    buf <- momentum buf + lr trust (g + wd x); x <- x - buf (Nesterov optional).
+    Exclusion and Keras base arguments work as in `Lamb`.
+    """
+
+    def __init__(self, learning_rate=1e-3, momentum=0.9, trust_coefficient=0.001,
+                 weight_decay=0.0, epsilon=0.0, nesterov=False, exclude_from_weight_decay=None,
+                 exclude_from_layer_adaptation=None, name="lars", **kwargs):
+        rule = rules.LarsRule(momentum, trust_coefficient, epsilon, nesterov)
+        super().__init__(rule, learning_rate, weight_decay, exclude_from_weight_decay,
+                         exclude_from_layer_adaptation, name, **kwargs)
