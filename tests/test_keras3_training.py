@@ -1,0 +1,153 @@
+"""Lamb and Lars inside `model.fit`: XLA, .keras save/load, tf.distribute, accumulation, AMP."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lamb_tf
+
+FEATURES, CLASSES, EXAMPLES = 12, 5, 128
+
+
+def make_data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(EXAMPLES, FEATURES)).astype(np.float32)
+    y = rng.integers(0, CLASSES, size=EXAMPLES)
+    return x, y
+
+
+def make_model(seed=0, dtype=None):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((FEATURES,)),
+        keras.layers.Dense(16, activation="relu", name="hidden", dtype=dtype),
+        keras.layers.LayerNormalization(name="layer_norm", dtype=dtype),
+        keras.layers.Dense(CLASSES, name="logits", dtype=dtype),
+    ])
+
+
+def lamb(**overrides):
+    kwargs = dict(learning_rate=0.01, weight_decay=0.01,
+                  exclude_from_weight_decay=["bias", "layer_norm"])
+    kwargs.update(overrides)
+    return lamb_tf.Lamb(**kwargs)
+
+
+def compile_model(model, optimizer, jit_compile=True):
+    model.compile(optimizer=optimizer, jit_compile=jit_compile,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def train(model, batch_size, epochs=1):
+    x, y = make_data()
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0)
+    return [w.numpy() for w in model.trainable_weights]
+
+
+def assert_weights_close(got, want, rtol=1e-5, atol=1e-6):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("optimizer_factory", [
+    lambda: lamb(),
+    lambda: lamb_tf.Lars(learning_rate=0.5, weight_decay=1e-4, nesterov=True,
+                         exclude_from_weight_decay=["bias", "layer_norm"]),
+], ids=["lamb", "lars"])
+def test_save_load_and_continue_equals_not_saving(optimizer_factory, tmp_path):
+    schedule_kwargs = dict(peak_learning_rate=0.02, total_steps=40, warmup_steps=4)
+    uninterrupted = make_model()
+    optimizer = optimizer_factory()
+    optimizer.learning_rate = lamb_tf.WarmupPolynomialDecay(**schedule_kwargs)
+    compile_model(uninterrupted, optimizer)
+    want = train(uninterrupted, batch_size=16, epochs=2)
+
+    first_half = make_model()
+    optimizer = optimizer_factory()
+    optimizer.learning_rate = lamb_tf.WarmupPolynomialDecay(**schedule_kwargs)
+    compile_model(first_half, optimizer)
+    train(first_half, batch_size=16, epochs=1)
+    path = str(tmp_path / "model.keras")
+    first_half.save(path)
+    resumed = keras.models.load_model(path)
+    assert type(resumed.optimizer) is type(optimizer)
+    assert int(resumed.optimizer.iterations) == EXAMPLES // 16
+    got = train(resumed, batch_size=16, epochs=1)
+    assert_weights_close(got, want)
+
+
+def test_mirrored_over_two_devices_equals_one_device_with_global_clipping():
+    """global_clipnorm small enough to bind: clipping before the all-reduce would differ."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2
+
+    def run(strategy):
+        with strategy.scope():
+            model = make_model()
+            # One XLA cluster cannot span two devices (TF's known issue), so no jit here.
+            compile_model(model, lamb(global_clipnorm=0.05), jit_compile=False)
+        return train(model, batch_size=32)
+
+    single = run(tf.distribute.OneDeviceStrategy(devices[0]))
+    mirrored = run(tf.distribute.MirroredStrategy(devices))
+    assert_weights_close(mirrored, single)
+
+
+@pytest.mark.parametrize("distributed", [False, True], ids=["one_device", "mirrored"])
+def test_accumulating_k_micro_batches_equals_one_k_times_larger_batch(distributed):
+    """Schedule and bias correction must count updates, not micro-batches."""
+    steps = 4
+    schedule = dict(peak_learning_rate=0.05, total_steps=8, warmup_steps=2)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    strategy = (tf.distribute.MirroredStrategy(devices) if distributed
+                else tf.distribute.get_strategy())
+
+    def run(batch_size, accumulation):
+        with strategy.scope():
+            model = make_model()
+            compile_model(model, lamb(
+                learning_rate=lamb_tf.WarmupPolynomialDecay(**schedule),
+                gradient_accumulation_steps=accumulation, global_clipnorm=0.5),
+                jit_compile=not distributed)
+        weights = train(model, batch_size=batch_size)
+        return weights, int(model.optimizer.iterations.numpy())
+
+    big, big_updates = run(batch_size=32, accumulation=None)
+    accumulated, accumulated_updates = run(batch_size=8, accumulation=steps)
+    assert big_updates == accumulated_updates == EXAMPLES // 32
+    assert_weights_close(accumulated, big, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("algorithm", ["Lamb", "Lars"])
+def test_mixed_precision_trains_without_nan_and_keeps_float32_state(policy, algorithm):
+    keras.mixed_precision.set_global_policy(policy)
+    model = make_model()
+    optimizer = (lamb_tf.Lamb(learning_rate=0.01, weight_decay=1e-3) if algorithm == "Lamb"
+                 else lamb_tf.Lars(learning_rate=0.1, trust_coefficient=0.1, weight_decay=1e-3))
+    if policy == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    compile_model(model, optimizer)
+    x, y = make_data()
+    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    inner = optimizer.inner_optimizer if policy == "mixed_float16" else optimizer
+    shaped = [v for v in inner.variables if v.shape.rank and v.shape.rank > 0]
+    assert shaped and all(v.dtype == "float32" for v in shaped)
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_weights)
+
+
+def test_trust_ratios_are_readable_for_summaries():
+    model = make_model()
+    optimizer = lamb()
+    compile_model(model, optimizer)
+    train(model, batch_size=32)
+    ratios = optimizer.trust_ratios
+    assert set(ratios) == {w.path for w in model.trainable_weights}
+    assert float(ratios[f"{model.name}/layer_norm/gamma"]) == 1.0  # excluded by pattern
+    assert float(ratios[f"{model.name}/hidden/kernel"]) not in (0.0, 1.0)
+    histogram_input = tf.stack([tf.convert_to_tensor(r) for r in ratios.values()])
+    assert histogram_input.shape == (len(model.trainable_weights),)

@@ -1,0 +1,195 @@
+"""Lamb and Lars (both Keras generations) against numpy written from the equations."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.generations import GENERATIONS, Keras3
+from tests.reference import lamb_reference, lars_reference, schedule_reference
+
+STEPS = 5
+
+# Shapes include a scalar and zero-initialised biases; names drive exclusion patterns.
+SHAPES = [
+    ("encoder/dense/kernel", (4, 3), "normal"),
+    ("encoder/dense/bias", (3,), "zeros"),
+    ("encoder/layer_norm/gamma", (3,), "ones"),
+    ("encoder/conv/kernel", (2, 3, 4), "normal"),
+    ("encoder/scalar_gain", (), "normal"),
+]
+
+
+def initial_values(rng):
+    values = []
+    for name, shape, init in SHAPES:
+        if init == "zeros":
+            value = np.zeros(shape, np.float32)
+        elif init == "ones":
+            value = np.ones(shape, np.float32)
+        else:
+            value = rng.normal(size=shape).astype(np.float32)
+        values.append((name, value))
+    return values
+
+
+def gradient_steps(rng, steps=STEPS):
+    return [[rng.normal(size=shape).astype(np.float32) for _, shape, _ in SHAPES]
+            for _ in range(steps)]
+
+
+def masks(patterns):
+    return [not any(p in name for p in patterns) for name, _, _ in SHAPES]
+
+
+def run(generation, optimizer, rng, compiled=False, steps=STEPS):
+    named = initial_values(rng)
+    variables = generation.make_variables(named)
+    grads = gradient_steps(rng, steps)
+    apply = generation.compiled_apply(optimizer, variables) if compiled else None
+    for step_grads in grads:
+        tensors = [tf.constant(g) for g in step_grads]
+        if compiled:
+            apply(tensors)
+        else:
+            generation.apply(optimizer, tensors, variables)
+    return [v for _, v in named], grads, [np.asarray(v.numpy()) for v in variables]
+
+
+LAMB_CASES = {
+    "defaults": dict(kwargs={}, decay=[], adapt=None),
+    "decay_with_exclusions": dict(
+        kwargs=dict(weight_decay=0.01, exclude_from_weight_decay=["bias", "layer_norm"]),
+        decay=["bias", "layer_norm"], adapt=None),
+    "separate_adaptation_list": dict(
+        kwargs=dict(weight_decay=0.1, exclude_from_weight_decay=["bias"],
+                    exclude_from_layer_adaptation=["layer_norm", "scalar"]),
+        decay=["bias"], adapt=["layer_norm", "scalar"]),
+    "no_bias_correction": dict(
+        kwargs=dict(weight_decay=0.05, bias_correction=False, beta_1=0.8, beta_2=0.99,
+                    epsilon=1e-4),
+        decay=[], adapt=None),
+    "weight_norm_bounds": dict(
+        kwargs=dict(weight_decay=0.01, weight_norm_bounds=(0.5, 1.5)), decay=[], adapt=None),
+}
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+@pytest.mark.parametrize("case", sorted(LAMB_CASES))
+def test_lamb_matches_paper_equations(generation, case, rng):
+    spec = LAMB_CASES[case]
+    optimizer = generation.Lamb(learning_rate=0.01, **spec["kwargs"])
+    start, grads, result = run(generation, optimizer, rng)
+    reference_kwargs = {k: v for k, v in spec["kwargs"].items()
+                        if k not in ("exclude_from_weight_decay",
+                                     "exclude_from_layer_adaptation", "weight_norm_bounds")}
+    decay_mask = masks(spec["decay"])
+    expected, ratios = lamb_reference(
+        start, grads, lr=0.01, decay_mask=decay_mask,
+        adapt_mask=decay_mask if spec["adapt"] is None else masks(spec["adapt"]),
+        bounds=spec["kwargs"].get("weight_norm_bounds"), **reference_kwargs)
+    for got, want in zip(result, expected):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    got_ratios = [float(r) for r in optimizer.trust_ratios.values()]
+    np.testing.assert_allclose(got_ratios, ratios, rtol=2e-5)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+def test_lamb_under_xla_with_schedule_matches_reference(generation, rng):
+    schedule = generation.WarmupPolynomialDecay(0.02, total_steps=8, warmup_steps=2, power=2.0)
+    optimizer = generation.Lamb(learning_rate=schedule, weight_decay=0.01,
+                                exclude_from_weight_decay=["bias"])
+    start, grads, result = run(generation, optimizer, rng, compiled=True)
+    lrs = [schedule_reference(step, 0.02, 8, 2, power=2.0) for step in range(STEPS)]
+    decay_mask = masks(["bias"])
+    expected, _ = lamb_reference(start, grads, lr=None, lr_per_step=lrs, weight_decay=0.01,
+                                 decay_mask=decay_mask, adapt_mask=decay_mask)
+    for got, want in zip(result, expected):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+
+def test_lamb_equals_keras_lamb_where_semantics_coincide(rng):
+    """With weight_decay=0 the paper and Keras 3's own Lamb agree; ours must match it."""
+    kwargs = dict(learning_rate=0.01, beta_1=0.85, beta_2=0.99, epsilon=1e-6)
+    ours = run(Keras3, Keras3.Lamb(**kwargs), np.random.default_rng(7))[2]
+    theirs = run(Keras3, keras.optimizers.Lamb(**kwargs), np.random.default_rng(7))[2]
+    assert len(ours) == len(theirs) == len(SHAPES)
+    for got, want in zip(ours, theirs):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_keras_lamb_differs_when_decay_is_on(rng):
+    """Why we exist: with decay, Keras's Lamb leaves the paper; ours stays on it."""
+    kwargs = dict(learning_rate=0.05, weight_decay=0.1)
+    theirs = run(Keras3, keras.optimizers.Lamb(**kwargs), np.random.default_rng(7))
+    start, grads, _ = theirs
+    expected, _ = lamb_reference(start, grads, lr=0.05, weight_decay=0.1)
+    kernel = 0
+    assert not np.allclose(theirs[2][kernel], expected[kernel], rtol=1e-4)
+    ours = run(Keras3, Keras3.Lamb(**kwargs), np.random.default_rng(7))[2]
+    np.testing.assert_allclose(ours[kernel], expected[kernel], rtol=2e-5, atol=1e-6)
+
+
+LARS_CASES = {
+    "defaults": dict(kwargs=dict(), decay=[], adapt=None),
+    "decay_with_exclusions": dict(
+        kwargs=dict(weight_decay=1e-4, exclude_from_weight_decay=["bias", "layer_norm"]),
+        decay=["bias", "layer_norm"], adapt=None),
+    "nesterov_epsilon_separate_lists": dict(
+        kwargs=dict(weight_decay=5e-4, nesterov=True, epsilon=1e-5, momentum=0.8,
+                    trust_coefficient=0.02, exclude_from_weight_decay=["bias"],
+                    exclude_from_layer_adaptation=["layer_norm"]),
+        decay=["bias"], adapt=["layer_norm"]),
+}
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+@pytest.mark.parametrize("case", sorted(LARS_CASES))
+def test_lars_matches_mlperf_equations(generation, case, rng):
+    spec = LARS_CASES[case]
+    optimizer = generation.Lars(learning_rate=0.5, **spec["kwargs"])
+    start, grads, result = run(generation, optimizer, rng)
+    reference_kwargs = {k: v for k, v in spec["kwargs"].items()
+                        if not k.startswith("exclude")}
+    decay_mask = masks(spec["decay"])
+    expected, ratios = lars_reference(
+        start, grads, lr=0.5, decay_mask=decay_mask,
+        adapt_mask=decay_mask if spec["adapt"] is None else masks(spec["adapt"]),
+        **reference_kwargs)
+    for got, want in zip(result, expected):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose([float(r) for r in optimizer.trust_ratios.values()], ratios,
+                               rtol=2e-5)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+@pytest.mark.parametrize("algorithm", ["Lamb", "Lars"])
+def test_sparse_gradient_equals_dense_equivalent(generation, algorithm, rng):
+    table = rng.normal(size=(6, 3)).astype(np.float32)
+    rows = rng.normal(size=(4, 3)).astype(np.float32)
+    indices = tf.constant([0, 2, 2, 5])  # a repeated index must be summed
+    sparse = tf.IndexedSlices(tf.constant(rows), indices, dense_shape=tf.constant([6, 3]))
+    dense = tf.convert_to_tensor(sparse)
+    results = []
+    for gradient in (sparse, dense):
+        variables = generation.make_variables([("embeddings/table", table)])
+        optimizer = getattr(generation, algorithm)(learning_rate=0.1, weight_decay=0.01)
+        for _ in range(3):
+            generation.apply(optimizer, [gradient], variables)
+        results.append(variables[0].numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(results[0], table)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+def test_state_is_float32_for_bfloat16_variables(generation, rng):
+    values = rng.normal(size=(8, 8)).astype(np.float32)
+    variable = generation.make_variables([("dense/kernel", tf.constant(values, tf.bfloat16))])
+    optimizer = generation.Lamb(learning_rate=0.01, weight_decay=0.01)
+    gradient = tf.constant(rng.normal(size=(8, 8)), tf.bfloat16)
+    for _ in range(3):
+        generation.apply(optimizer, [gradient], variable)
+    slots = [v for v in optimizer.variables if tuple(v.shape) == (8, 8)]
+    assert len(slots) == 2 and all(tf.as_dtype(s.dtype) == tf.float32 for s in slots)
+    moved = tf.cast(variable[0], tf.float32).numpy()
+    assert np.all(np.isfinite(moved)) and not np.allclose(moved, values)
