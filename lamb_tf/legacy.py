@@ -9,10 +9,10 @@ the ':0' suffix, e.g. `transformer/layer_0/self_attention_layer_norm/gamma`.
 import tensorflow as tf
 import tf_keras
 
-from lamb_tf import core, exclusions, hyperparameters, rules, schedules
+from lamb_tf import core, exclusions, hyperparameters, layerwise, rules, schedules
 
 
-class LayerwiseOptimizer(tf_keras.optimizers.Optimizer):
+class LayerwiseOptimizer(layerwise.LayerwiseSettings, tf_keras.optimizers.Optimizer):
     """tf_keras counterpart of `lamb_tf.optimizers.LayerwiseOptimizer`."""
 
     def __init__(self, rule, learning_rate, weight_decay, exclude_from_weight_decay,
@@ -21,15 +21,8 @@ class LayerwiseOptimizer(tf_keras.optimizers.Optimizer):
         # The base class would decay outside the trust ratio; it gets no decay at all.
         super().__init__(name=name, weight_decay=None, **kwargs)
         self._learning_rate = self._build_learning_rate(learning_rate)
-        self.weight_decay = hyperparameters.check_non_negative("weight_decay", weight_decay)
-        self._decay_exclusion_patterns = exclusions.normalize_patterns(
-            "exclude_from_weight_decay", exclude_from_weight_decay)
-        self._adaptation_exclusion_patterns = exclusions.normalize_patterns(
-            "exclude_from_layer_adaptation", exclude_from_layer_adaptation)
-        self._rule = rule
-
-    def _apply_weight_decay(self, variables):
-        """Decay is part of the update direction; the base class must not apply it again."""
+        self._set_layerwise(rule, weight_decay, exclude_from_weight_decay,
+                            exclude_from_layer_adaptation)
 
     def build(self, var_list):
         super().build(var_list)
@@ -37,15 +30,7 @@ class LayerwiseOptimizer(tf_keras.optimizers.Optimizer):
             return
         self._built = True
         var_list = list(var_list)
-        paths = [exclusions.variable_path(variable) for variable in var_list]
-        decisions = exclusions.resolve(
-            paths,
-            self._decay_exclusion_patterns,
-            self._adaptation_exclusion_patterns,
-            also_excluded_from_decay=[not self._use_weight_decay(v) for v in var_list],
-            optimizer_name=self.name,
-        )
-        self._decays, self._adapts = decisions.decay, decisions.adapt
+        paths = self._decide_exclusions(var_list)
         self._optimized_variables = var_list
         self._slots = {
             slot_name: [self._add_float32_slot(v, slot_name) for v in var_list]
@@ -79,12 +64,11 @@ class LayerwiseOptimizer(tf_keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable):
         index = self._index_dict[self._var_key(variable)]
-        decay = self.weight_decay if self._decays[index] and self.weight_decay > 0 else None
         slots = [self._slots[name][index] for name in self._rule.slot_names]
         step = self._rule.step(
             core.as_float32(variable), core.as_float32(gradient), [s.read_value() for s in slots],
-            tf.cast(self.iterations + 1, tf.float32), self.learning_rate, decay,
-            self._adapts[index])
+            tf.cast(self.iterations + 1, tf.float32), self.learning_rate,
+            self._weight_decay_of(index), self._adapts[index])
         for slot, value in zip(slots, step.slots):
             slot.assign(value)
         self._trust_ratios[index].assign(step.trust_ratio)
@@ -92,19 +76,9 @@ class LayerwiseOptimizer(tf_keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "learning_rate": self._serialize_hyperparameter(self._learning_rate),
-            "weight_decay": self.weight_decay,
-            # Plain lists: tf.Module attribute tracking wraps the stored ones.
-            "exclude_from_weight_decay": _plain_list(self._decay_exclusion_patterns),
-            "exclude_from_layer_adaptation": _plain_list(self._adaptation_exclusion_patterns),
-        })
-        config.update(self._rule.config())
+        config["learning_rate"] = self._serialize_hyperparameter(self._learning_rate)
+        config.update(self._layerwise_config())
         return config
-
-
-def _plain_list(patterns):
-    return None if patterns is None else list(patterns)
 
 
 @tf_keras.utils.register_keras_serializable(package="lamb_tf.legacy")

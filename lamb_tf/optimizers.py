@@ -17,10 +17,10 @@ Weight decay never goes through the base class's decay path: it sits inside the 
 import keras
 import tensorflow as tf
 
-from lamb_tf import core, exclusions, hyperparameters, rules
+from lamb_tf import core, exclusions, hyperparameters, layerwise, rules
 
 
-class LayerwiseOptimizer(keras.optimizers.Optimizer):
+class LayerwiseOptimizer(layerwise.LayerwiseSettings, keras.optimizers.Optimizer):
     """A layer-wise adaptive optimizer driven by a `lamb_tf.rules` rule.
 
     Owns what Lamb and Lars share: exclusions, float32 slots, trust ratios, distributed apply.
@@ -31,13 +31,8 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         learning_rate = hyperparameters.check_learning_rate(learning_rate)
         # The base class would decay outside the trust ratio; it gets no decay at all.
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.weight_decay = hyperparameters.check_non_negative("weight_decay", weight_decay)
-        # Not `self.exclude_from_weight_decay`: that name is Keras's method, which keeps working.
-        self._decay_exclusion_patterns = exclusions.normalize_patterns(
-            "exclude_from_weight_decay", exclude_from_weight_decay)
-        self._adaptation_exclusion_patterns = exclusions.normalize_patterns(
-            "exclude_from_layer_adaptation", exclude_from_layer_adaptation)
-        self._rule = rule
+        self._set_layerwise(rule, weight_decay, exclude_from_weight_decay,
+                            exclude_from_layer_adaptation)
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         if self.built:
@@ -47,22 +42,11 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
                 "build time. Or pass `exclude_from_weight_decay=[patterns]` to the constructor.")
         super().exclude_from_weight_decay(var_list=var_list, var_names=var_names)
 
-    def _apply_weight_decay(self, variables):
-        """Decay is part of the update direction; the base class must not apply it again."""
-
     def build(self, variables):
         if self.built:
             return
         super().build(variables)
-        paths = [exclusions.variable_path(variable) for variable in variables]
-        decisions = exclusions.resolve(
-            paths,
-            self._decay_exclusion_patterns,
-            self._adaptation_exclusion_patterns,
-            also_excluded_from_decay=[not self._use_weight_decay(v) for v in variables],
-            optimizer_name=self.name,
-        )
-        self._decays, self._adapts = decisions.decay, decisions.adapt
+        paths = self._decide_exclusions(variables)
         self._slots = {
             slot_name: [self._add_float32_slot(v, slot_name) for v in variables]
             for slot_name in self._rule.slot_names}
@@ -91,12 +75,6 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
             exclusions.variable_path(variable): ratio.value
             for variable, ratio in zip(self._trainable_variables, self._trust_ratios)
         }
-
-    def _variable_settings(self, variable):
-        """(index, weight decay or None, adapt?) of a variable being updated."""
-        index = self._get_variable_index(variable)
-        decay = self.weight_decay if self._decays[index] and self.weight_decay > 0 else None
-        return index, decay, self._adapts[index]
 
     def _get_current_learning_rate(self):
         # Schedules count updates: with accumulation, `iterations` is micro-batches // k.
@@ -160,11 +138,12 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
         tf.cond(is_update_step, update, accumulate)
 
     def update_step(self, gradient, variable, learning_rate):
-        index, decay, adapt = self._variable_settings(variable)
+        index = self._get_variable_index(variable)
         slots = [self._slots[name][index] for name in self._rule.slot_names]
         step = self._rule.step(
             core.as_float32(variable), core.as_float32(gradient), [s.value for s in slots],
-            self._update_step_number(), learning_rate, decay, adapt)
+            self._update_step_number(), learning_rate, self._weight_decay_of(index),
+            self._adapts[index])
         for slot, value in zip(slots, step.slots):
             self.assign(slot, value)
         self.assign(self._trust_ratios[index], step.trust_ratio)
@@ -172,12 +151,7 @@ class LayerwiseOptimizer(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "weight_decay": self.weight_decay,
-            "exclude_from_weight_decay": self._decay_exclusion_patterns,
-            "exclude_from_layer_adaptation": self._adaptation_exclusion_patterns,
-        })
-        config.update(self._rule.config())
+        config.update(self._layerwise_config())
         return config
 
 
