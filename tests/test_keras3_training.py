@@ -151,3 +151,25 @@ def test_trust_ratios_are_readable_for_summaries():
     assert float(ratios[f"{model.name}/hidden/kernel"]) not in (0.0, 1.0)
     histogram_input = tf.stack([tf.convert_to_tensor(r) for r in ratios.values()])
     assert histogram_input.shape == (len(model.trainable_weights),)
+
+
+def test_use_ema_tracks_averages_that_fit_writes_back():
+    """Keras's EMA contract (the override re-implements its tail): after fit, the weights are
+    the moving averages, which equal a numpy EMA of the per-step weights."""
+    model = make_model()
+    initial = [w.numpy() for w in model.trainable_weights]
+    compile_model(model, lamb(use_ema=True, ema_momentum=0.5), jit_compile=False)
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            snapshots.append([w.numpy() for w in self.model.trainable_weights])
+
+    x, y = make_data()
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[Snapshot()])
+    # Keras: the first update copies the weights, later ones average with momentum.
+    expected = snapshots[0]
+    for weights in snapshots[1:]:
+        expected = [0.5 * a + 0.5 * w for a, w in zip(expected, weights)]
+    assert_weights_close([w.numpy() for w in model.trainable_weights], expected)
+    assert not np.allclose(expected[0], initial[0])
