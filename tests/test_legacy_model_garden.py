@@ -74,3 +74,29 @@ def test_exclusions_follow_full_tf_keras_paths():
     for path, ratio in ratios.items():
         excluded = any(pattern in path for pattern in EXCLUDED)
         assert (float(ratio) == 1.0) == excluded, path
+
+
+def test_legacy_mirrored_over_two_devices_equals_one_device():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+
+    def run(strategy):
+        with strategy.scope():
+            tf_keras.utils.set_random_seed(0)
+            model = tf_keras.Sequential([
+                tf_keras.layers.Dense(8, activation="relu", input_shape=(10,)),
+                tf_keras.layers.LayerNormalization(),
+                tf_keras.layers.Dense(3)])
+            model.compile(
+                optimizer=legacy.Lamb(0.01, weight_decay=0.01, global_clipnorm=0.05,
+                                      exclude_from_weight_decay=EXCLUDED),
+                loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        return [w.numpy() for w in model.trainable_weights]
+
+    single = run(tf.distribute.OneDeviceStrategy(devices[0]))
+    mirrored = run(tf.distribute.MirroredStrategy(devices))
+    for got, want in zip(mirrored, single):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
