@@ -25,3 +25,15 @@ def _float32_policy():
     yield
     keras.mixed_precision.set_global_policy("float32")
     tf_keras.mixed_precision.set_global_policy("float32")
+
+
+def two_device_mirrored_strategy():
+    """MirroredStrategy over the two logical CPUs.
+
+    ReductionToOneDevice, not the default collectives: collective instance keys collide between
+    several MirroredStrategy objects in one process (shape-mismatch aborts), and these tests
+    build many.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import lamb_tf
+from tests.conftest import two_device_mirrored_strategy
 
 FEATURES, CLASSES, EXAMPLES = 12, 5, 128
 
@@ -91,7 +92,7 @@ def test_mirrored_over_two_devices_equals_one_device_with_global_clipping():
         return train(model, batch_size=32)
 
     single = run(tf.distribute.OneDeviceStrategy(devices[0]))
-    mirrored = run(tf.distribute.MirroredStrategy(devices))
+    mirrored = run(two_device_mirrored_strategy())
     assert_weights_close(mirrored, single)
 
 
@@ -101,7 +102,7 @@ def test_accumulating_k_micro_batches_equals_one_k_times_larger_batch(distribute
     steps = 4
     schedule = dict(peak_learning_rate=0.05, total_steps=8, warmup_steps=2)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    strategy = (tf.distribute.MirroredStrategy(devices) if distributed
+    strategy = (two_device_mirrored_strategy() if distributed
                 else tf.distribute.get_strategy())
 
     def run(batch_size, accumulation):

@@ -7,6 +7,7 @@ from official.modeling.optimization import lamb as model_garden_lamb
 from official.nlp.modeling import networks
 
 from lamb_tf import legacy
+from tests.conftest import two_device_mirrored_strategy
 
 EXCLUDED = ["layer_norm", "bias"]
 VOCAB, SEQUENCE, BATCH = 64, 12, 4
@@ -97,6 +98,6 @@ def test_legacy_mirrored_over_two_devices_equals_one_device():
         return [w.numpy() for w in model.trainable_weights]
 
     single = run(tf.distribute.OneDeviceStrategy(devices[0]))
-    mirrored = run(tf.distribute.MirroredStrategy(devices))
+    mirrored = run(two_device_mirrored_strategy())
     for got, want in zip(mirrored, single):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
