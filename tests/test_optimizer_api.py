@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import lamb_tf
 from tests.generations import GENERATIONS, Keras3, Legacy
+from tests.reference import schedule_reference
 
 BAD_ARGUMENTS = [
     ("Lamb", dict(beta_1=1.0), "beta_1"),
@@ -124,7 +125,6 @@ def test_schedule_rejects_bad_arguments(kwargs, message):
 
 @pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
 def test_schedule_matches_reference(generation):
-    from tests.reference import schedule_reference
     for power, start in ((1.0, 0), (2.0, 0), (1.0, 7)):
         schedule = generation.WarmupPolynomialDecay(
             3.0, total_steps=40, warmup_steps=6, end_learning_rate=0.1, power=power,

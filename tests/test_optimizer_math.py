@@ -42,6 +42,27 @@ def masks(patterns):
     return [not any(p in name for p in patterns) for name, _, _ in SHAPES]
 
 
+def reference_arguments(spec):
+    """The numpy reference's arguments for a case: masks in place of patterns."""
+    arguments = {k: v for k, v in spec["kwargs"].items() if not k.startswith("exclude")}
+    if "weight_norm_bounds" in arguments:
+        arguments["bounds"] = arguments.pop("weight_norm_bounds")
+    arguments["decay_mask"] = masks(spec["decay"])
+    arguments["adapt_mask"] = (arguments["decay_mask"] if spec["adapt"] is None
+                               else masks(spec["adapt"]))
+    return arguments
+
+
+def assert_matches_reference(generation, optimizer, reference, learning_rate, spec, rng):
+    """Runs the optimizer and the reference on the same steps; compares weights and ratios."""
+    start, grads, result = run(generation, optimizer, rng)
+    expected, ratios = reference(start, grads, lr=learning_rate, **reference_arguments(spec))
+    for got, want in zip(result, expected):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    got_ratios = [float(r) for r in optimizer.trust_ratios.values()]
+    np.testing.assert_allclose(got_ratios, ratios, rtol=2e-5)
+
+
 def run(generation, optimizer, rng, compiled=False, steps=STEPS):
     named = initial_values(rng)
     variables = generation.make_variables(named)
@@ -79,19 +100,7 @@ LAMB_CASES = {
 def test_lamb_matches_paper_equations(generation, case, rng):
     spec = LAMB_CASES[case]
     optimizer = generation.Lamb(learning_rate=0.01, **spec["kwargs"])
-    start, grads, result = run(generation, optimizer, rng)
-    reference_kwargs = {k: v for k, v in spec["kwargs"].items()
-                        if k not in ("exclude_from_weight_decay",
-                                     "exclude_from_layer_adaptation", "weight_norm_bounds")}
-    decay_mask = masks(spec["decay"])
-    expected, ratios = lamb_reference(
-        start, grads, lr=0.01, decay_mask=decay_mask,
-        adapt_mask=decay_mask if spec["adapt"] is None else masks(spec["adapt"]),
-        bounds=spec["kwargs"].get("weight_norm_bounds"), **reference_kwargs)
-    for got, want in zip(result, expected):
-        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
-    got_ratios = [float(r) for r in optimizer.trust_ratios.values()]
-    np.testing.assert_allclose(got_ratios, ratios, rtol=2e-5)
+    assert_matches_reference(generation, optimizer, lamb_reference, 0.01, spec, rng)
 
 
 @pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
@@ -108,7 +117,7 @@ def test_lamb_under_xla_with_schedule_matches_reference(generation, rng):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
-def test_lamb_equals_keras_lamb_where_semantics_coincide(rng):
+def test_lamb_equals_keras_lamb_where_semantics_coincide():
     """With weight_decay=0 the paper and Keras 3's own Lamb agree; ours must match it."""
     kwargs = dict(learning_rate=0.01, beta_1=0.85, beta_2=0.99, epsilon=1e-6)
     ours = run(Keras3, Keras3.Lamb(**kwargs), np.random.default_rng(7))[2]
@@ -118,7 +127,7 @@ def test_lamb_equals_keras_lamb_where_semantics_coincide(rng):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
-def test_keras_lamb_differs_when_decay_is_on(rng):
+def test_keras_lamb_differs_when_decay_is_on():
     """Why we exist: with decay, Keras's Lamb leaves the paper; ours stays on it."""
     kwargs = dict(learning_rate=0.05, weight_decay=0.1)
     theirs = run(Keras3, keras.optimizers.Lamb(**kwargs), np.random.default_rng(7))
@@ -148,18 +157,7 @@ LARS_CASES = {
 def test_lars_matches_mlperf_equations(generation, case, rng):
     spec = LARS_CASES[case]
     optimizer = generation.Lars(learning_rate=0.5, **spec["kwargs"])
-    start, grads, result = run(generation, optimizer, rng)
-    reference_kwargs = {k: v for k, v in spec["kwargs"].items()
-                        if not k.startswith("exclude")}
-    decay_mask = masks(spec["decay"])
-    expected, ratios = lars_reference(
-        start, grads, lr=0.5, decay_mask=decay_mask,
-        adapt_mask=decay_mask if spec["adapt"] is None else masks(spec["adapt"]),
-        **reference_kwargs)
-    for got, want in zip(result, expected):
-        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose([float(r) for r in optimizer.trust_ratios.values()], ratios,
-                               rtol=2e-5)
+    assert_matches_reference(generation, optimizer, lars_reference, 0.5, spec, rng)
 
 
 @pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
