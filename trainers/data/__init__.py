@@ -1,0 +1,1 @@
+"""Dataset tools: raw text to BERT pretraining TFRecords, images to ImageNet-schema TFRecords."""

@@ -1,0 +1,91 @@
+"""Input file lists: pattern expansion, per-pipeline sharding, and naming a corrupt file.
+
+Paths go through tf.io.gfile, so local paths and gs:// work alike.
+"""
+
+import contextlib
+
+import tensorflow as tf
+from absl import logging
+
+
+def expand_patterns(patterns, what="input"):
+    """Sorted, de-duplicated files matching a comma-separated string or a list of globs.
+
+    A pattern that matches nothing is an error naming it: a typo must not silently shrink the
+    data set.
+    """
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    patterns = [p.strip() for p in patterns if p and p.strip()]
+    if not patterns:
+        raise ValueError(f"No {what} file pattern given: pass one or more comma-separated paths "
+                         "or globs (local or gs://).")
+    files = []
+    for pattern in patterns:
+        matched = tf.io.gfile.glob(pattern)
+        if not matched:
+            raise FileNotFoundError(
+                f"The {what} file pattern {pattern!r} matches no file. Check the path (globs "
+                "like data/train-*.tfrecord are expanded; comma-separate several patterns).")
+        files.extend(matched)
+    return sorted(set(files))
+
+
+def files_for_pipeline(files, input_context):
+    """The files one input pipeline reads, or None when pipelines must shard records instead.
+
+    With fewer files than pipelines, some pipeline would get no file, so every pipeline reads
+    all files and keeps every num_pipelines-th record (slower; warned once).
+    """
+    if input_context is None or input_context.num_input_pipelines == 1:
+        return list(files)
+    num_pipelines = input_context.num_input_pipelines
+    if len(files) < num_pipelines:
+        logging.warning(
+            "%d input files for %d input pipelines: every pipeline reads all files and keeps "
+            "1/%d of the records. Write at least %d shards to let each host read its own files.",
+            len(files), num_pipelines, num_pipelines, num_pipelines)
+        return None
+    return list(files[input_context.input_pipeline_id::num_pipelines])
+
+
+def first_record(path):
+    """The first serialized record of a TFRecord file; a clear error if the file is unusable."""
+    try:
+        for record in tf.data.TFRecordDataset(path).take(1):
+            return record.numpy()
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(f"{path} is not a readable TFRecord file (its first record is "
+                         f"corrupt or truncated: {e.message}).") from None
+    raise ValueError(f"{path} holds no record; remove it from the input patterns.")
+
+
+def locate_corrupt_record(files):
+    """(path, number of good records before the bad one, error message), or None.
+
+    Reads record by record, so it is slow on big files; it only runs after a read failed.
+    """
+    for path in files:
+        good = 0
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                good += 1
+        except tf.errors.DataLossError as e:
+            return path, good, e.message
+    return None
+
+
+@contextlib.contextmanager
+def naming_corrupt_file(files):
+    """Turns tf.data's DataLossError, which names no file, into one that names the file."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        found = locate_corrupt_record(files)
+        if found is None:
+            raise
+        path, index, message = found
+        raise ValueError(f"Corrupt record in {path} after {index} good records ({message}). "
+                         "Re-create or re-copy that file, or drop it from the input "
+                         "patterns.") from e
