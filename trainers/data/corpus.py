@@ -22,7 +22,7 @@ _ABBREVIATIONS = (
     "Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Prof", "Gen", "Col", "Lt", "Sgt", "Capt", "Rev",
     "Mt", "Ft", "vs", "etc", "approx", "ca", "No", "Vol", "Inc", "Ltd", "Co", "Corp", "Bros")
 _SENTENCE_END = re.compile(
-    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+    r"(?<=[.!?])([\"')\]]*)\s+(?=[\"'(\[]?[A-Z0-9])")
 _ENDS_WITH_ABBREVIATION = re.compile(
     r"(?:\b(?:%s)\.|\b[A-Z]\.|\b(?:[A-Za-z]\.){2,})$" % "|".join(_ABBREVIATIONS))
 
@@ -32,7 +32,7 @@ def split_sentences(paragraph):
     sentences = []
     start = 0
     for boundary in _SENTENCE_END.finditer(paragraph):
-        candidate = paragraph[start:boundary.start()].rstrip()
+        candidate = paragraph[start:boundary.end(1)]
         if _ENDS_WITH_ABBREVIATION.search(candidate.rstrip("\"')]")):
             continue
         if candidate:

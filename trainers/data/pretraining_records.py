@@ -52,7 +52,8 @@ def serialize_instance(instance, max_seq_length, max_predictions_per_seq):
         "next_sentence_labels": int64_feature([1 if instance.is_random_next else 0]),
     }
     example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString()
+    # Map entries serialize in an order that varies between processes unless asked not to.
+    return example.SerializeToString(deterministic=True)
 
 
 def naming_of(example):

@@ -1,0 +1,114 @@
+"""The BERT pretraining input_fn: validated TFRecord files to per-replica batches.
+
+Batches are dicts in Model Garden's names (`input_word_ids`, `input_mask`, `input_type_ids`,
+`masked_lm_positions`, `masked_lm_ids`, `masked_lm_weights`, `next_sentence_labels`), read from
+files in either google-research/bert's or Model Garden's v2 naming. Eval batches add
+`is_real_example` (1 for data, 0 for padding).
+"""
+
+import math
+
+import tensorflow as tf
+
+from trainers.data import files as files_lib
+from trainers.data import pretraining_records
+
+
+class PretrainingInput:
+    """The files behind `file_patterns`, checked once, and the datasets read from them.
+
+    Construction is the validation before training: patterns must match files, and each file's
+    first record must have the configured `max_seq_length` and `max_predictions_per_seq`.
+    """
+
+    def __init__(self, file_patterns, max_seq_length, max_predictions_per_seq,
+                 shuffle_buffer_size=10000, cycle_length=8):
+        self.files = files_lib.expand_patterns(file_patterns, what="pretraining data")
+        self.max_seq_length = max_seq_length
+        self.max_predictions_per_seq = max_predictions_per_seq
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.cycle_length = cycle_length
+        namings = {path: pretraining_records.check_file(path, max_seq_length,
+                                                        max_predictions_per_seq)
+                   for path in self.files}
+        self.naming = namings[self.files[0]]
+        mixed = [path for path, naming in namings.items() if naming != self.naming]
+        if mixed:
+            raise ValueError(f"{mixed[0]} uses other feature names than {self.files[0]} "
+                             "(google-research/bert vs Model Garden v2); read them separately.")
+        self._parse = pretraining_records.parser(self.naming, max_seq_length,
+                                                 max_predictions_per_seq)
+
+    def train_dataset(self, global_batch_size, input_context=None, seed=None):
+        """Endless shuffled batches of the per-replica size, the last partial batch dropped.
+
+        Each input pipeline reads its own files when there are at least as many files as
+        pipelines. With `seed`, the order is the same on every run.
+        """
+        batch_size = _per_replica_batch_size(global_batch_size, input_context)
+        pipeline_files = files_lib.files_for_pipeline(self.files, input_context)
+        if pipeline_files is None:
+            records = tf.data.TFRecordDataset(self.files).shard(
+                input_context.num_input_pipelines, input_context.input_pipeline_id).repeat()
+        else:
+            file_names = tf.data.Dataset.from_tensor_slices(pipeline_files)
+            file_names = file_names.shuffle(len(pipeline_files), seed=seed).repeat()
+            records = file_names.interleave(
+                tf.data.TFRecordDataset, cycle_length=min(self.cycle_length, len(pipeline_files)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+        records = records.shuffle(self.shuffle_buffer_size, seed=seed)
+        return (records.batch(batch_size, drop_remainder=True)
+                .map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+
+    def num_examples(self):
+        return int(tf.data.TFRecordDataset(self.files).reduce(
+            tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+    def eval_steps(self, global_batch_size):
+        """Steps that cover every example once at this global batch size."""
+        return max(1, math.ceil(self.num_examples() / global_batch_size))
+
+    def eval_dataset(self, global_batch_size, input_context=None):
+        """Exactly `eval_steps` batches per replica; every example appears once.
+
+        Pipelines take every num_pipelines-th record, then pad with all-zero records flagged
+        `is_real_example=0` up to the same length, so all replicas run the same number of steps
+        and the padding is masked out of metrics.
+        """
+        batch_size = _per_replica_batch_size(global_batch_size, input_context)
+        num_pipelines = input_context.num_input_pipelines if input_context else 1
+        pipeline_id = input_context.input_pipeline_id if input_context else 0
+        examples_per_pipeline = self.eval_steps(global_batch_size) * (
+            global_batch_size // num_pipelines)
+        records = tf.data.TFRecordDataset(self.files).shard(num_pipelines, pipeline_id)
+        real = records.map(lambda record: (record, tf.constant(1.0)))
+        padding = tf.data.Dataset.from_tensors(
+            (tf.constant(self._padding_record()), tf.constant(0.0))).repeat()
+        padded = real.concatenate(padding).take(examples_per_pipeline)
+
+        def parse(serialized, is_real):
+            inputs = self._parse(serialized)
+            inputs["is_real_example"] = is_real
+            return inputs
+
+        return (padded.batch(batch_size, drop_remainder=True)
+                .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+
+    def _padding_record(self):
+        spec = pretraining_records.feature_spec(self.naming, self.max_seq_length,
+                                                self.max_predictions_per_seq)
+        feature = {}
+        for name, fixed in spec.items():
+            zeros = [0] * fixed.shape[0]
+            feature[name] = (pretraining_records.float_feature(zeros) if fixed.dtype == tf.float32
+                             else pretraining_records.int64_feature(zeros))
+        return tf.train.Example(
+            features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _per_replica_batch_size(global_batch_size, input_context):
+    if input_context is None:
+        return global_batch_size
+    return input_context.get_per_replica_batch_size(global_batch_size)
