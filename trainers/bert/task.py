@@ -1,0 +1,153 @@
+"""BERT pretraining: Model Garden's encoder and pretrainer, masked-LM + next-sentence losses."""
+
+import os
+
+import tensorflow as tf
+import tf_keras
+from official.nlp.modeling import layers as nlp_layers
+from official.nlp.modeling import models as nlp_models
+from official.nlp.modeling import networks as nlp_networks
+
+from trainers import task as task_lib
+from trainers.bert import builtin_data
+from trainers.bert import config as bert_config
+from trainers.bert.input_pipeline import PretrainingInput
+from trainers.data import create_pretraining_data as creator
+
+# Variables without weight decay or layer adaptation, as in google-research/bert's AdamW and the
+# LAMB paper: layer norms and biases. Model Garden names layer norms "..._layer_norm/gamma".
+WEIGHT_DECAY_EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]
+
+
+class BertPretrainingTask(task_lib.Task):
+
+    def __init__(self, task_config):
+        self.config = task_config
+        if task_config.model.size not in bert_config.SIZES:
+            raise ValueError(f"Unknown BERT size {task_config.model.size!r}; choose one of "
+                             f"{list(bert_config.SIZES)}.")
+        self._inputs = {}
+
+    # ------------------------------------------------------------------------------ model
+    def build_model(self):
+        model_config = self.config.model
+        num_layers, hidden = bert_config.SIZES[model_config.size]
+        initializer = tf_keras.initializers.TruncatedNormal(
+            stddev=model_config.initializer_range)
+        encoder = nlp_networks.BertEncoderV2(
+            vocab_size=model_config.vocab_size, hidden_size=hidden, num_layers=num_layers,
+            num_attention_heads=max(1, hidden // 64), inner_dim=4 * hidden,
+            max_sequence_length=model_config.max_position_embeddings,
+            type_vocab_size=model_config.type_vocab_size,
+            output_dropout=model_config.dropout_rate,
+            attention_dropout=model_config.attention_dropout_rate, initializer=initializer)
+        model = nlp_models.BertPretrainerV2(
+            encoder_network=encoder, mlm_initializer=initializer,
+            classification_heads=[nlp_layers.ClassificationHead(
+                inner_dim=hidden, num_classes=2, dropout_rate=model_config.dropout_rate,
+                initializer=initializer, name="next_sentence")])
+        seq = self.config.train_data.max_seq_length
+        predictions = self.config.train_data.max_predictions_per_seq
+        model({
+            "input_word_ids": tf.zeros([1, seq], tf.int32),
+            "input_mask": tf.ones([1, seq], tf.int32),
+            "input_type_ids": tf.zeros([1, seq], tf.int32),
+            "masked_lm_positions": tf.zeros([1, predictions], tf.int32),
+        })
+        return model
+
+    def weight_decay_exclusions(self):
+        return list(WEIGHT_DECAY_EXCLUSIONS)
+
+    # ------------------------------------------------------------------------------ data
+    def _data_config(self, mode):
+        return self.config.train_data if mode == "train" else self.config.eval_data
+
+    def _input(self, mode):
+        """The validated PretrainingInput of a mode, made once."""
+        if mode not in self._inputs:
+            data = self._data_config(mode)
+            patterns = data.input_path
+            if not patterns:
+                raise ValueError(f"task.{mode}_data.input_path is empty: give TFRecord patterns, "
+                                 "or `builtin` for the built-in corpus.")
+            if patterns.strip() == builtin_data.BUILTIN:
+                directory = builtin_data.ensure(data.max_seq_length, data.max_predictions_per_seq)
+                self._check_vocab(builtin_data.vocab_size_of(directory))
+                split = "train" if mode == "train" else "eval"
+                patterns = os.path.join(directory, f"{split}-*.tfrecord")
+            self._inputs[mode] = PretrainingInput(
+                patterns, data.max_seq_length, data.max_predictions_per_seq,
+                shuffle_buffer_size=data.shuffle_buffer_size)
+            self._check_description(self._inputs[mode].files[0])
+        return self._inputs[mode]
+
+    def _check_description(self, first_file):
+        description = os.path.join(os.path.dirname(first_file), creator.DATA_DESCRIPTION_FILE)
+        if tf.io.gfile.exists(description):
+            import json  # pylint: disable=g-import-not-at-top
+            with tf.io.gfile.GFile(description) as f:
+                self._check_vocab(json.load(f)["vocab_size"])
+
+    def _check_vocab(self, data_vocab_size):
+        if data_vocab_size > self.config.model.vocab_size:
+            raise ValueError(f"The data's vocab has {data_vocab_size} tokens but "
+                             f"task.model.vocab_size={self.config.model.vocab_size}; set "
+                             f"task.model.vocab_size >= {data_vocab_size}.")
+
+    def validate_inputs(self, mode):
+        self._input(mode)
+
+    def input_fn(self, mode, global_batch_size, input_context, seed=None):
+        data = self._input(mode)
+        if mode == "train":
+            return data.train_dataset(global_batch_size, input_context, seed=seed)
+        return data.eval_dataset(global_batch_size, input_context)
+
+    def eval_steps(self, global_batch_size):
+        return self._input("eval").eval_steps(global_batch_size)
+
+    # ---------------------------------------------------------------------------- losses
+    def loss_normalizers(self, features):
+        return {
+            "masked_lm": tf.reduce_sum(features["masked_lm_weights"]),
+            "next_sentence": tf.cast(tf.shape(features["next_sentence_labels"])[0], tf.float32),
+        }
+
+    @staticmethod
+    def _per_example_losses(features, outputs):
+        mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
+        mlm = tf_keras.losses.sparse_categorical_crossentropy(
+            features["masked_lm_ids"], mlm_logits, from_logits=True)
+        nsp_logits = tf.cast(outputs["next_sentence"], tf.float32)
+        nsp = tf_keras.losses.sparse_categorical_crossentropy(
+            features["next_sentence_labels"][:, 0], nsp_logits, from_logits=True)
+        return mlm, nsp
+
+    def loss_sums(self, features, outputs):
+        mlm, nsp = self._per_example_losses(features, outputs)
+        return {"masked_lm": tf.reduce_sum(mlm * features["masked_lm_weights"]),
+                "next_sentence": tf.reduce_sum(nsp)}
+
+    # --------------------------------------------------------------------------- metrics
+    def build_metrics(self):
+        return [
+            tf_keras.metrics.SparseCategoricalAccuracy(name="masked_lm_accuracy"),
+            tf_keras.metrics.Mean(name="masked_lm_loss"),
+            tf_keras.metrics.SparseCategoricalAccuracy(name="next_sentence_accuracy"),
+            tf_keras.metrics.Mean(name="next_sentence_loss"),
+        ]
+
+    def update_metrics(self, metrics, features, outputs):
+        mlm_accuracy, mlm_loss, nsp_accuracy, nsp_loss = metrics
+        mlm, nsp = self._per_example_losses(features, outputs)
+        real = features["is_real_example"]
+        mlm_weights = features["masked_lm_weights"] * real[:, None]
+        mlm_accuracy.update_state(features["masked_lm_ids"],
+                                  tf.cast(outputs["mlm_logits"], tf.float32),
+                                  sample_weight=mlm_weights)
+        mlm_loss.update_state(mlm, sample_weight=mlm_weights)
+        nsp_accuracy.update_state(features["next_sentence_labels"][:, 0],
+                                  tf.cast(outputs["next_sentence"], tf.float32),
+                                  sample_weight=real)
+        nsp_loss.update_state(nsp, sample_weight=real)

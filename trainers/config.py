@@ -1,0 +1,158 @@
+"""Experiment configs: nested dataclasses filled from yaml files, overrides and flags.
+
+Every field is declared, with its default and meaning, in the dataclass that owns it. Values
+arrive in layers: dataclass defaults, then each `--config_file` in order, then
+`--params_override` (`a.b=c,d=e`), then explicitly set flags. A key that no dataclass declares is
+an error that names it and suggests the closest declared key.
+"""
+
+import dataclasses
+import difflib
+import typing
+
+import yaml
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    # one_device | mirrored | multi_worker_mirrored (cluster from TF_CONFIG) | tpu
+    distribution_strategy: str = "one_device"
+    tpu: str = ""               # TPU name, grpc://address, or "local" on a TPU VM
+    num_gpus: int = 0           # mirrored: GPUs to use (0: all visible devices)
+    num_cpu_devices: int = 1    # split the host CPU into this many logical devices (testing)
+    dtype: str = "float32"      # float32 | bfloat16 | float16 (mixed policies; fp16 loss scaling)
+    jit_compile: bool = False   # XLA-compile the train step (single device / TPU)
+    seed: int = 42              # model initialization, dropout and data order
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    train_batch_size: int = 32          # global examples per update (all replicas, all micro-batches)
+    eval_batch_size: int = 32           # global examples per eval step
+    num_train_steps: int = 1000         # optimizer updates
+    iterations_per_loop: int = 100      # updates per compiled host loop, like TPUEstimator
+    save_checkpoints_steps: int = 1000  # rounded up to a multiple of iterations_per_loop
+    keep_checkpoint_max: int = 5
+    num_accumulation_steps: int = 1     # micro-batches averaged into one update
+    max_eval_steps: int = 0             # 0: the whole eval set, every example once
+    init_checkpoint: str = ""           # weights only, for a fresh run (e.g. phase 2 from phase 1)
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    name: str = "lamb"                  # lamb | lars | adamw | momentum
+    learning_rate: float = 1e-3         # peak of the warmup + polynomial decay schedule
+    num_warmup_steps: int = 0
+    end_learning_rate: float = 0.0
+    power: float = 1.0                  # 1: the paper's BERT recipe; 2: MLPerf's LARS ResNet
+    weight_decay: float = 0.01
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-6
+    momentum: float = 0.9               # lars and momentum
+    trust_coefficient: float = 0.001    # lars
+    global_clipnorm: float = 0.0        # 0: no clipping
+    # Regexes on variable paths; null means the task's defaults (BERT: LayerNorm and bias).
+    exclude_from_weight_decay: typing.Optional[typing.List[str]] = None
+    exclude_from_layer_adaptation: typing.Optional[typing.List[str]] = None
+
+
+def _is_config(value):
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def _unknown_key_error(path, key, known):
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    where = f"in section {path!r}" if path else "at the top level"
+    return ValueError(f"Unknown config key {key!r} {where}.{hint} Known keys there: "
+                      f"{sorted(known)}.")
+
+
+def _coerce(value, current, dotted):
+    """Checks a new value against the type of the field's current value."""
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(current, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(current, list):
+        if isinstance(value, list):
+            return value
+    raise ValueError(f"Config key {dotted!r} expects a {type(current).__name__}, got "
+                     f"{value!r} ({type(value).__name__}).")
+
+
+def merge(config, overrides, path=""):
+    """Applies a nested dict of overrides to a config in place; unknown keys raise."""
+    if not isinstance(overrides, dict):
+        raise ValueError(f"Config section {path or 'top level'!r} must be a mapping, got "
+                         f"{overrides!r}.")
+    known = {field.name for field in dataclasses.fields(config)}
+    for key, value in overrides.items():
+        if key not in known:
+            raise _unknown_key_error(path, key, known)
+        dotted = f"{path}.{key}" if path else key
+        current = getattr(config, key)
+        if _is_config(current):
+            merge(current, value or {}, dotted)
+        else:
+            setattr(config, key, _coerce(value, current, dotted))
+    return config
+
+
+def parse_override(text):
+    """`a.b=c,d.e=[x, y]` -> nested dict; values are read as yaml scalars or lists."""
+    overrides = {}
+    for item in _split_top_level(text):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError(f"--params_override item {item!r} is not of the form key.path=value.")
+        key, value = item.split("=", 1)
+        node = overrides
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return overrides
+
+
+def _split_top_level(text):
+    """Splits on commas outside brackets, so list values may contain commas."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    return items
+
+
+def load_yaml(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"Config file {path} does not exist.")
+    with tf.io.gfile.GFile(path, "r") as f:
+        return yaml.safe_load(f) or {}
+
+
+def dump_yaml(config):
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,97 @@
+"""tf.distribute strategies from the runtime config, and global-batch arithmetic."""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def split_cpu(num_devices):
+    """Splits the host CPU into logical devices; must run before TensorFlow touches a device."""
+    if num_devices <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    existing = tf.config.get_logical_device_configuration(cpu)
+    if existing and len(existing) == num_devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
+    except RuntimeError as e:
+        raise RuntimeError(f"num_cpu_devices={num_devices} must be set before TensorFlow "
+                           f"initializes its devices ({e}).") from None
+
+
+def make_strategy(runtime):
+    """The strategy named by `runtime.distribution_strategy`, with a clear error if unusable."""
+    name = runtime.distribution_strategy
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown distribution_strategy {name!r}; choose one of "
+                         f"{list(STRATEGIES)}.")
+    if name == "tpu":
+        return _tpu_strategy(runtime.tpu or "local")
+    split_cpu(runtime.num_cpu_devices)
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy((gpus or cpus)[0])
+    if name == "mirrored":
+        if runtime.num_gpus > len(gpus):
+            raise ValueError(f"num_gpus={runtime.num_gpus} but {len(gpus)} GPU(s) are visible.")
+        devices = gpus[:runtime.num_gpus] if runtime.num_gpus else (gpus or cpus)
+        # Without GPUs, NCCL is not an option; reduce on one device.
+        cross_device_ops = None if gpus else tf.distribute.ReductionToOneDevice()
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
+    if not os.environ.get("TF_CONFIG"):
+        raise ValueError("distribution_strategy=multi_worker_mirrored needs the TF_CONFIG "
+                         "environment variable describing the cluster and this worker's task, "
+                         'e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                         '"task": {"type": "worker", "index": 0}}.')
+    try:
+        json.loads(os.environ["TF_CONFIG"])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {e}.") from None
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING))
+
+
+def _tpu_strategy(tpu):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except Exception as e:  # the resolver raises many types: URLError, NotFoundError, ...
+        first_line = str(e).strip().split("\n")[0][:200]
+        raise RuntimeError(
+            f"distribution_strategy=tpu with tpu={tpu!r}: no TPU is reachable "
+            f"({type(e).__name__}: {first_line}). On a TPU VM pass --tpu=local; for a TPU node "
+            "its name or grpc:// address; without a TPU use --distribution_strategy=one_device "
+            "or mirrored.") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """True on the worker that writes checkpoints' canonical copy, params.yaml and summaries."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+
+
+def check_batch(name, global_batch_size, num_replicas, num_accumulation_steps=1):
+    """Per-replica micro-batch size; a clear error with the nearest valid sizes otherwise."""
+    parts = num_replicas * num_accumulation_steps
+    if global_batch_size <= 0 or global_batch_size % parts:
+        lower = max(parts, global_batch_size // parts * parts)
+        upper = (global_batch_size // parts + 1) * parts
+        accumulation = (f" x {num_accumulation_steps} accumulation steps"
+                        if num_accumulation_steps > 1 else "")
+        raise ValueError(
+            f"{name}={global_batch_size} does not divide across {num_replicas} replica(s)"
+            f"{accumulation}: it must be a multiple of {parts}. Nearest valid sizes: {lower} "
+            f"or {upper}.")
+    return global_batch_size // parts

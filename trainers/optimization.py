@@ -1,0 +1,47 @@
+"""The optimizer a config names, for the tf_keras models of Model Garden."""
+
+import tf_keras
+
+from lamb_tf import legacy
+
+OPTIMIZERS = ("lamb", "lars", "adamw", "momentum")
+
+
+def learning_rate_schedule(config, num_train_steps):
+    return legacy.WarmupPolynomialDecay(
+        peak_learning_rate=config.learning_rate, total_steps=num_train_steps,
+        warmup_steps=config.num_warmup_steps, end_learning_rate=config.end_learning_rate,
+        power=config.power)
+
+
+def build_optimizer(config, num_train_steps, default_exclusions):
+    """lamb / lars (lamb_tf.legacy), adamw or momentum (tf_keras baselines).
+
+    `default_exclusions` are the task's regexes for variables without decay or adaptation (BERT:
+    LayerNorm and bias); `config.exclude_from_*` replace them when set.
+    """
+    if config.name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {config.name!r}; choose one of {list(OPTIMIZERS)}.")
+    schedule = learning_rate_schedule(config, num_train_steps)
+    exclude_decay = (list(default_exclusions) if config.exclude_from_weight_decay is None
+                     else config.exclude_from_weight_decay)
+    clip = {"global_clipnorm": config.global_clipnorm} if config.global_clipnorm else {}
+    if config.name == "lamb":
+        return legacy.Lamb(
+            learning_rate=schedule, beta_1=config.beta_1, beta_2=config.beta_2,
+            epsilon=config.epsilon, weight_decay=config.weight_decay,
+            exclude_from_weight_decay=exclude_decay,
+            exclude_from_layer_adaptation=config.exclude_from_layer_adaptation, **clip)
+    if config.name == "lars":
+        return legacy.Lars(
+            learning_rate=schedule, momentum=config.momentum,
+            trust_coefficient=config.trust_coefficient, weight_decay=config.weight_decay,
+            exclude_from_weight_decay=exclude_decay,
+            exclude_from_layer_adaptation=config.exclude_from_layer_adaptation, **clip)
+    if config.name == "adamw":
+        optimizer = tf_keras.optimizers.AdamW(
+            learning_rate=schedule, weight_decay=config.weight_decay, beta_1=config.beta_1,
+            beta_2=config.beta_2, epsilon=config.epsilon, **clip)
+        optimizer.exclude_from_weight_decay(var_names=exclude_decay)
+        return optimizer
+    return tf_keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum, **clip)

@@ -1,0 +1,434 @@
+"""The TPUEstimator-style loop: compiled multi-step training, checkpoints, eval, summaries.
+
+`run(task, experiment, model_dir, mode)` does everything a task does not: the strategy, the
+global batch, mixed precision, gradient accumulation, `iterations_per_loop` updates per compiled
+`tf.function`, auto-resume from `model_dir` (model, optimizer slots, step, loss scale and the
+position in the training data), `init_checkpoint`, eval, TensorBoard summaries, preemption
+(SIGTERM) and NaN handling.
+"""
+
+import json
+import math
+import os
+import signal
+import time
+
+import tensorflow as tf
+import tf_keras
+from absl import logging
+
+from trainers import config as config_lib
+from trainers import distribution
+from trainers import optimization
+
+MODES = ("train", "eval", "train_and_eval", "continuous_eval")
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers restart the job, which then resumes
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class _Preemption:
+    """Remembers a SIGTERM so that the loop can save a checkpoint before exiting."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+        logging.warning("SIGTERM received: saving a checkpoint after the current loop.")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _set_precision(dtype):
+    policies = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+    if dtype not in policies:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {list(policies)}.")
+    tf_keras.mixed_precision.set_global_policy(policies[dtype])
+
+
+def _dense(gradient):
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+class Runner:
+    """One experiment in one model_dir; `run` below is the usual entry point."""
+
+    def __init__(self, task, experiment, model_dir, strategy=None):
+        self.task = task
+        self.experiment = experiment
+        self.trainer = experiment.trainer
+        self.model_dir = model_dir
+        runtime = experiment.runtime
+        if self.trainer.num_accumulation_steps < 1:
+            raise ValueError(f"num_accumulation_steps={self.trainer.num_accumulation_steps} "
+                             "must be >= 1.")
+        if self.trainer.iterations_per_loop < 1:
+            raise ValueError(f"iterations_per_loop={self.trainer.iterations_per_loop} must be "
+                             ">= 1.")
+        self.strategy = strategy or distribution.make_strategy(runtime)
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        self.is_chief = distribution.is_chief(self.strategy)
+        self.micro_batch_size = distribution.check_batch(
+            "train_batch_size", self.trainer.train_batch_size, self.num_replicas,
+            self.trainer.num_accumulation_steps)
+        distribution.check_batch("eval_batch_size", self.trainer.eval_batch_size,
+                                 self.num_replicas)
+        _set_precision(runtime.dtype)
+        self.loss_scaling = runtime.dtype == "float16"
+        tf_keras.utils.set_random_seed(runtime.seed)
+        # Dropout draws from tf.random.Generator variables, which checkpoints carry: a resumed
+        # run then draws the same masks as an uninterrupted one.
+        tf_keras.backend.experimental.enable_tf_random_generator()
+        with self.strategy.scope():
+            self.model = task.build_model()
+            optimizer = optimization.build_optimizer(
+                experiment.optimizer, self.trainer.num_train_steps,
+                task.weight_decay_exclusions())
+            if self.loss_scaling:
+                optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.optimizer.build(self.model.trainable_variables)
+            self.metrics = task.build_metrics()
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self._train_iterator = None
+        self._writers = {}
+
+    # ----------------------------------------------------------------------------- helpers
+    @property
+    def inner_optimizer(self):
+        return self.optimizer.inner_optimizer if self.loss_scaling else self.optimizer
+
+    @property
+    def step(self):
+        return int(self.inner_optimizer.iterations.numpy())
+
+    def _writer(self, name):
+        if name not in self._writers:
+            if self.is_chief:
+                self._writers[name] = tf.summary.create_file_writer(
+                    os.path.join(self.model_dir, name))
+            else:
+                self._writers[name] = tf.summary.create_noop_writer()
+        return self._writers[name]
+
+    def _checkpoint_dir(self):
+        if self.is_chief:
+            return self.model_dir
+        # Every MultiWorkerMirrored worker must save; only the chief's copy is kept.
+        return os.path.join(self.model_dir, "worker_tmp",
+                            str(self.strategy.cluster_resolver.task_id))
+
+    def _manager(self, checkpoint):
+        return tf.train.CheckpointManager(
+            checkpoint, self._checkpoint_dir(), max_to_keep=self.trainer.keep_checkpoint_max,
+            step_counter=self.inner_optimizer.iterations)
+
+    # ------------------------------------------------------------------------- restoring
+    def _restore_or_initialize(self, manager):
+        latest = tf.train.latest_checkpoint(self.model_dir)
+        if latest:
+            try:
+                manager.checkpoint.restore(latest).assert_existing_objects_matched()
+            except (ValueError, AssertionError) as e:
+                raise ValueError(
+                    f"The checkpoint {latest} in model_dir does not fit this model: {e} "
+                    "Use another --model_dir, or the config that wrote it "
+                    f"({os.path.join(self.model_dir, 'params.yaml')}).") from None
+            logging.info("Resumed from %s at step %d.", latest, self.step)
+        elif self.trainer.init_checkpoint:
+            self.load_init_checkpoint(self.trainer.init_checkpoint)
+
+    def load_init_checkpoint(self, path):
+        """Model weights only (not optimizer state or step) from a checkpoint of the same model."""
+        resolved = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+        if not resolved or not tf.io.gfile.glob(resolved + "*"):
+            raise FileNotFoundError(f"init_checkpoint {path!r} is not a checkpoint (no files "
+                                    "match it, and it is not a directory holding one).")
+        try:
+            tf.train.Checkpoint(model=self.model).read(resolved).expect_partial() \
+                .assert_existing_objects_matched()
+        except (ValueError, AssertionError) as e:
+            raise ValueError(f"init_checkpoint {resolved} does not fit this model: {e} Start "
+                             "from a checkpoint of the same task and model size.") from None
+        logging.info("Initialized model weights from %s.", resolved)
+
+    # -------------------------------------------------------------------------- training
+    def _train_step_fn(self):
+        """The per-replica update: accumulate micro-batch gradients locally, reduce once."""
+        task, model, optimizer = self.task, self.model, self.optimizer
+        accumulation = self.trainer.num_accumulation_steps
+        micro = self.micro_batch_size
+        variables = model.trainable_variables
+
+        def replica_step(features):
+            context = tf.distribute.get_replica_context()
+            # Normalize by the whole global batch, so that cutting it changes nothing.
+            normalizers = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                             task.loss_normalizers(features))
+            normalizers = {k: tf.maximum(v, 1e-9) for k, v in normalizers.items()}
+
+            def loss_and_gradients(batch):
+                with tf.GradientTape() as tape:
+                    outputs = model(batch, training=True)
+                    sums = task.loss_sums(batch, outputs)
+                    loss = tf.add_n([tf.cast(sums[k], tf.float32) / normalizers[k]
+                                     for k in sorted(sums)])
+                    scaled = optimizer.get_scaled_loss(loss) if self.loss_scaling else loss
+                return loss, tape.gradient(scaled, variables)
+
+            def micro_batch(i):
+                return tf.nest.map_structure(lambda t: t[i * micro:(i + 1) * micro], features)
+
+            loss, gradients = loss_and_gradients(micro_batch(0))
+            # Variables the loss does not reach (e.g. an unused pooler) get no update at all.
+            used = [g is not None for g in gradients]
+            gradients = [_dense(g) for g in gradients if g is not None]
+            if accumulation > 1:
+                def body(i, loss_sum, gradient_sums):
+                    loss, more = loss_and_gradients(micro_batch(i))
+                    more = [_dense(g) for g, u in zip(more, used) if u]
+                    return i + 1, loss_sum + loss, [s + g for s, g in zip(gradient_sums, more)]
+
+                _, loss, gradients = tf.while_loop(
+                    lambda i, *_: i < accumulation, body, (tf.constant(1), loss, gradients))
+            updated = [v for v, u in zip(variables, used) if u]
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+            loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss)
+            if self.loss_scaling:
+                gradients = optimizer.get_unscaled_gradients(gradients)
+            gradient_norm = tf.linalg.global_norm(gradients)
+            optimizer.apply_gradients(zip(gradients, updated), skip_gradients_aggregation=True)
+            return loss, gradient_norm
+
+        return replica_step
+
+    def _make_train_loop(self):
+        replica_step = self._train_step_fn()
+        strategy = self.strategy
+
+        def first_replica(value):
+            return strategy.experimental_local_results(value)[0]
+
+        _, _, local_replicas = self._pipeline_layout()
+
+        if self.experiment.runtime.jit_compile:
+            # XLA compiles the update, not the loop: iterators cannot live inside XLA.
+            replica_step = tf.function(replica_step, jit_compile=True)
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            loss_sum = tf.constant(0.0)
+            gradient_norm = tf.constant(0.0)
+            first_non_finite = tf.constant(-1, tf.int64)
+            for _ in tf.range(num_steps):
+                batches = [next(iterator) for _ in range(local_replicas)]
+                features = strategy.experimental_distribute_values_from_function(
+                    lambda context: batches[context.replica_id_in_sync_group % local_replicas])
+                loss, gradient_norm = strategy.run(replica_step, args=(features,))
+                loss, gradient_norm = first_replica(loss), first_replica(gradient_norm)
+                step = self.inner_optimizer.iterations
+                first_non_finite = tf.where(
+                    (first_non_finite < 0) & ~tf.math.is_finite(loss), step, first_non_finite)
+                loss_sum += loss
+            return loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite
+
+        return train_loop
+
+    def _pipeline_layout(self):
+        """(input pipelines, this worker's pipeline index, replicas fed by this pipeline)."""
+        local_replicas = len(self.strategy.extended.worker_devices)
+        num_pipelines = self.num_replicas // local_replicas
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        pipeline_id = 0
+        if num_pipelines > 1 and resolver is not None:
+            has_chief = "chief" in resolver.cluster_spec().as_dict()
+            pipeline_id = resolver.task_id + (1 if has_chief and resolver.task_type == "worker"
+                                              else 0)
+        return num_pipelines, pipeline_id, local_replicas
+
+    def _train_dataset(self):
+        """This worker's training batches (one per local replica per step), not distributed.
+
+        tf.distribute's DistributedIterator cannot be checkpointed (tensorflow#56372); a plain
+        tf.data iterator can, shuffle buffer and all. So each worker iterates its own pipeline
+        and hands each local replica its batch, and the iterator is saved in every checkpoint:
+        a resumed run reads exactly the batches an uninterrupted one would.
+        """
+        num_pipelines, pipeline_id, _ = self._pipeline_layout()
+        context = tf.distribute.InputContext(num_pipelines, pipeline_id, self.num_replicas)
+        return self.task.input_fn("train", self.trainer.train_batch_size, context,
+                                  seed=self.experiment.runtime.seed)
+
+    def train(self, eval_each_checkpoint=False):
+        """Trains to num_train_steps; returns the last eval results when evaluating."""
+        trainer = self.trainer
+        results = None
+        self.task.validate_inputs("train")
+        if eval_each_checkpoint:
+            self.task.validate_inputs("eval")
+        dataset = self._train_dataset()
+        self._train_iterator = iter(dataset)
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                         train_data=self._train_iterator)
+        manager = self._manager(checkpoint)
+        self._restore_or_initialize(manager)
+        if self.step >= trainer.num_train_steps:
+            logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
+                         "to train.", self.model_dir, self.step, trainer.num_train_steps)
+            print(f"Already trained: step {self.step} of num_train_steps="
+                  f"{trainer.num_train_steps} in {self.model_dir}.")
+            return results
+        self._write_params()
+        train_loop = self._make_train_loop()
+        save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
+                                      trainer.iterations_per_loop)) * trainer.iterations_per_loop
+        with _Preemption() as preemption:
+            while self.step < trainer.num_train_steps:
+                start_step = self.step
+                num_steps = min(trainer.iterations_per_loop, trainer.num_train_steps - start_step)
+                started = time.monotonic()
+                loss, gradient_norm, first_non_finite = train_loop(
+                    self._train_iterator, tf.constant(num_steps))
+                loss = float(loss)
+                seconds = time.monotonic() - started
+                self._check_finite(int(first_non_finite), manager)
+                examples_per_second = num_steps * trainer.train_batch_size / seconds
+                self._log_train(loss, float(gradient_norm), examples_per_second)
+                at_end = self.step >= trainer.num_train_steps
+                if at_end or self.step % save_every == 0 or preemption.requested:
+                    manager.save(checkpoint_number=self.step)
+                    self._cleanup_worker_copy()
+                    if eval_each_checkpoint:
+                        results = self.evaluate()
+                if preemption.requested:
+                    logging.warning("Preempted: checkpoint saved at step %d; rerun the same "
+                                    "command to resume.", self.step)
+                    raise SystemExit(PREEMPTED_EXIT_CODE)
+        return results
+
+    def _check_finite(self, first_non_finite, manager):
+        if first_non_finite < 0 or self.loss_scaling:
+            return  # under fp16 the loss scale skips non-finite steps and shrinks itself
+        last = manager.latest_checkpoint or "none (no checkpoint was saved yet)"
+        raise NonFiniteLossError(
+            f"The training loss became NaN or Inf at step {first_non_finite}. Nothing was saved "
+            f"after it; the last good checkpoint is {last}. Lower the learning rate or the "
+            "warmup's peak, check the data, or use --dtype=float16 for loss scaling.")
+
+    def _log_train(self, loss, gradient_norm, examples_per_second):
+        step = self.step
+        learning_rate = float(self.inner_optimizer.learning_rate)
+        logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3g  %.1f examples/s",
+                     step, self.trainer.num_train_steps, loss, learning_rate, gradient_norm,
+                     examples_per_second)
+        with self._writer("train").as_default(step=step):
+            tf.summary.scalar("loss", loss)
+            tf.summary.scalar("learning_rate", learning_rate)
+            tf.summary.scalar("gradient_norm", gradient_norm)
+            tf.summary.scalar("examples_per_second", examples_per_second)
+            if self.loss_scaling:
+                tf.summary.scalar("loss_scale", float(self.optimizer.dynamic_scale))
+            ratios = getattr(self.inner_optimizer, "trust_ratios", None)
+            if ratios:
+                tf.summary.histogram("trust_ratio",
+                                     tf.stack([tf.convert_to_tensor(r) for r in ratios.values()]))
+
+    def _cleanup_worker_copy(self):
+        if not self.is_chief:
+            tf.io.gfile.rmtree(self._checkpoint_dir())
+
+    def _write_params(self):
+        if not self.is_chief:
+            return
+        tf.io.gfile.makedirs(self.model_dir)
+        with tf.io.gfile.GFile(os.path.join(self.model_dir, "params.yaml"), "w") as f:
+            f.write(config_lib.dump_yaml(self.experiment))
+
+    # ------------------------------------------------------------------------------ eval
+    def evaluate(self):
+        """Metrics over the eval set (every example once) at the current weights."""
+        self.task.validate_inputs("eval")
+        steps = self.task.eval_steps(self.trainer.eval_batch_size)
+        if self.trainer.max_eval_steps:
+            steps = min(steps, self.trainer.max_eval_steps)
+        dataset = self.strategy.distribute_datasets_from_function(
+            lambda context: self.task.input_fn("eval", self.trainer.eval_batch_size, context))
+        for metric in self.metrics:
+            metric.reset_state()
+        task, model, metrics = self.task, self.model, self.metrics
+
+        def replica_step(features):
+            outputs = model(features, training=False)
+            task.update_metrics(metrics, features, outputs)
+
+        @tf.function
+        def eval_loop(iterator, num_steps):
+            for _ in tf.range(num_steps):
+                self.strategy.run(replica_step, args=(next(iterator),))
+
+        started = time.monotonic()
+        eval_loop(iter(dataset), tf.constant(steps))
+        results = {metric.name: float(metric.result()) for metric in metrics}
+        step = self.step
+        logging.info("eval at step %d (%d steps, %.1f s): %s", step, steps,
+                     time.monotonic() - started,
+                     "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        with self._writer("eval").as_default(step=step):
+            for name, value in results.items():
+                tf.summary.scalar(name, value)
+        if self.is_chief:
+            tf.io.gfile.makedirs(self.model_dir)
+            with tf.io.gfile.GFile(os.path.join(self.model_dir, "eval_results.json"), "w") as f:
+                json.dump({"step": step, **results}, f, indent=2)
+        return results
+
+    def evaluate_latest(self):
+        latest = tf.train.latest_checkpoint(self.model_dir)
+        if not latest:
+            raise FileNotFoundError(f"No checkpoint in {self.model_dir} to evaluate; train "
+                                    "first (--mode=train or train_and_eval).")
+        self._restore_model(latest)
+        return self.evaluate()
+
+    def _restore_model(self, path):
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        checkpoint.read(path).expect_partial()
+
+    def continuous_eval(self, timeout_seconds=3600):
+        """Evaluates each new checkpoint until one at num_train_steps has been evaluated."""
+        results = None
+        for path in tf.train.checkpoints_iterator(self.model_dir, timeout=timeout_seconds):
+            self._restore_model(path)
+            results = self.evaluate()
+            if self.step >= self.trainer.num_train_steps:
+                break
+        return results
+
+
+def run(task, experiment, model_dir, mode="train", strategy=None):
+    """Runs `mode` for `task` in `model_dir`; returns the last eval results, if any."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose one of {list(MODES)}.")
+    runner = Runner(task, experiment, model_dir, strategy=strategy)
+    if mode == "train":
+        runner.train()
+        return None
+    if mode == "train_and_eval":
+        return runner.train(eval_each_checkpoint=True) or runner.evaluate()
+    if mode == "eval":
+        return runner.evaluate_latest()
+    return runner.continuous_eval()
