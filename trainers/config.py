@@ -92,8 +92,9 @@ def _coerce(value, current, dotted):
     elif isinstance(current, list):
         if isinstance(value, list):
             return value
-    raise ValueError(f"Config key {dotted!r} expects a {type(current).__name__}, got "
-                     f"{value!r} ({type(value).__name__}).")
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                list: "a list"}[type(current)]
+    raise ValueError(f"Config key {dotted!r} expects {expected}, got {value!r}.")
 
 
 def merge(config, overrides, path=""):

@@ -45,20 +45,24 @@ _CONFIG_FLAGS = {
 }
 
 
-def define_flags():
-    flags.DEFINE_multi_string("config_file", [], "YAML config file(s), applied in order.")
+def define_flags(flag_values=flags.FLAGS):
+    flags.DEFINE_multi_string("config_file", [], "YAML config file(s), applied in order.",
+                              flag_values=flag_values)
     flags.DEFINE_string("params_override", "", "Overrides such as "
-                        "`trainer.train_batch_size=64,optimizer.name=lars`.")
+                        "`trainer.train_batch_size=64,optimizer.name=lars`.",
+                        flag_values=flag_values)
     flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and params.yaml go here "
-                        "(local or gs://); default runs/<first config file's name>.")
-    flags.DEFINE_enum("mode", "train", list(runner.MODES), "What to run.")
+                        "(local or gs://); default runs/<first config file's name>.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("mode", "train", list(runner.MODES), "What to run.",
+                      flag_values=flag_values)
     for name, (_, definer, help_text) in _CONFIG_FLAGS.items():
         if definer is flags.DEFINE_enum:
             choices = (list(distribution.STRATEGIES) if name == "distribution_strategy"
                        else ["float32", "bfloat16", "float16"])
-            definer(name, None, choices, help_text)
+            definer(name, None, choices, help_text, flag_values=flag_values)
         else:
-            definer(name, None, help_text)
+            definer(name, None, help_text, flag_values=flag_values)
 
 
 def resolve(experiment, flag_values=None):

@@ -137,6 +137,25 @@ class Runner:
             checkpoint, self._checkpoint_dir(), max_to_keep=self.trainer.keep_checkpoint_max,
             step_counter=self.inner_optimizer.iterations)
 
+    def _data_manager(self):
+        """Each worker's position in its own training data, beside the model checkpoints."""
+        _, pipeline_id, _ = self._pipeline_layout()
+        return tf.train.CheckpointManager(
+            tf.train.Checkpoint(train_data=self._train_iterator),
+            os.path.join(self.model_dir, "train_data", f"worker_{pipeline_id}"),
+            max_to_keep=self.trainer.keep_checkpoint_max + 1)
+
+    def _restore_data_position(self, data_manager):
+        if self.step == 0:
+            return
+        path = os.path.join(data_manager.directory, f"ckpt-{self.step}")
+        if not tf.io.gfile.glob(path + ".index"):
+            logging.warning("No saved training-data position for step %d in %s: this worker's "
+                            "data starts again from the beginning of its shard.", self.step,
+                            data_manager.directory)
+            return
+        data_manager.checkpoint.restore(path).assert_consumed()
+
     # ------------------------------------------------------------------------- restoring
     def _restore_or_initialize(self, manager):
         latest = tf.train.latest_checkpoint(self.model_dir)
@@ -282,10 +301,10 @@ class Runner:
             self.task.validate_inputs("eval")
         dataset = self._train_dataset()
         self._train_iterator = iter(dataset)
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                         train_data=self._train_iterator)
-        manager = self._manager(checkpoint)
+        manager = self._manager(self.checkpoint)
+        data_manager = self._data_manager()
         self._restore_or_initialize(manager)
+        self._restore_data_position(data_manager)
         if self.step >= trainer.num_train_steps:
             logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
                          "to train.", self.model_dir, self.step, trainer.num_train_steps)
@@ -310,6 +329,9 @@ class Runner:
                 self._log_train(loss, float(gradient_norm), examples_per_second)
                 at_end = self.step >= trainer.num_train_steps
                 if at_end or self.step % save_every == 0 or preemption.requested:
+                    # The data position first: a model checkpoint is the commit point, and
+                    # each one then has its data position.
+                    data_manager.save(checkpoint_number=self.step)
                     manager.save(checkpoint_number=self.step)
                     self._cleanup_worker_copy()
                     if eval_each_checkpoint:
@@ -331,7 +353,7 @@ class Runner:
 
     def _log_train(self, loss, gradient_norm, examples_per_second):
         step = self.step
-        learning_rate = float(self.inner_optimizer.learning_rate)
+        learning_rate = float(tf.convert_to_tensor(self.inner_optimizer.learning_rate))
         logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3g  %.1f examples/s",
                      step, self.trainer.num_train_steps, loss, learning_rate, gradient_norm,
                      examples_per_second)
@@ -341,7 +363,7 @@ class Runner:
             tf.summary.scalar("gradient_norm", gradient_norm)
             tf.summary.scalar("examples_per_second", examples_per_second)
             if self.loss_scaling:
-                tf.summary.scalar("loss_scale", float(self.optimizer.dynamic_scale))
+                tf.summary.scalar("loss_scale", float(tf.convert_to_tensor(self.optimizer.loss_scale)))
             ratios = getattr(self.inner_optimizer, "trust_ratios", None)
             if ratios:
                 tf.summary.histogram("trust_ratio",

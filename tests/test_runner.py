@@ -1,0 +1,151 @@
+"""The runner in-process: distribution and accumulation equalities, NaN handling, bad input."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import bert_runs
+from tests.conftest import two_device_mirrored_strategy
+from trainers import distribution, runner
+from trainers.bert.task import BertPretrainingTask
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return bert_runs.make_data(str(tmp_path_factory.mktemp("runner")))
+
+
+def train(data_dir, model_dir, strategy=None, mode="train", **sections):
+    experiment = bert_runs.experiment(data_dir, **sections)
+    results = runner.run(BertPretrainingTask(experiment.task), experiment, str(model_dir), mode,
+                         strategy=strategy)
+    return tf.train.latest_checkpoint(str(model_dir)), results
+
+
+def test_mirrored_over_two_devices_equals_one_device(data_dir, tmp_path):
+    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
+    two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy())
+    assert one.endswith("ckpt-4") and two.endswith("ckpt-4")
+    bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
+
+
+def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(data_dir, tmp_path):
+    big, _ = train(data_dir, tmp_path / "big", trainer={"train_batch_size": 32})
+    accumulated, _ = train(data_dir, tmp_path / "acc", trainer={
+        "train_batch_size": 32, "num_accumulation_steps": 4})
+    bert_runs.assert_same_weights(big, accumulated, rtol=1e-4, atol=2e-6)
+    # ...and differs from a run that updates on each micro-batch.
+    small, _ = train(data_dir, tmp_path / "small", trainer={"train_batch_size": 8,
+                                                            "num_train_steps": 16})
+    a, b = bert_runs.model_weights(big), bert_runs.model_weights(small)
+    assert max(np.abs(a[k] - b[k]).max() for k in a) > 1e-3
+
+
+def test_train_and_eval_reports_the_bert_metrics_and_writes_summaries(data_dir, tmp_path):
+    _, results = train(data_dir, tmp_path, mode="train_and_eval")
+    assert set(results) == {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
+                            "next_sentence_loss"}
+    assert 0.0 <= results["masked_lm_accuracy"] <= 1.0 and results["masked_lm_loss"] > 0
+    assert os.path.exists(tmp_path / "params.yaml")
+    tags = set()
+    for event_file in tf.io.gfile.glob(str(tmp_path / "train" / "events*")):
+        for event in tf.compat.v1.train.summary_iterator(event_file):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"loss", "learning_rate", "gradient_norm", "examples_per_second",
+            "trust_ratio"} <= tags
+    assert tf.io.gfile.glob(str(tmp_path / "eval" / "events*"))
+
+
+def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(data_dir, tmp_path):
+    with pytest.raises(runner.NonFiniteLossError) as error:
+        train(data_dir, tmp_path, optimizer={"learning_rate": 1e12},
+              trainer={"num_train_steps": 40})
+    message = str(error.value)
+    step = int(re.search(r"became NaN or Inf at step (\d+)", message).group(1))
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    if latest is None:
+        assert "none (no checkpoint was saved yet)" in message
+    else:
+        assert latest in message and int(latest.rsplit("-", 1)[1]) < step
+        weights = bert_runs.model_weights(latest)
+        assert all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_float16_loss_scaling_skips_non_finite_steps(data_dir, tmp_path):
+    latest, _ = train(data_dir, tmp_path, optimizer={"learning_rate": 1e12},
+                      runtime={"dtype": "float16"}, trainer={"num_train_steps": 40})
+    assert latest.endswith("ckpt-40")
+    assert all(np.isfinite(w).all() for w in bert_runs.model_weights(latest).values())
+    reader = tf.train.load_checkpoint(latest)
+    scale = [reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+             if "loss_scale" in n and n.endswith("VARIABLE_VALUE") and "counter" not in n]
+    assert scale and scale[0] < 2.0 ** 15  # shrunk from its initial value
+
+
+def test_non_dividing_batch_names_the_nearest_valid_sizes(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(
+            "train_batch_size=15 does not divide across 2 replica(s): it must be a multiple of 2."
+            " Nearest valid sizes: 14 or 16.")):
+        train(data_dir, tmp_path, two_device_mirrored_strategy(),
+              trainer={"train_batch_size": 15})
+    with pytest.raises(ValueError, match=re.escape("x 4 accumulation steps: it must be a "
+                                                   "multiple of 8. Nearest valid sizes: 16 or 24")):
+        train(data_dir, tmp_path, two_device_mirrored_strategy(),
+              trainer={"train_batch_size": 20, "num_accumulation_steps": 4})
+
+
+def test_missing_data_names_the_pattern(data_dir, tmp_path):
+    pattern = os.path.join(data_dir, "nothing-*")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{pattern!r} matches no file")):
+        train(data_dir, tmp_path, task={"train_data": {"input_path": pattern}})
+
+
+def test_init_checkpoint_of_another_model_names_the_variable_and_shapes(data_dir, tmp_path):
+    other, _ = train(data_dir, tmp_path / "mini", task={"model": {"size": "mini"}},
+                     trainer={"num_train_steps": 2})
+    with pytest.raises(ValueError, match=r"init_checkpoint .*ckpt-2 does not fit this model: "
+                                         r".*shape \(\d+, 256\) .* shape \(\d+, 128\) and name "
+                                         r"\S*word_embeddings"):
+        train(data_dir, tmp_path / "tiny", trainer={"init_checkpoint": other})
+
+
+def test_init_checkpoint_loads_weights_but_not_step(data_dir, tmp_path):
+    phase1, _ = train(data_dir, tmp_path / "phase1", trainer={"num_train_steps": 2})
+    experiment = bert_runs.experiment(data_dir, trainer={"init_checkpoint": phase1})
+    fresh = runner.Runner(BertPretrainingTask(experiment.task), experiment,
+                          str(tmp_path / "phase2"))
+    fresh._restore_or_initialize(fresh._manager(fresh.checkpoint))
+    assert fresh.step == 0
+    reference = BertPretrainingTask(experiment.task).build_model()
+    tf.train.Checkpoint(model=reference).read(phase1).expect_partial()
+    initial = BertPretrainingTask(experiment.task).build_model()
+    for loaded, saved, untrained in zip(fresh.model.variables, reference.variables,
+                                        initial.variables):
+        np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
+    assert any(not np.array_equal(s.numpy(), u.numpy())
+               for s, u in zip(reference.variables, initial.variables))
+
+
+def test_a_run_already_at_num_train_steps_says_so(data_dir, tmp_path, capsys):
+    train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+    capsys.readouterr()
+    train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+    assert "Already trained: step 2 of num_train_steps=2" in capsys.readouterr().out
+
+
+def test_tpu_strategy_without_a_tpu_says_how_to_fix_it():
+    from trainers.config import RuntimeConfig
+    with pytest.raises(RuntimeError, match=r"distribution_strategy=tpu with tpu='local': no TPU "
+                                           r"is reachable .* without a TPU use "
+                                           r"--distribution_strategy=one_device"):
+        distribution.make_strategy(RuntimeConfig(distribution_strategy="tpu", tpu="local"))
+
+
+def test_multi_worker_without_tf_config_says_what_is_needed(monkeypatch):
+    from trainers.config import RuntimeConfig
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
+        distribution.make_strategy(RuntimeConfig(distribution_strategy="multi_worker_mirrored"))

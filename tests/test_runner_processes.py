@@ -1,0 +1,149 @@
+"""The trainer as users run it: killed and resumed, preempted, and on two worker processes."""
+
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+import tensorflow as tf
+
+from tests import bert_runs
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return bert_runs.make_data(str(tmp_path_factory.mktemp("processes")))
+
+
+def wait_for_checkpoint(model_dir, process, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tf.io.gfile.glob(os.path.join(model_dir, "ckpt-*.index")):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before its first checkpoint:\n"
+                                 f"{process.stdout.read()}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("no checkpoint appeared")
+
+
+def steps_of(model_dir):
+    return sorted(int(p.rsplit("-", 1)[1].split(".")[0])
+                  for p in tf.io.gfile.glob(os.path.join(model_dir, "ckpt-*.index")))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    """A 12-step run with dropout on, whose checkpoint the interrupted runs must reproduce."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    config = bert_runs.write_config(
+        str(root / "config.yaml"), data_dir,
+        task={"model": {"dropout_rate": 0.1, "attention_dropout_rate": 0.1}},
+        trainer={"num_train_steps": 12, "iterations_per_loop": 1, "save_checkpoints_steps": 1})
+    code, output = bert_runs.run_cli(f"--config_file={config}", f"--model_dir={root / 'run'}")
+    assert code == 0, output
+    return config, tf.train.latest_checkpoint(str(root / "run"))
+
+
+def test_sigkill_then_the_same_command_ends_with_the_same_weights(uninterrupted, tmp_path):
+    config, reference = uninterrupted
+    model_dir = str(tmp_path / "run")
+    args = (f"--config_file={config}", f"--model_dir={model_dir}")
+    process = bert_runs.cli(*args)
+    wait_for_checkpoint(model_dir, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = steps_of(model_dir)[-1]
+    assert killed_at < 12
+    code, output = bert_runs.run_cli(*args)
+    assert code == 0, output
+    assert f"Resumed from {model_dir}/ckpt-{killed_at}" in output
+    # Bit for bit: the same data position, dropout generator state and optimizer state.
+    bert_runs.assert_same_weights(tf.train.latest_checkpoint(model_dir), reference)
+
+
+def test_sigterm_saves_a_checkpoint_before_exiting_and_resumes_exactly(uninterrupted, tmp_path):
+    config, reference = uninterrupted
+    model_dir = str(tmp_path / "run")
+    args = (f"--config_file={config}", f"--model_dir={model_dir}",
+            "--save_checkpoints_steps=100")  # only SIGTERM and the end save
+    process = bert_runs.cli(*args)
+    deadline = time.monotonic() + 240
+    while "step 1/12" not in (line := process.stdout.readline()):
+        assert line and time.monotonic() < deadline, "the run did not start training"
+    process.send_signal(signal.SIGTERM)
+    output = process.stdout.read()
+    assert process.wait() == 143, output
+    assert "Preempted: checkpoint saved at step" in output
+    saved = steps_of(model_dir)
+    assert len(saved) == 1 and 1 <= saved[0] < 12
+    code, output = bert_runs.run_cli(*args)
+    assert code == 0, output
+    bert_runs.assert_same_weights(tf.train.latest_checkpoint(model_dir), reference)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_two_workers(config, model_dir, *extra):
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        processes.append(bert_runs.cli(
+            f"--config_file={config}", f"--model_dir={model_dir}",
+            "--distribution_strategy=multi_worker_mirrored", *extra,
+            env={"TF_CONFIG": tf_config}))
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for p, output in zip(processes, outputs):
+        assert p.returncode == 0, output
+    return outputs
+
+
+def test_two_worker_processes_match_one_process_and_resume(data_dir, tmp_path):
+    # One file and no shuffling: the two workers' records of a step are then exactly the
+    # records of the one-process global batch, so the updates must agree.
+    one_file_dir = bert_runs.make_data(str(tmp_path / "one_file"), num_output_files=1)
+    config = bert_runs.write_config(
+        str(tmp_path / "config.yaml"), one_file_dir,
+        task={"train_data": {"shuffle_buffer_size": 1}},
+        trainer={"num_train_steps": 6, "iterations_per_loop": 2, "save_checkpoints_steps": 2})
+    single_dir = str(tmp_path / "single")
+    code, output = bert_runs.run_cli(f"--config_file={config}", f"--model_dir={single_dir}")
+    assert code == 0, output
+
+    workers_dir = str(tmp_path / "workers")
+    run_two_workers(config, workers_dir)
+    bert_runs.assert_same_weights(tf.train.latest_checkpoint(workers_dir),
+                                  tf.train.latest_checkpoint(single_dir), rtol=1e-4, atol=2e-6)
+    assert not tf.io.gfile.exists(os.path.join(workers_dir, "worker_tmp", "1", "checkpoint"))
+
+    # Roll back to step 2 as if both had been killed there; the rerun resumes and ends equal.
+    tf.train.update_checkpoint_state(workers_dir, os.path.join(workers_dir, "ckpt-2"))
+    for step in (4, 6):
+        for path in tf.io.gfile.glob(os.path.join(workers_dir, f"ckpt-{step}.*")):
+            tf.io.gfile.remove(path)
+    outputs = run_two_workers(config, workers_dir)
+    assert all("Resumed from" in output and "ckpt-2 at step 2" in output for output in outputs)
+    bert_runs.assert_same_weights(tf.train.latest_checkpoint(workers_dir),
+                                  tf.train.latest_checkpoint(single_dir), rtol=1e-4, atol=2e-6)
+
+
+def test_cli_rejects_an_unknown_config_key_with_a_suggestion(data_dir, tmp_path):
+    config = bert_runs.write_config(str(tmp_path / "config.yaml"), data_dir)
+    code, output = bert_runs.run_cli(f"--config_file={config}",
+                                     "--params_override=trainer.train_batch_sise=64",
+                                     f"--model_dir={tmp_path / 'run'}")
+    assert code == 1
+    assert ("error: --params_override: Unknown config key 'train_batch_sise' in section "
+            "'trainer'. Did you mean 'train_batch_size'?") in output
