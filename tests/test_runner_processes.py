@@ -129,7 +129,7 @@ def test_two_worker_processes_match_one_process_and_resume(data_dir, tmp_path):
     assert not tf.io.gfile.exists(os.path.join(workers_dir, "worker_tmp", "1", "checkpoint"))
 
     # Roll back to step 2 as if both had been killed there; the rerun resumes and ends equal.
-    tf.train.update_checkpoint_state(workers_dir, os.path.join(workers_dir, "ckpt-2"))
+    tf.compat.v1.train.update_checkpoint_state(workers_dir, os.path.join(workers_dir, "ckpt-2"))
     for step in (4, 6):
         for path in tf.io.gfile.glob(os.path.join(workers_dir, f"ckpt-{step}.*")):
             tf.io.gfile.remove(path)

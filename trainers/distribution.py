@@ -32,6 +32,9 @@ def make_strategy(runtime):
                          f"{list(STRATEGIES)}.")
     if name == "tpu":
         return _tpu_strategy(runtime.tpu or "local")
+    if name == "multi_worker_mirrored":
+        # Before anything lists devices: collectives must be configured at startup.
+        return _multi_worker_strategy()
     split_cpu(runtime.num_cpu_devices)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -44,6 +47,9 @@ def make_strategy(runtime):
         # Without GPUs, NCCL is not an option; reduce on one device.
         cross_device_ops = None if gpus else tf.distribute.ReductionToOneDevice()
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
+
+
+def _multi_worker_strategy():
     if not os.environ.get("TF_CONFIG"):
         raise ValueError("distribution_strategy=multi_worker_mirrored needs the TF_CONFIG "
                          "environment variable describing the cluster and this worker's task, "

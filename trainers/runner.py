@@ -64,6 +64,22 @@ def _dense(gradient):
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
+def _dropout_generators(model):
+    """The tf.random.Generators of a tf_keras model's random layers, in a fixed order.
+
+    tf_keras does not put them in checkpoints; saving them is what makes a resumed run draw
+    the same dropout masks as an uninterrupted one. They exist once the model has been called
+    in training mode (tasks build models that way).
+    """
+    generators = []
+    for layer in model.submodules:
+        random_generator = getattr(layer, "_random_generator", None)
+        generator = getattr(random_generator, "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            generators.append(generator)
+    return generators
+
+
 class Runner:
     """One experiment in one model_dir; `run` below is the usual entry point."""
 
@@ -103,7 +119,8 @@ class Runner:
             self.optimizer = optimizer
             self.optimizer.build(self.model.trainable_variables)
             self.metrics = task.build_metrics()
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              dropout_generators=_dropout_generators(self.model))
         self._train_iterator = None
         self._writers = {}
 

@@ -48,12 +48,14 @@ class BertPretrainingTask(task_lib.Task):
                 initializer=initializer, name="next_sentence")])
         seq = self.config.train_data.max_seq_length
         predictions = self.config.train_data.max_predictions_per_seq
+        # A training-mode call creates the dropout layers' random generators too, so that
+        # checkpoints can carry their state.
         model({
             "input_word_ids": tf.zeros([1, seq], tf.int32),
             "input_mask": tf.ones([1, seq], tf.int32),
             "input_type_ids": tf.zeros([1, seq], tf.int32),
             "masked_lm_positions": tf.zeros([1, predictions], tf.int32),
-        })
+        }, training=True)
         return model
 
     def weight_decay_exclusions(self):
