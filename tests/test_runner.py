@@ -149,3 +149,11 @@ def test_multi_worker_without_tf_config_says_what_is_needed(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
         distribution.make_strategy(RuntimeConfig(distribution_strategy="multi_worker_mirrored"))
+
+
+def test_model_dir_holding_another_models_checkpoint_is_named(data_dir, tmp_path):
+    train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+    with pytest.raises(ValueError, match=r"The checkpoint .*ckpt-2 in model_dir does not fit "
+                                         r"this model: .*params\.yaml"):
+        train(data_dir, tmp_path, task={"model": {"size": "mini"}},
+              trainer={"num_train_steps": 4})
