@@ -25,9 +25,14 @@ def train(data_dir, model_dir, strategy=None, mode="train", **sections):
     return tf.train.latest_checkpoint(str(model_dir)), results
 
 
-def test_mirrored_over_two_devices_equals_one_device(data_dir, tmp_path):
-    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
-    two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy())
+# Momentum too: Adam-type updates hardly change when every gradient is scaled by a constant,
+# so a mean-instead-of-sum reduction would slip past LAMB alone.
+@pytest.mark.parametrize("optimizer", ["lamb", "momentum"])
+def test_mirrored_over_two_devices_equals_one_device(data_dir, tmp_path, optimizer):
+    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"),
+                   optimizer={"name": optimizer})
+    two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy(),
+                   optimizer={"name": optimizer})
     assert one.endswith("ckpt-4") and two.endswith("ckpt-4")
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
