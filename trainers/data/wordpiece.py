@@ -47,7 +47,7 @@ def count_words(documents, lower_case):
 
 
 def learn_vocab(documents, vocab_size, lower_case):
-    """A WordPiece vocab of at most `vocab_size` tokens learned by tensorflow-text.
+    """A WordPiece vocab of about `vocab_size` tokens (the learner stops within a few percent).
 
     The learner (pure Python) binary-searches a count threshold, running its refinement
     iterations at each probe. Two refinement iterations instead of four, and a search from 1
