@@ -444,8 +444,7 @@ class Runner:
         return self.evaluate()
 
     def _restore_model(self, path):
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-        checkpoint.read(path).expect_partial()
+        self.checkpoint.read(path).expect_partial()
 
     def continuous_eval(self, timeout_seconds=3600):
         """Evaluates each new checkpoint until one at num_train_steps has been evaluated."""

@@ -1,6 +1,5 @@
 """The built-in pretraining data: the Wikipedia vital-article summaries as cached TFRecords."""
 
-import json
 import os
 
 import tensorflow as tf
@@ -36,8 +35,3 @@ def ensure(max_seq_length, max_predictions_per_seq):
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
             dupe_factor=DUPE_FACTOR, holdout_fraction=HOLDOUT_FRACTION))
     return directory
-
-
-def vocab_size_of(directory):
-    with tf.io.gfile.GFile(os.path.join(directory, creator.DATA_DESCRIPTION_FILE)) as f:
-        return json.load(f)["vocab_size"]

@@ -6,6 +6,7 @@ files in either google-research/bert's or Model Garden's v2 naming. Eval batches
 `is_real_example` (1 for data, 0 for padding).
 """
 
+import functools
 import math
 
 import tensorflow as tf
@@ -61,13 +62,15 @@ class PretrainingInput:
                 .map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
 
+    @functools.cached_property
     def num_examples(self):
+        """Records in all files, counted once (eval runs at every checkpoint)."""
         return int(tf.data.TFRecordDataset(self.files).reduce(
             tf.constant(0, tf.int64), lambda count, _: count + 1))
 
     def eval_steps(self, global_batch_size):
         """Steps that cover every example once at this global batch size."""
-        return max(1, math.ceil(self.num_examples() / global_batch_size))
+        return max(1, math.ceil(self.num_examples / global_batch_size))
 
     def eval_dataset(self, global_batch_size, input_context=None):
         """Exactly `eval_steps` batches per replica; every example appears once.

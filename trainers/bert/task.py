@@ -1,5 +1,6 @@
 """BERT pretraining: Model Garden's encoder and pretrainer, masked-LM + next-sentence losses."""
 
+import json
 import os
 
 import tensorflow as tf
@@ -75,7 +76,6 @@ class BertPretrainingTask(task_lib.Task):
                                  "or `builtin` for the built-in corpus.")
             if patterns.strip() == builtin_data.BUILTIN:
                 directory = builtin_data.ensure(data.max_seq_length, data.max_predictions_per_seq)
-                self._check_vocab(builtin_data.vocab_size_of(directory))
                 split = "train" if mode == "train" else "eval"
                 patterns = os.path.join(directory, f"{split}-*.tfrecord")
             self._inputs[mode] = PretrainingInput(
@@ -85,9 +85,9 @@ class BertPretrainingTask(task_lib.Task):
         return self._inputs[mode]
 
     def _check_description(self, first_file):
+        """Data made by create_pretraining_data says its vocab size; the model must cover it."""
         description = os.path.join(os.path.dirname(first_file), creator.DATA_DESCRIPTION_FILE)
         if tf.io.gfile.exists(description):
-            import json  # pylint: disable=g-import-not-at-top
             with tf.io.gfile.GFile(description) as f:
                 self._check_vocab(json.load(f)["vocab_size"])
 
