@@ -7,10 +7,10 @@ files in either google-research/bert's or Model Garden's v2 naming. Eval batches
 """
 
 import functools
-import math
 
 import tensorflow as tf
 
+from trainers.data import batching
 from trainers.data import files as files_lib
 from trainers.data import pretraining_records
 
@@ -46,18 +46,9 @@ class PretrainingInput:
         Each input pipeline reads its own files when there are at least as many files as
         pipelines. With `seed`, the order is the same on every run.
         """
-        batch_size = _per_replica_batch_size(global_batch_size, input_context)
-        pipeline_files = files_lib.files_for_pipeline(self.files, input_context)
-        if pipeline_files is None:
-            records = tf.data.TFRecordDataset(self.files).shard(
-                input_context.num_input_pipelines, input_context.input_pipeline_id).repeat()
-        else:
-            file_names = tf.data.Dataset.from_tensor_slices(pipeline_files)
-            file_names = file_names.shuffle(len(pipeline_files), seed=seed).repeat()
-            records = file_names.interleave(
-                tf.data.TFRecordDataset, cycle_length=min(self.cycle_length, len(pipeline_files)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
-        records = records.shuffle(self.shuffle_buffer_size, seed=seed)
+        batch_size = batching.per_replica_batch_size(global_batch_size, input_context)
+        records = batching.training_records(self.files, input_context, seed, self.cycle_length,
+                                            self.shuffle_buffer_size)
         return (records.batch(batch_size, drop_remainder=True)
                 .map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
@@ -65,37 +56,25 @@ class PretrainingInput:
     @functools.cached_property
     def num_examples(self):
         """Records in all files, counted once (eval runs at every checkpoint)."""
-        return int(tf.data.TFRecordDataset(self.files).reduce(
-            tf.constant(0, tf.int64), lambda count, _: count + 1))
+        return batching.count_records(self.files)
 
     def eval_steps(self, global_batch_size):
-        """Steps that cover every example once at this global batch size."""
-        return max(1, math.ceil(self.num_examples / global_batch_size))
+        return batching.eval_steps(self.num_examples, global_batch_size)
 
     def eval_dataset(self, global_batch_size, input_context=None):
-        """Exactly `eval_steps` batches per replica; every example appears once.
-
-        Pipelines take every num_pipelines-th record, then pad with all-zero records flagged
-        `is_real_example=0` up to the same length, so all replicas run the same number of steps
-        and the padding is masked out of metrics.
-        """
-        batch_size = _per_replica_batch_size(global_batch_size, input_context)
-        num_pipelines = input_context.num_input_pipelines if input_context else 1
-        pipeline_id = input_context.input_pipeline_id if input_context else 0
-        examples_per_pipeline = self.eval_steps(global_batch_size) * (
-            global_batch_size // num_pipelines)
-        records = tf.data.TFRecordDataset(self.files).shard(num_pipelines, pipeline_id)
-        real = records.map(lambda record: (record, tf.constant(1.0)))
-        padding = tf.data.Dataset.from_tensors(
-            (tf.constant(self._padding_record()), tf.constant(0.0))).repeat()
-        padded = real.concatenate(padding).take(examples_per_pipeline)
+        """Exactly `eval_steps` batches per replica; every example appears once, padding is
+        all-zero records flagged `is_real_example=0`."""
+        real = batching.pipeline_records(self.files, input_context).map(
+            lambda record: (record, tf.constant(1.0)))
+        padding = (tf.constant(self._padding_record()), tf.constant(0.0))
 
         def parse(serialized, is_real):
             inputs = self._parse(serialized)
             inputs["is_real_example"] = is_real
             return inputs
 
-        return (padded.batch(batch_size, drop_remainder=True)
+        return (batching.padded_eval_batches(real, padding, self.num_examples,
+                                             global_batch_size, input_context)
                 .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
 
@@ -110,8 +89,3 @@ class PretrainingInput:
         return tf.train.Example(
             features=tf.train.Features(feature=feature)).SerializeToString()
 
-
-def _per_replica_batch_size(global_batch_size, input_context):
-    if input_context is None:
-        return global_batch_size
-    return input_context.get_per_replica_batch_size(global_batch_size)

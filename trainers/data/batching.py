@@ -1,0 +1,65 @@
+"""Batch arithmetic shared by the input_fns: per-replica sizes and padded eval batches."""
+
+import math
+
+import tensorflow as tf
+
+from trainers.data import files as files_lib
+
+
+def per_replica_batch_size(global_batch_size, input_context):
+    if input_context is None:
+        return global_batch_size
+    return input_context.get_per_replica_batch_size(global_batch_size)
+
+
+def count_records(files):
+    return int(tf.data.TFRecordDataset(files).reduce(
+        tf.constant(0, tf.int64), lambda count, _: count + 1))
+
+
+def eval_steps(num_examples, global_batch_size):
+    """Steps that cover every example once at this global batch size."""
+    return max(1, math.ceil(num_examples / global_batch_size))
+
+
+def pipeline_records(files, input_context):
+    """Every num_pipelines-th record of the files, in order: this pipeline's eval share."""
+    records = tf.data.TFRecordDataset(files)
+    if input_context is None:
+        return records
+    return records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+
+
+def padded_eval_batches(examples, padding, num_examples, global_batch_size, input_context):
+    """This pipeline's examples then copies of `padding`, in exactly eval_steps batches per
+    replica, so all replicas run the same steps and no example is dropped or repeated.
+
+    Each pipeline holds at most ceil(num_examples / pipelines) examples, which is no more than
+    eval_steps x (global batch / pipelines): the padding only ever fills.
+    """
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    per_pipeline = eval_steps(num_examples, global_batch_size) * (
+        global_batch_size // num_pipelines)
+    padded = examples.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+    return padded.take(per_pipeline).batch(
+        per_replica_batch_size(global_batch_size, input_context), drop_remainder=True)
+
+
+def training_records(files, input_context, seed, cycle_length, shuffle_buffer_size):
+    """Endless shuffled serialized records for one input pipeline.
+
+    Each pipeline reads its own files when there are at least as many files as pipelines (else
+    all files, keeping every num_pipelines-th record). With `seed`, the order is the same on
+    every run.
+    """
+    pipeline_files = files_lib.files_for_pipeline(files, input_context)
+    if pipeline_files is None:
+        records = tf.data.TFRecordDataset(files).shard(
+            input_context.num_input_pipelines, input_context.input_pipeline_id).repeat()
+    else:
+        names = tf.data.Dataset.from_tensor_slices(pipeline_files)
+        records = names.shuffle(len(pipeline_files), seed=seed).repeat().interleave(
+            tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(pipeline_files)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+    return records.shuffle(shuffle_buffer_size, seed=seed)

@@ -1,0 +1,1 @@
+"""ResNet image classification task: Model Garden's ResNet on ImageNet-schema TFRecords."""

@@ -1,0 +1,101 @@
+"""The ResNet input_fn: ImageNet-schema TFRecords to per-replica (image, label) batches.
+
+Batches are dicts: `image` [batch, size, size, 3] float32, `label` int32 in [0, num_classes);
+eval batches add `is_real_example`. `label_offset` is subtracted from the stored label (1 for
+1001-class ImageNet shards whose label 0 is "background").
+"""
+
+import functools
+
+import tensorflow as tf
+
+from trainers.data import batching
+from trainers.data import files as files_lib
+from trainers.data import image_records
+from trainers.resnet import preprocessing
+
+
+class ImageInput:
+    """The files behind `file_patterns`, checked once, and the datasets read from them."""
+
+    def __init__(self, file_patterns, num_classes, image_size, label_offset=0,
+                 shuffle_buffer_size=10000, cycle_length=8):
+        self.files = files_lib.expand_patterns(file_patterns, what="image data")
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.label_offset = label_offset
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.cycle_length = cycle_length
+        for path in self.files:
+            example = tf.train.Example.FromString(files_lib.first_record(path))
+            missing = sorted(set(image_records.READ_SPEC) - set(example.features.feature))
+            if missing:
+                raise ValueError(f"{path} lacks {missing}: not ImageNet-schema image records. "
+                                 "Make them with `python -m trainers.data.images_to_tfrecords`.")
+
+    def _parse(self, serialized):
+        parsed = tf.io.parse_single_example(serialized, image_records.READ_SPEC)
+        label = tf.cast(parsed["image/class/label"], tf.int32) - self.label_offset
+        checks = [
+            tf.debugging.assert_less(
+                label, self.num_classes, message=f"A label is out of range for num_classes="
+                f"{self.num_classes} after label_offset={self.label_offset}; check both "
+                "(1001-class ImageNet shards need label_offset=1)."),
+            tf.debugging.assert_non_negative(
+                label, message=f"A label is negative after label_offset={self.label_offset}; "
+                "shards whose labels start at 0 need label_offset=0."),
+        ]
+        with tf.control_dependencies(checks):
+            return parsed["image/encoded"], tf.identity(label)
+
+    def train_dataset(self, global_batch_size, input_context=None, seed=None):
+        batch_size = batching.per_replica_batch_size(global_batch_size, input_context)
+        records = batching.training_records(self.files, input_context, seed, self.cycle_length,
+                                            self.shuffle_buffer_size)
+        # Per-example seeds from a checkpointable random dataset: augmentation is reproducible
+        # and the iterator can be saved.
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        size = self.image_size
+
+        def preprocess(record, example_seed):
+            encoded, label = self._parse(record)
+            return {"image": preprocessing.train_image(encoded, size, example_seed),
+                    "label": label}
+
+        return (tf.data.Dataset.zip(records, seeds)
+                .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=seed is not None)
+                .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+    @functools.cached_property
+    def num_examples(self):
+        return batching.count_records(self.files)
+
+    def eval_steps(self, global_batch_size):
+        return batching.eval_steps(self.num_examples, global_batch_size)
+
+    def eval_dataset(self, global_batch_size, input_context=None):
+        """Exactly eval_steps batches per replica, padding flagged is_real_example=0."""
+        size = self.image_size
+
+        def preprocess(record):
+            encoded, label = self._parse(record)
+            return {"image": preprocessing.eval_image(encoded, size), "label": label,
+                    "is_real_example": tf.constant(1.0)}
+
+        real = batching.pipeline_records(self.files, input_context).map(
+            preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+        padding = {"image": tf.zeros([size, size, 3]), "label": tf.constant(0),
+                   "is_real_example": tf.constant(0.0)}
+        return batching.padded_eval_batches(real, padding, self.num_examples, global_batch_size,
+                                            input_context).prefetch(tf.data.AUTOTUNE)
+
+
+def synthetic_dataset(global_batch_size, image_size, num_classes, input_context=None):
+    """Endless batches of one fixed random batch: throughput runs without data."""
+    batch_size = batching.per_replica_batch_size(global_batch_size, input_context)
+    images = tf.random.stateless_normal([batch_size, image_size, image_size, 3], seed=[1, 2])
+    labels = tf.random.stateless_uniform([batch_size], seed=[3, 4], maxval=num_classes,
+                                         dtype=tf.int32)
+    return tf.data.Dataset.from_tensors({"image": images, "label": labels}).repeat()
+
