@@ -15,7 +15,7 @@ def learning_rate_schedule(config, num_train_steps):
 
 
 def build_optimizer(config, num_train_steps, default_exclusions):
-    """lamb / lars (lamb_tf.legacy), adamw or momentum (tf_keras baselines).
+    """lamb / lars (lamb_tf.legacy), adamw or momentum (tf_keras baselines, decoupled decay).
 
     `default_exclusions` are the task's regexes for variables without decay or adaptation (BERT:
     LayerNorm and bias); `config.exclude_from_*` replace them when set.
@@ -42,6 +42,10 @@ def build_optimizer(config, num_train_steps, default_exclusions):
         optimizer = tf_keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=config.weight_decay, beta_1=config.beta_1,
             beta_2=config.beta_2, epsilon=config.epsilon, **clip)
+        # tf_keras matches these as substrings of variable names.
         optimizer.exclude_from_weight_decay(var_names=exclude_decay)
         return optimizer
-    return tf_keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum, **clip)
+    optimizer = tf_keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
+                                        weight_decay=config.weight_decay, **clip)
+    optimizer.exclude_from_weight_decay(var_names=exclude_decay)
+    return optimizer

@@ -219,7 +219,7 @@ class Runner:
 
             def loss_and_gradients(batch):
                 with tf.GradientTape() as tape:
-                    outputs = model(batch, training=True)
+                    outputs = model(task.model_inputs(batch), training=True)
                     sums = task.loss_sums(batch, outputs)
                     loss = tf.add_n([tf.cast(sums[k], tf.float32) / normalizers[k]
                                      for k in sorted(sums)])
@@ -411,7 +411,7 @@ class Runner:
         task, model, metrics = self.task, self.model, self.metrics
 
         def replica_step(features):
-            outputs = model(features, training=False)
+            outputs = model(task.model_inputs(features), training=False)
             task.update_metrics(metrics, features, outputs)
 
         @tf.function

@@ -32,6 +32,10 @@ class Task(abc.ABC):
     def eval_steps(self, global_batch_size):
         """Steps that cover the eval set once."""
 
+    def model_inputs(self, features):
+        """What the model is called on; by default the whole feature dict."""
+        return features
+
     @abc.abstractmethod
     def loss_normalizers(self, features):
         """{loss name: scalar}: what each loss sum is divided by, summed over this batch."""

@@ -19,13 +19,15 @@ class ImageInput:
     """The files behind `file_patterns`, checked once, and the datasets read from them."""
 
     def __init__(self, file_patterns, num_classes, image_size, label_offset=0,
-                 shuffle_buffer_size=10000, cycle_length=8):
+                 shuffle_buffer_size=10000, cycle_length=8,
+                 min_crop_area=preprocessing.AREA_RANGE[0]):
         self.files = files_lib.expand_patterns(file_patterns, what="image data")
         self.num_classes = num_classes
         self.image_size = image_size
         self.label_offset = label_offset
         self.shuffle_buffer_size = shuffle_buffer_size
         self.cycle_length = cycle_length
+        self.min_crop_area = min_crop_area
         for path in self.files:
             example = tf.train.Example.FromString(files_lib.first_record(path))
             missing = sorted(set(image_records.READ_SPEC) - set(example.features.feature))
@@ -59,7 +61,8 @@ class ImageInput:
 
         def preprocess(record, example_seed):
             encoded, label = self._parse(record)
-            return {"image": preprocessing.train_image(encoded, size, example_seed),
+            return {"image": preprocessing.train_image(encoded, size, example_seed,
+                                                       self.min_crop_area),
                     "label": label}
 
         return (tf.data.Dataset.zip(records, seeds)

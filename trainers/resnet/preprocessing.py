@@ -22,13 +22,16 @@ def _resize(image, image_size):
     return tf.image.resize(image, [image_size, image_size], method="bilinear")
 
 
-def train_image(encoded, image_size, seed):
-    """Random-size crop, resize and flip of encoded JPEG/PNG bytes; `seed` is a [2] int tensor."""
+def train_image(encoded, image_size, seed, min_crop_area=AREA_RANGE[0]):
+    """Random-size crop, resize and flip of encoded JPEG/PNG bytes; `seed` is a [2] int tensor.
+
+    Crops cover [min_crop_area, 1] of the image (0.08 for ImageNet; larger for tiny images).
+    """
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=crop_seed,
-        min_object_covered=0.1, aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=AREA_RANGE,
+        min_object_covered=0.1, aspect_ratio_range=ASPECT_RATIO_RANGE, area_range=(min_crop_area, 1.0),
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, size)
     image = _resize(image, image_size)

@@ -1,0 +1,66 @@
+"""The ResNet task on the runner: trains on converted images, evaluates, excludes BN/bias."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lamb_tf import legacy
+from tests.test_image_data import COLORS, class_folder  # noqa: F401  (fixture)
+from trainers import config as config_lib
+from trainers import optimization, runner
+from trainers.data import images_to_tfrecords as converter
+from trainers.resnet.config import ResNetExperimentConfig
+from trainers.resnet.task import ResNetTask
+
+
+def experiment(data_pattern, **trainer):
+    return config_lib.merge(ResNetExperimentConfig(), {
+        # A fast-moving batch-norm average: eval uses it after only a few dozen steps.
+        "task": {"model": {"model_id": 10, "num_classes": 3, "image_size": 16,
+                           "norm_momentum": 0.8},
+                 "train_data": {"input_path": data_pattern, "shuffle_buffer_size": 16},
+                 "eval_data": {"input_path": data_pattern}},
+        "trainer": {"train_batch_size": 6, "eval_batch_size": 5, "num_train_steps": 30,
+                    "iterations_per_loop": 10, "save_checkpoints_steps": 30, **trainer},
+        "optimizer": {"name": "lars", "learning_rate": 2.0, "num_warmup_steps": 3,
+                      "power": 2.0, "weight_decay": 1e-4},
+    })
+
+
+@pytest.fixture
+def shards(class_folder, tmp_path):  # noqa: F811
+    images, classes = converter.images_from_folder(str(class_folder))
+    converter.write_shards(images, classes, str(tmp_path / "shards"), "train", 2)
+    return str(tmp_path / "shards" / "train-*")
+
+
+def test_a_small_resnet_learns_three_colours_with_lars(shards, tmp_path):
+    config = experiment(shards)
+    results = runner.run(ResNetTask(config.task), config, str(tmp_path / "run"),
+                         "train_and_eval")
+    assert set(results) == {"top_1_accuracy", "top_5_accuracy", "loss"}
+    assert results["top_1_accuracy"] == 1.0  # 12 images of 3 solid colours
+    assert results["top_5_accuracy"] == 1.0  # 3 classes: top-5 always holds
+
+
+def test_batch_norm_and_bias_get_no_decay_or_adaptation(shards):
+    config = experiment(shards)
+    task = ResNetTask(config.task)
+    model = task.build_model()
+    optimizer = optimization.build_optimizer(config.optimizer, 10,
+                                             task.weight_decay_exclusions())
+    assert isinstance(optimizer, legacy.Lars)
+    optimizer.build(model.trainable_variables)
+    names = [v.name for v in model.trainable_variables]
+    decayed = {n for n, decays in zip(names, optimizer._decays) if decays}
+    adapted = {n for n, adapts in zip(names, optimizer._adapts) if adapts}
+    assert decayed == adapted == {n for n in names if n.endswith("kernel:0")}
+    assert any("batch_normalization" in n for n in names) and any("bias" in n for n in names)
+
+
+def test_synthetic_data_needs_no_files(tmp_path):
+    config = experiment("", num_train_steps=2, iterations_per_loop=2, save_checkpoints_steps=2)
+    config.optimizer.num_warmup_steps = 0
+    config.task.use_synthetic_data = True
+    runner.run(ResNetTask(config.task), config, str(tmp_path / "run"), "train")
+    assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")
