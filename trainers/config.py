@@ -57,6 +57,14 @@ class OptimizerConfig:
     exclude_from_layer_adaptation: typing.Optional[typing.List[str]] = None
 
 
+@dataclasses.dataclass
+class ExperimentConfig:
+    """What every experiment has besides its task; tasks subclass it and add `task`."""
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+
 def _is_config(value):
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 

@@ -20,17 +20,26 @@ class Task(abc.ABC):
         """Regexes of variable paths that get neither weight decay nor layer adaptation."""
 
     @abc.abstractmethod
-    def validate_inputs(self, mode):
-        """Checks the data of `mode` ('train' or 'eval') before anything is compiled."""
+    def inputs(self, mode):
+        """The checked input of `mode` ('train' or 'eval'): an object with
+        `train_dataset(global_batch_size, input_context, seed)`,
+        `eval_dataset(global_batch_size, input_context)` and `eval_steps(global_batch_size)`.
+        Making it validates the data, so it should be made once."""
 
-    @abc.abstractmethod
+    def validate_inputs(self, mode):
+        """Checks the data of `mode` before anything is compiled."""
+        self.inputs(mode)
+
     def input_fn(self, mode, global_batch_size, input_context, seed=None):
         """Per-replica batches of `mode` ('train': endless, ordered by `seed`; 'eval': exactly
         eval_steps batches with `is_real_example` marking padding)."""
+        if mode == "train":
+            return self.inputs(mode).train_dataset(global_batch_size, input_context, seed=seed)
+        return self.inputs(mode).eval_dataset(global_batch_size, input_context)
 
-    @abc.abstractmethod
     def eval_steps(self, global_batch_size):
         """Steps that cover the eval set once."""
+        return self.inputs("eval").eval_steps(global_batch_size)
 
     def model_inputs(self, features):
         """What the model is called on; by default the whole feature dict."""

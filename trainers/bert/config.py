@@ -45,9 +45,5 @@ class BertTaskConfig:
 
 
 @dataclasses.dataclass
-class BertExperimentConfig:
+class BertExperimentConfig(config_lib.ExperimentConfig):
     task: BertTaskConfig = dataclasses.field(default_factory=BertTaskConfig)
-    trainer: config_lib.TrainerConfig = dataclasses.field(default_factory=config_lib.TrainerConfig)
-    optimizer: config_lib.OptimizerConfig = dataclasses.field(
-        default_factory=config_lib.OptimizerConfig)
-    runtime: config_lib.RuntimeConfig = dataclasses.field(default_factory=config_lib.RuntimeConfig)

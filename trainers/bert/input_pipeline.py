@@ -6,16 +6,14 @@ files in either google-research/bert's or Model Garden's v2 naming. Eval batches
 `is_real_example` (1 for data, 0 for padding).
 """
 
-import functools
 
 import tensorflow as tf
 
 from trainers.data import batching
-from trainers.data import files as files_lib
 from trainers.data import pretraining_records
 
 
-class PretrainingInput:
+class PretrainingInput(batching.RecordFiles):
     """The files behind `file_patterns`, checked once, and the datasets read from them.
 
     Construction is the validation before training: patterns must match files, and each file's
@@ -24,7 +22,7 @@ class PretrainingInput:
 
     def __init__(self, file_patterns, max_seq_length, max_predictions_per_seq,
                  shuffle_buffer_size=10000, cycle_length=8):
-        self.files = files_lib.expand_patterns(file_patterns, what="pretraining data")
+        super().__init__(file_patterns, what="pretraining data")
         self.max_seq_length = max_seq_length
         self.max_predictions_per_seq = max_predictions_per_seq
         self.shuffle_buffer_size = shuffle_buffer_size
@@ -52,14 +50,6 @@ class PretrainingInput:
         return (records.batch(batch_size, drop_remainder=True)
                 .map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
-
-    @functools.cached_property
-    def num_examples(self):
-        """Records in all files, counted once (eval runs at every checkpoint)."""
-        return batching.count_records(self.files)
-
-    def eval_steps(self, global_batch_size):
-        return batching.eval_steps(self.num_examples, global_batch_size)
 
     def eval_dataset(self, global_batch_size, input_context=None):
         """Exactly `eval_steps` batches per replica; every example appears once, padding is

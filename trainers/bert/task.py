@@ -66,7 +66,7 @@ class BertPretrainingTask(task_lib.Task):
     def _data_config(self, mode):
         return self.config.train_data if mode == "train" else self.config.eval_data
 
-    def _input(self, mode):
+    def inputs(self, mode):
         """The validated PretrainingInput of a mode, made once."""
         if mode not in self._inputs:
             data = self._data_config(mode)
@@ -96,18 +96,6 @@ class BertPretrainingTask(task_lib.Task):
             raise ValueError(f"The data's vocab has {data_vocab_size} tokens but "
                              f"task.model.vocab_size={self.config.model.vocab_size}; set "
                              f"task.model.vocab_size >= {data_vocab_size}.")
-
-    def validate_inputs(self, mode):
-        self._input(mode)
-
-    def input_fn(self, mode, global_batch_size, input_context, seed=None):
-        data = self._input(mode)
-        if mode == "train":
-            return data.train_dataset(global_batch_size, input_context, seed=seed)
-        return data.eval_dataset(global_batch_size, input_context)
-
-    def eval_steps(self, global_batch_size):
-        return self._input("eval").eval_steps(global_batch_size)
 
     # ---------------------------------------------------------------------------- losses
     def loss_normalizers(self, features):

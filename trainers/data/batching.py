@@ -1,10 +1,26 @@
 """Batch arithmetic shared by the input_fns: per-replica sizes and padded eval batches."""
 
+import functools
 import math
 
 import tensorflow as tf
 
 from trainers.data import files as files_lib
+
+
+class RecordFiles:
+    """TFRecord files matched by patterns, with the eval arithmetic over all their records."""
+
+    def __init__(self, file_patterns, what):
+        self.files = files_lib.expand_patterns(file_patterns, what=what)
+
+    @functools.cached_property
+    def num_examples(self):
+        """Records in all files, counted once (eval runs at every checkpoint)."""
+        return count_records(self.files)
+
+    def eval_steps(self, global_batch_size):
+        return eval_steps(self.num_examples, global_batch_size)
 
 
 def per_replica_batch_size(global_batch_size, input_context):

@@ -35,9 +35,5 @@ class ResNetTaskConfig:
 
 
 @dataclasses.dataclass
-class ResNetExperimentConfig:
+class ResNetExperimentConfig(config_lib.ExperimentConfig):
     task: ResNetTaskConfig = dataclasses.field(default_factory=ResNetTaskConfig)
-    trainer: config_lib.TrainerConfig = dataclasses.field(default_factory=config_lib.TrainerConfig)
-    optimizer: config_lib.OptimizerConfig = dataclasses.field(
-        default_factory=config_lib.OptimizerConfig)
-    runtime: config_lib.RuntimeConfig = dataclasses.field(default_factory=config_lib.RuntimeConfig)

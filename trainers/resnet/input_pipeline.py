@@ -5,7 +5,6 @@ eval batches add `is_real_example`. `label_offset` is subtracted from the stored
 1001-class ImageNet shards whose label 0 is "background").
 """
 
-import functools
 
 import tensorflow as tf
 
@@ -15,13 +14,13 @@ from trainers.data import image_records
 from trainers.resnet import preprocessing
 
 
-class ImageInput:
+class ImageInput(batching.RecordFiles):
     """The files behind `file_patterns`, checked once, and the datasets read from them."""
 
     def __init__(self, file_patterns, num_classes, image_size, label_offset=0,
                  shuffle_buffer_size=10000, cycle_length=8,
                  min_crop_area=preprocessing.AREA_RANGE[0]):
-        self.files = files_lib.expand_patterns(file_patterns, what="image data")
+        super().__init__(file_patterns, what="image data")
         self.num_classes = num_classes
         self.image_size = image_size
         self.label_offset = label_offset
@@ -69,13 +68,6 @@ class ImageInput:
                 .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=seed is not None)
                 .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-
-    @functools.cached_property
-    def num_examples(self):
-        return batching.count_records(self.files)
-
-    def eval_steps(self, global_batch_size):
-        return batching.eval_steps(self.num_examples, global_batch_size)
 
     def eval_dataset(self, global_batch_size, input_context=None):
         """Exactly eval_steps batches per replica, padding flagged is_real_example=0."""

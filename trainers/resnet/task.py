@@ -39,7 +39,7 @@ class ResNetTask(task_lib.Task):
     def weight_decay_exclusions(self):
         return list(WEIGHT_DECAY_EXCLUSIONS)
 
-    def _input(self, mode):
+    def inputs(self, mode):
         if mode not in self._inputs:
             data = self.config.train_data if mode == "train" else self.config.eval_data
             patterns = data.input_path
@@ -57,20 +57,14 @@ class ResNetTask(task_lib.Task):
 
     def validate_inputs(self, mode):
         if not (mode == "train" and self.config.use_synthetic_data):
-            self._input(mode)
+            self.inputs(mode)
 
     def input_fn(self, mode, global_batch_size, input_context, seed=None):
-        model = self.config.model
         if mode == "train" and self.config.use_synthetic_data:
+            model = self.config.model
             return synthetic_dataset(global_batch_size, model.image_size, model.num_classes,
                                      input_context)
-        data = self._input(mode)
-        if mode == "train":
-            return data.train_dataset(global_batch_size, input_context, seed=seed)
-        return data.eval_dataset(global_batch_size, input_context)
-
-    def eval_steps(self, global_batch_size):
-        return self._input("eval").eval_steps(global_batch_size)
+        return super().input_fn(mode, global_batch_size, input_context, seed)
 
     def model_inputs(self, features):
         return features["image"]
