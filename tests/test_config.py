@@ -10,18 +10,23 @@ from absl import flags as absl_flags
 from trainers import config as config_lib
 from trainers import flags as trainer_flags
 from trainers.bert.config import BertExperimentConfig
+from trainers.resnet.config import ResNetExperimentConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "bert", "*.yaml"))))
-def test_every_bert_recipe_loads_and_its_batch_divides_into_its_steps(path):
-    experiment = config_lib.merge(BertExperimentConfig(), config_lib.load_yaml(path))
-    assert experiment.task.model.size in ("tiny", "mini", "small", "medium", "base", "large")
+RECIPES = [(path, BertExperimentConfig) for path in sorted(
+    glob.glob(os.path.join(REPO, "configs", "bert", "*.yaml")))] + [
+    (path, ResNetExperimentConfig) for path in sorted(
+        glob.glob(os.path.join(REPO, "configs", "resnet", "*.yaml")))]
+
+
+@pytest.mark.parametrize("path, experiment_config", RECIPES)
+def test_every_recipe_loads_and_says_where_its_numbers_come_from(path, experiment_config):
+    experiment = config_lib.merge(experiment_config(), config_lib.load_yaml(path))
     assert experiment.trainer.num_train_steps > experiment.optimizer.num_warmup_steps
     assert experiment.task.train_data.input_path
-    text = open(path).read()
-    assert text.startswith("#")  # each recipe says where its numbers come from
+    assert open(path).read().startswith("#")
 
 
 def test_unknown_keys_are_named_with_a_suggestion():
