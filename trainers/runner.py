@@ -122,6 +122,7 @@ class Runner:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               dropout_generators=_dropout_generators(self.model))
         self._train_iterator = None
+        self._eval_loop = None
         self._writers = {}
 
     # ----------------------------------------------------------------------------- helpers
@@ -149,9 +150,9 @@ class Runner:
         return os.path.join(self.model_dir, "worker_tmp",
                             str(self.strategy.cluster_resolver.task_id))
 
-    def _manager(self, checkpoint):
+    def _manager(self):
         return tf.train.CheckpointManager(
-            checkpoint, self._checkpoint_dir(), max_to_keep=self.trainer.keep_checkpoint_max,
+            self.checkpoint, self._checkpoint_dir(), max_to_keep=self.trainer.keep_checkpoint_max,
             step_counter=self.inner_optimizer.iterations)
 
     def _data_manager(self):
@@ -174,11 +175,11 @@ class Runner:
         data_manager.checkpoint.restore(path).assert_consumed()
 
     # ------------------------------------------------------------------------- restoring
-    def _restore_or_initialize(self, manager):
+    def _restore_or_initialize(self):
         latest = tf.train.latest_checkpoint(self.model_dir)
         if latest:
             try:
-                manager.checkpoint.restore(latest).assert_existing_objects_matched()
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
             except (ValueError, AssertionError) as e:
                 raise ValueError(
                     f"The checkpoint {latest} in model_dir does not fit this model: {e} "
@@ -318,9 +319,9 @@ class Runner:
             self.task.validate_inputs("eval")
         dataset = self._train_dataset()
         self._train_iterator = iter(dataset)
-        manager = self._manager(self.checkpoint)
+        manager = self._manager()
         data_manager = self._data_manager()
-        self._restore_or_initialize(manager)
+        self._restore_or_initialize()
         self._restore_data_position(data_manager)
         if self.step >= trainer.num_train_steps:
             logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
@@ -380,7 +381,8 @@ class Runner:
             tf.summary.scalar("gradient_norm", gradient_norm)
             tf.summary.scalar("examples_per_second", examples_per_second)
             if self.loss_scaling:
-                tf.summary.scalar("loss_scale", float(tf.convert_to_tensor(self.optimizer.loss_scale)))
+                tf.summary.scalar("loss_scale",
+                                  float(tf.convert_to_tensor(self.optimizer.loss_scale)))
             ratios = getattr(self.inner_optimizer, "trust_ratios", None)
             if ratios:
                 tf.summary.histogram("trust_ratio",
@@ -408,20 +410,9 @@ class Runner:
             lambda context: self.task.input_fn("eval", self.trainer.eval_batch_size, context))
         for metric in self.metrics:
             metric.reset_state()
-        task, model, metrics = self.task, self.model, self.metrics
-
-        def replica_step(features):
-            outputs = model(task.model_inputs(features), training=False)
-            task.update_metrics(metrics, features, outputs)
-
-        @tf.function
-        def eval_loop(iterator, num_steps):
-            for _ in tf.range(num_steps):
-                self.strategy.run(replica_step, args=(next(iterator),))
-
         started = time.monotonic()
-        eval_loop(iter(dataset), tf.constant(steps))
-        results = {metric.name: float(metric.result()) for metric in metrics}
+        self._make_eval_loop()(iter(dataset), tf.constant(steps))
+        results = {metric.name: float(metric.result()) for metric in self.metrics}
         step = self.step
         logging.info("eval at step %d (%d steps, %.1f s): %s", step, steps,
                      time.monotonic() - started,
@@ -434,6 +425,23 @@ class Runner:
             with tf.io.gfile.GFile(os.path.join(self.model_dir, "eval_results.json"), "w") as f:
                 json.dump({"step": step, **results}, f, indent=2)
         return results
+
+    def _make_eval_loop(self):
+        """The compiled eval loop, traced once and reused at every checkpoint's evaluation."""
+        if self._eval_loop is None:
+            task, model, metrics, strategy = self.task, self.model, self.metrics, self.strategy
+
+            def replica_step(features):
+                outputs = model(task.model_inputs(features), training=False)
+                task.update_metrics(metrics, features, outputs)
+
+            @tf.function
+            def eval_loop(iterator, num_steps):
+                for _ in tf.range(num_steps):
+                    strategy.run(replica_step, args=(next(iterator),))
+
+            self._eval_loop = eval_loop
+        return self._eval_loop
 
     def evaluate_latest(self):
         latest = tf.train.latest_checkpoint(self.model_dir)

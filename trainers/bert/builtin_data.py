@@ -6,16 +6,12 @@ import tensorflow as tf
 from absl import logging
 
 from trainers.data import create_pretraining_data as creator
+from trainers.data.files import cache_root
 
 BUILTIN = "builtin"
 VOCAB_SIZE = 8000
 DUPE_FACTOR = 5
 HOLDOUT_FRACTION = 0.05
-
-
-def cache_root():
-    return os.environ.get("LAMB_TF_DATA_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "lamb_tf"))
 
 
 def ensure(max_seq_length, max_predictions_per_seq):

@@ -4,9 +4,17 @@ Paths go through tf.io.gfile, so local paths and gs:// work alike.
 """
 
 import contextlib
+import os
 
 import tensorflow as tf
 from absl import logging
+
+
+def cache_root():
+    """Where the built-in data sets are made on first use: $LAMB_TF_DATA_DIR or
+    ~/.cache/lamb_tf."""
+    return os.environ.get("LAMB_TF_DATA_DIR",
+                          os.path.join(os.path.expanduser("~"), ".cache", "lamb_tf"))
 
 
 def expand_patterns(patterns, what="input"):

@@ -5,8 +5,8 @@ import os
 import tensorflow as tf
 from absl import logging
 
-from trainers.bert.builtin_data import cache_root
 from trainers.data import images_to_tfrecords as converter
+from trainers.data.files import cache_root
 
 BUILTIN = "builtin"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
