@@ -49,6 +49,7 @@ class OptimizerConfig:
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-6
+    bias_correction: bool = True        # lamb: divide the moments by (1 - beta^t) (paper, Alg. 2)
     momentum: float = 0.9               # lars and momentum
     trust_coefficient: float = 0.001    # lars
     global_clipnorm: float = 0.0        # 0: no clipping

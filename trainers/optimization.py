@@ -30,7 +30,7 @@ def build_optimizer(config, num_train_steps, default_exclusions):
         return legacy.Lamb(
             learning_rate=schedule, beta_1=config.beta_1, beta_2=config.beta_2,
             epsilon=config.epsilon, weight_decay=config.weight_decay,
-            exclude_from_weight_decay=exclude_decay,
+            bias_correction=config.bias_correction, exclude_from_weight_decay=exclude_decay,
             exclude_from_layer_adaptation=config.exclude_from_layer_adaptation, **clip)
     if config.name == "lars":
         return legacy.Lars(
