@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from lamb_tf import legacy
 from tests.test_image_data import COLORS, class_folder  # noqa: F401  (fixture)
@@ -41,6 +42,29 @@ def test_a_small_resnet_learns_three_colours_with_lars(shards, tmp_path):
     assert set(results) == {"top_1_accuracy", "top_5_accuracy", "loss"}
     assert results["top_1_accuracy"] == 1.0  # 12 images of 3 solid colours
     assert results["top_5_accuracy"] == 1.0  # 3 classes: top-5 always holds
+
+
+def test_lamb_under_bfloat16_learns_and_keeps_weights_and_slots_float32(shards, tmp_path):
+    config = experiment(shards)
+    config.optimizer = config_lib.OptimizerConfig(
+        name="lamb", learning_rate=0.02, num_warmup_steps=3, weight_decay=1e-4)
+    config.runtime.dtype = "bfloat16"
+    model_dir = str(tmp_path / "run")
+    results = runner.run(ResNetTask(config.task), config, model_dir, "train_and_eval")
+    assert tf_keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert results["top_1_accuracy"] == 1.0
+
+    reader = tf.train.load_checkpoint(model_dir)
+    dtypes = reader.get_variable_to_dtype_map()
+    # tf_keras optimizers checkpoint the weights they update as optimizer/_optimized_variables/N
+    # and their own state (step, moments, trust ratios) as optimizer/_variables/N.
+    weights = [name for name in dtypes if name.startswith("optimizer/_optimized_variables/")]
+    state = [name for name in dtypes
+             if name.startswith("optimizer/_variables/") and dtypes[name].is_floating]
+    assert weights and len(state) >= 2 * len(weights)  # a first and second moment each
+    floats = {name: dtype for name, dtype in dtypes.items() if dtype.is_floating}
+    assert set(floats.values()) == {tf.float32}, {
+        name: dtype for name, dtype in floats.items() if dtype != tf.float32}
 
 
 def test_batch_norm_and_bias_get_no_decay_or_adaptation(shards):
