@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from trainers.data import images_to_tfrecords as converter
-from trainers.resnet import preprocessing
+from trainers.resnet import builtin_data, preprocessing
 from trainers.resnet.input_pipeline import ImageInput
 
 COLORS = {"red": (250, 10, 10), "green": (10, 250, 10), "blue": (10, 10, 250)}
@@ -163,3 +163,33 @@ def test_labels_out_of_range_are_named_at_conversion_and_at_reading(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"out of range for num_classes=3 after label_offset=0"):
         list(data.eval_dataset(3))
+
+
+def test_builtin_fashion_mnist_is_converted_once_from_the_package_files(tmp_path, monkeypatch):
+    package = tmp_path / "fashion-mnist"
+    package.mkdir()
+    rng = np.random.default_rng(1)
+    for stem, count in (("train", 9), ("t10k", 4)):
+        write_idx(package / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28)))
+        write_idx(package / f"{stem}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+    monkeypatch.setattr(builtin_data, "FASHION_MNIST_DIR", str(package))
+    monkeypatch.setenv("LAMB_TF_DATA_DIR", str(tmp_path / "cache"))
+
+    directory = builtin_data.ensure()
+    for split, count in (("train", 9), ("validation", 4)):
+        labels = sorted(int(l) for b in ImageInput(os.path.join(directory, f"{split}-*"), 10,
+                                                    28).eval_dataset(count)
+                        for l in b["label"].numpy())
+        assert labels == sorted((np.arange(count) % 10).tolist())
+    # A second call reuses the cache, even with the package gone.
+    for path in package.iterdir():
+        path.unlink()
+    assert builtin_data.ensure() == directory
+
+
+def test_missing_fashion_mnist_package_names_the_install_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(builtin_data, "FASHION_MNIST_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("LAMB_TF_DATA_DIR", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "sudo apt-get install dataset-fashion-mnist")):
+        builtin_data.ensure()
