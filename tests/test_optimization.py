@@ -14,9 +14,9 @@ def test_lamb_bias_correction_from_config_matches_the_reference(bias_correction)
     config = config_lib.OptimizerConfig(
         name="lamb", learning_rate=0.05, num_warmup_steps=0, end_learning_rate=0.05,
         weight_decay=0.1, beta_1=0.8, beta_2=0.95, bias_correction=bias_correction)
-    kernel = tf.Variable(np.linspace(-1.0, 1.0, 12).reshape(3, 4), dtype=tf.float32,
-                               name="dense/kernel")
-    bias = tf.Variable(np.full(4, 0.3), dtype=tf.float32, name="dense/bias")
+    start = [np.linspace(-1.0, 1.0, 12).reshape(3, 4), np.full(4, 0.3)]
+    kernel = tf.Variable(start[0], dtype=tf.float32, name="dense/kernel")
+    bias = tf.Variable(start[1], dtype=tf.float32, name="dense/bias")
     rng = np.random.default_rng(7)
     grads_per_step = [[rng.normal(size=(3, 4)), rng.normal(size=4)] for _ in range(3)]
     optimizer = optimization.build_optimizer(config, num_train_steps=10,
@@ -26,8 +26,7 @@ def test_lamb_bias_correction_from_config_matches_the_reference(bias_correction)
                                       [kernel, bias]))
 
     expected, _ = lamb_reference(
-        [np.linspace(-1.0, 1.0, 12).reshape(3, 4), np.full(4, 0.3)], grads_per_step, lr=0.05,
-        beta_1=0.8, beta_2=0.95, weight_decay=0.1, decay_mask=[True, False],
-        adapt_mask=[True, False], bias_correction=bias_correction)
+        start, grads_per_step, lr=0.05, beta_1=0.8, beta_2=0.95, weight_decay=0.1,
+        decay_mask=[True, False], adapt_mask=[True, False], bias_correction=bias_correction)
     np.testing.assert_allclose(kernel.numpy(), expected[0], rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(bias.numpy(), expected[1], rtol=2e-5, atol=1e-6)
