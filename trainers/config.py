@@ -51,6 +51,7 @@ class OptimizerConfig:
     epsilon: float = 1e-6
     bias_correction: bool = True        # lamb: divide the moments by (1 - beta^t) (paper, Alg. 2)
     momentum: float = 0.9               # lars and momentum
+    nesterov: bool = False              # lars and momentum: Nesterov's form of the momentum step
     trust_coefficient: float = 0.001    # lars
     global_clipnorm: float = 0.0        # 0: no clipping
     # Regexes on variable paths; null means the task's defaults (BERT: LayerNorm and bias).

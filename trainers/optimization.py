@@ -36,7 +36,7 @@ def build_optimizer(config, num_train_steps, default_exclusions):
         return legacy.Lars(
             learning_rate=schedule, momentum=config.momentum,
             trust_coefficient=config.trust_coefficient, weight_decay=config.weight_decay,
-            exclude_from_weight_decay=exclude_decay,
+            nesterov=config.nesterov, exclude_from_weight_decay=exclude_decay,
             exclude_from_layer_adaptation=config.exclude_from_layer_adaptation, **clip)
     if config.name == "adamw":
         optimizer = tf_keras.optimizers.AdamW(
@@ -46,6 +46,7 @@ def build_optimizer(config, num_train_steps, default_exclusions):
         optimizer.exclude_from_weight_decay(var_names=exclude_decay)
         return optimizer
     optimizer = tf_keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
+                                        nesterov=config.nesterov,
                                         weight_decay=config.weight_decay, **clip)
     optimizer.exclude_from_weight_decay(var_names=exclude_decay)
     return optimizer

@@ -82,7 +82,7 @@ def _checked_image(data, label, path):
     return LabelledImage(data, kind, label, height, width, channels, os.path.basename(path))
 
 
-def _read_idx(path, expected_dims):
+def read_idx(path, expected_dims):
     opener = gzip.open if path.endswith(".gz") else open
     with tf.io.gfile.GFile(path, "rb") as raw, opener(raw) as f:
         content = f.read()
@@ -102,8 +102,8 @@ def _read_idx(path, expected_dims):
 
 def images_from_idx(images_path, labels_path, class_names):
     """(images, class names) from MNIST-format idx files; labels must index class_names."""
-    pixels = _read_idx(images_path, 3)
-    labels = _read_idx(labels_path, 1)
+    pixels = read_idx(images_path, 3)
+    labels = read_idx(labels_path, 1)
     if len(pixels) != len(labels):
         raise ValueError(f"{images_path} holds {len(pixels)} images but {labels_path} "
                          f"{len(labels)} labels.")
@@ -148,7 +148,7 @@ def _class_names(value, labels_path):
         return CLASS_NAME_SETS[value]
     if value:
         return [name.strip() for name in value.split(",")]
-    labels = _read_idx(labels_path, 1)
+    labels = read_idx(labels_path, 1)
     return [str(label) for label in range(int(labels.max()) + 1)]
 
 

@@ -1,0 +1,107 @@
+r"""python -m benchmarks.large_batch_study --preset=quick|cpu|gpu [--dry_run] [--workloads=...]
+
+Writes results.csv, study.md and study.png into --output_dir (cpu: benchmarks/results/
+large_batch_study_cpu, committed; others: runs/large_batch_study_<preset>). Rerunning the same
+command skips finished runs, so a killed study continues where it was.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from benchmarks.large_batch_study import presets, protocol, report
+from benchmarks.large_batch_study.results import ResultsFile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+flags.DEFINE_enum("preset", "quick", list(presets.PRESETS), "Which study to run.")
+flags.DEFINE_string("output_dir", None, "Where results.csv, study.md and study.png go.")
+flags.DEFINE_list("workloads", [], "Run only these workloads (fashion_cnn, bert).")
+flags.DEFINE_bool("dry_run", False, "Print the runs and their estimated cost; train nothing.")
+flags.DEFINE_list("examples_per_sec", [],
+                  "For --dry_run estimates: workload=rate pairs, e.g. bert=2500.")
+flags.DEFINE_string("fashion_mnist_dir", None, "Fashion-MNIST idx files (default: the Debian "
+                    "package dataset-fashion-mnist's folder).")
+flags.DEFINE_string("bert_data_dir", None, "BERT pretraining shards with vocab.txt (default: "
+                    "the built-in Wikipedia data, made on first use).")
+FLAGS = flags.FLAGS
+
+
+def default_output_dir(preset):
+    if preset == "cpu":
+        return os.path.join(REPO, "benchmarks", "results", "large_batch_study_cpu")
+    return os.path.join(REPO, "runs", f"large_batch_study_{preset}")
+
+
+def make_workloads(preset, output_dir, fashion_mnist_dir=None, bert_data_dir=None):
+    from benchmarks.large_batch_study import workloads
+    made = {}
+    for plan in preset.plans:
+        options = dict(plan.options)
+        if plan.workload == "fashion_cnn":
+            made[plan.workload] = workloads.FashionCnn(
+                fashion_mnist_dir or workloads.FASHION_MNIST_DIR)
+        elif plan.workload == "bert":
+            made[plan.workload] = workloads.Bert(os.path.join(output_dir, "bert_runs"),
+                                                 data_dir=bert_data_dir, **options)
+    return made
+
+
+def write_report(preset, results, output_dir):
+    records = list(results.records.values())
+    with open(os.path.join(output_dir, "study.md"), "w") as f:
+        f.write(report.markdown(preset, records))
+    if records:
+        report.plot(preset, records, os.path.join(output_dir, "study.png"))
+
+
+def run_study(preset, output_dir, only=(), log=print, fashion_mnist_dir=None,
+              bert_data_dir=None):
+    """The whole study (or the named workloads), resumed from output_dir/results.csv."""
+    unknown = set(only) - {p.workload for p in preset.plans}
+    if unknown:
+        raise ValueError(f"Unknown workload(s) {sorted(unknown)}; preset {preset.name} has "
+                         f"{[p.workload for p in preset.plans]}.")
+    os.makedirs(output_dir, exist_ok=True)
+    results = ResultsFile(os.path.join(output_dir, "results.csv"))
+    study = protocol.Study(
+        preset, results,
+        make_workloads(preset, output_dir, fashion_mnist_dir, bert_data_dir), log=log,
+        after_run=lambda: write_report(preset, results, output_dir))
+    chosen = study.run(only or None)
+    write_report(preset, results, output_dir)
+    return chosen
+
+
+def _rates(pairs):
+    rates = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise app.UsageError(f"--examples_per_sec expects workload=rate, got {pair!r}.")
+    return rates
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    preset = presets.PRESETS[FLAGS.preset]
+    if FLAGS.dry_run:
+        print("\n".join(protocol.describe_plan(preset, _rates(FLAGS.examples_per_sec))))
+        return
+    output_dir = FLAGS.output_dir or default_output_dir(FLAGS.preset)
+    print(f"large-batch study, preset {preset.name}: results in {output_dir}", flush=True)
+    try:
+        run_study(preset, output_dir, FLAGS.workloads,
+                  log=lambda line: print(line, flush=True),
+                  fashion_mnist_dir=FLAGS.fashion_mnist_dir, bert_data_dir=FLAGS.bert_data_dir)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"done: {os.path.join(output_dir, 'study.md')}, study.png, results.csv")
+
+
+if __name__ == "__main__":
+    app.run(main)

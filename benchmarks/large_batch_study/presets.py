@@ -1,0 +1,69 @@
+"""The study's presets: which workloads, batches, example budgets and grids."""
+
+import dataclasses
+from typing import Dict, Tuple
+
+OPTIMIZERS = ("lamb", "lars", "adamw", "nesterov")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadPlan:
+    """How one workload is studied; every optimizer gets exactly this protocol."""
+    workload: str                    # fashion_cnn | bert
+    batches: Tuple[int, ...]         # global batch sizes, ascending
+    examples: int                    # training examples per run: updates = examples // batch
+    grid_size: int                   # learning rates per (optimizer, batch) cell before widening
+    grid_factor: float               # ratio between neighbouring learning rates
+    # The smallest batch's grid centre per optimizer: conventional rates for the model family.
+    initial_centres: Dict[str, float]
+    warmup_fraction: float = 0.1     # of each run's updates, then linear decay to 0
+    max_widenings: int = 4           # per cell and side: how far a grid may move off its centre
+    seeds: Tuple[int, ...] = (0, 1)  # first: the grid; the rest: the best rate of each cell
+    options: Tuple[Tuple[str, object], ...] = ()  # workload-specific settings (model size...)
+
+    def updates(self, batch):
+        return self.examples // batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    plans: Tuple[WorkloadPlan, ...]
+    # Examples per second to assume for a workload before any of its runs finished (ETA only).
+    assumed_examples_per_sec: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+FASHION_CENTRES = {"lamb": 4e-3, "lars": 2.0, "adamw": 2e-3, "nesterov": 0.05}
+BERT_CENTRES = {"lamb": 0.015, "lars": 2.0, "adamw": 2e-3, "nesterov": 0.1}
+
+PRESETS = {
+    # A smoke of the whole pipeline in a few minutes: both workloads at toy sizes.
+    "quick": Preset("quick", (
+        WorkloadPlan("fashion_cnn", (64, 256), examples=256 * 20, grid_size=2, grid_factor=4.0,
+                     initial_centres=FASHION_CENTRES, max_widenings=1),
+        WorkloadPlan("bert", (16, 32), examples=32 * 10, grid_size=2, grid_factor=4.0,
+                     initial_centres=BERT_CENTRES, max_widenings=0, seeds=(0,),
+                     options=(("size", "tiny"), ("max_seq_length", 128),
+                              ("max_eval_steps", 10))),
+    ), {"fashion_cnn": 8000.0, "bert": 150.0}),
+    # The README's figures on 2 CPU cores: fashion_cnn in full (32x), bert as far as it fits.
+    # 229,376 = 112 x 2048 examples (about 4.2 epochs of the 55,000 training images), so the
+    # largest batch still gets 112 updates and every batch sees exactly the same examples.
+    "cpu": Preset("cpu", (
+        WorkloadPlan("fashion_cnn", (64, 128, 256, 512, 1024, 2048), examples=229_376,
+                     grid_size=5, grid_factor=2.0, initial_centres=FASHION_CENTRES),
+        # BERT-Tiny at sequence 128 runs at ~200 examples/s here: 16x (16..256) with 100
+        # updates at the largest batch and a 3-point grid is what a few hours allow.
+        WorkloadPlan("bert", (16, 32, 64, 128, 256), examples=25_600, grid_size=3,
+                     grid_factor=2.0, initial_centres=BERT_CENTRES,
+                     options=(("size", "tiny"), ("max_seq_length", 128))),
+    ), {"fashion_cnn": 10000.0, "bert": 180.0}),
+    # One accelerator: both workloads at full size, 32x each (not run here: no GPU).
+    "gpu": Preset("gpu", (
+        WorkloadPlan("fashion_cnn", (64, 128, 256, 512, 1024, 2048), examples=2048 * 400,
+                     grid_size=5, grid_factor=2.0, initial_centres=FASHION_CENTRES),
+        WorkloadPlan("bert", (64, 128, 256, 512, 1024, 2048), examples=2048 * 500,
+                     grid_size=5, grid_factor=2.0, initial_centres=BERT_CENTRES,
+                     options=(("size", "mini"), ("max_seq_length", 128))),
+    ), {"fashion_cnn": 60000.0, "bert": 2500.0}),
+}

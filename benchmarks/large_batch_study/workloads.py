@@ -1,0 +1,203 @@
+"""The two workloads: what one run of (optimizer, batch, peak rate, updates, seed) trains.
+
+`fashion_cnn` is how most users meet `lamb_tf.Lamb`: Keras 3 `compile`/`fit`. `bert` goes
+through the trainers' own API (`trainers.runner`), the way the recipes run.
+"""
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import lamb_tf
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+VALIDATION_IMAGES = 5000  # the last 5,000 training images choose the rate; test is reported
+
+
+@dataclasses.dataclass
+class Outcome:
+    metric: float
+    selection_metric: float
+    examples_per_sec: float  # training only, after the first compiled execution
+    finite: bool
+
+
+def keras3_optimizer(name, schedule):
+    """The contenders as a Keras user writes them; only the learning rate is tuned."""
+    if name == "lamb":
+        return lamb_tf.Lamb(learning_rate=schedule)
+    if name == "lars":
+        return lamb_tf.Lars(learning_rate=schedule, momentum=0.9)
+    if name == "adamw":
+        # weight_decay 0 like the others here (Keras's default is 0.004).
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.0)
+    if name == "nesterov":
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True)
+    raise ValueError(f"Unknown optimizer {name!r}.")
+
+
+class TrainingThroughput(keras.callbacks.Callback):
+    """Examples/s of the training batches after the first compiled call (which traces)."""
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+        self.start = None
+        self.first = self.last = 0
+        self.seconds = 0.0
+
+    def on_train_batch_end(self, index, logs=None):
+        now = time.perf_counter()
+        if self.start is None:
+            self.start, self.first = now, index
+        else:
+            self.last, self.seconds = index, now - self.start
+
+    def examples_per_sec(self):
+        if self.seconds <= 0:
+            return float("nan")
+        return (self.last - self.first) * self.batch / self.seconds
+
+
+class FashionCnn:
+    """A small CNN (two strided convolutions, one hidden dense layer; 106k parameters) on
+    Fashion-MNIST: ~10,000 images/s on 2 CPU cores, so 32x batch ranges fit in minutes."""
+
+    def __init__(self, data_dir=FASHION_MNIST_DIR):
+        self.data_dir = data_dir
+        self._data = None
+
+    def _load(self):
+        if self._data is None:
+            from trainers.data.images_to_tfrecords import read_idx
+
+            def split(stem):
+                images = os.path.join(self.data_dir, f"{stem}-images-idx3-ubyte.gz")
+                labels = os.path.join(self.data_dir, f"{stem}-labels-idx1-ubyte.gz")
+                if not os.path.exists(images):
+                    raise FileNotFoundError(
+                        f"Fashion-MNIST is not installed ({images} is missing): install it with "
+                        "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu).")
+                return ((read_idx(images, 3)[..., None] / np.float32(255)).astype(np.float32),
+                        read_idx(labels, 1).astype(np.int32))
+
+            train_x, train_y = split("train")
+            test_x, test_y = split("t10k")
+            cut = len(train_x) - min(VALIDATION_IMAGES, len(train_x) // 10)
+            self._data = {"train": (train_x[:cut], train_y[:cut]),
+                          "validation": (train_x[cut:], train_y[cut:]),
+                          "test": (test_x, test_y)}
+        return self._data
+
+    @staticmethod
+    def build_model(image_shape):
+        layers = keras.layers
+        return keras.Sequential([
+            keras.Input(image_shape),
+            layers.Conv2D(16, 5, strides=2, padding="same", activation="relu"),
+            layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(10),
+        ])
+
+    def run(self, optimizer, batch, peak_lr, updates, warmup_updates, seed):
+        data = self._load()
+        keras.utils.set_random_seed(seed)  # same initial weights for every optimizer
+        model = self.build_model(data["train"][0].shape[1:])
+        schedule = lamb_tf.WarmupPolynomialDecay(
+            peak_learning_rate=peak_lr, total_steps=updates, warmup_steps=warmup_updates)
+        # Several updates per compiled call keep Python out of the small-batch runs.
+        per_call = math.gcd(updates, max(1, 4096 // batch))
+        model.compile(optimizer=keras3_optimizer(optimizer, schedule),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=True, steps_per_execution=per_call)
+        train = (tf.data.Dataset.from_tensor_slices(data["train"])
+                 .shuffle(len(data["train"][0]), seed=seed, reshuffle_each_iteration=True)
+                 .repeat().batch(batch, drop_remainder=True).prefetch(4))
+        throughput = TrainingThroughput(batch)
+        history = model.fit(train, steps_per_epoch=updates, epochs=1, verbose=0, shuffle=False,
+                            callbacks=[throughput])
+        finite = bool(np.isfinite(history.history["loss"][-1]))
+
+        def accuracy(split):
+            x, y = data[split]
+            return float(model.evaluate(x, y, batch_size=1000, verbose=0,
+                                        return_dict=True)["accuracy"])
+
+        return Outcome(metric=accuracy("test"), selection_metric=accuracy("validation"),
+                       examples_per_sec=throughput.examples_per_sec(), finite=finite)
+
+
+class Bert:
+    """The trainers' BERT pretraining on the built-in Wikipedia data (or `data_dir`'s shards);
+    the metric is held-out masked-LM accuracy, which also chooses the rate (no separate test
+    split exists for it)."""
+
+    def __init__(self, work_dir, size="tiny", max_seq_length=128, data_dir=None,
+                 max_predictions_per_seq=20, max_eval_steps=0):
+        self.work_dir = work_dir
+        self.max_eval_steps = max_eval_steps  # 0: the whole held-out set
+        self.size = size
+        self.max_seq_length = max_seq_length
+        self.max_predictions_per_seq = max_predictions_per_seq
+        self.data_dir = data_dir
+
+    def experiment(self, optimizer, batch, peak_lr, updates, warmup_updates, seed, data_dir):
+        from trainers import config as config_lib
+        from trainers.bert.config import BertExperimentConfig
+        vocab_size = sum(1 for _ in open(os.path.join(data_dir, "vocab.txt"), encoding="utf-8"))
+        data = {"max_seq_length": self.max_seq_length,
+                "max_predictions_per_seq": self.max_predictions_per_seq}
+        per_loop = math.gcd(updates, 25)
+        return config_lib.merge(BertExperimentConfig(), {
+            "task": {
+                "model": {"size": self.size, "vocab_size": vocab_size,
+                          "max_position_embeddings": max(self.max_seq_length, 128)},
+                "train_data": dict(data, input_path=os.path.join(data_dir, "train-*")),
+                "eval_data": dict(data, input_path=os.path.join(data_dir, "eval-*")),
+            },
+            "trainer": {"train_batch_size": batch, "eval_batch_size": 64,
+                        "max_eval_steps": self.max_eval_steps,
+                        "num_train_steps": updates, "iterations_per_loop": per_loop,
+                        # a killed study resumes its BERT run from here
+                        "save_checkpoints_steps": max(per_loop, (updates // 4) // per_loop
+                                                      * per_loop)},
+            "optimizer": {
+                "name": "momentum" if optimizer == "nesterov" else optimizer,
+                "nesterov": optimizer == "nesterov", "learning_rate": peak_lr,
+                "num_warmup_steps": warmup_updates, "weight_decay": 0.01},
+            "runtime": {"seed": seed},
+        })
+
+    def run(self, optimizer, batch, peak_lr, updates, warmup_updates, seed):
+        from trainers import runner
+        from trainers.bert import builtin_data
+        from trainers.bert.task import BertPretrainingTask
+        data_dir = self.data_dir or builtin_data.ensure(self.max_seq_length,
+                                                        self.max_predictions_per_seq)
+        experiment = self.experiment(optimizer, batch, peak_lr, updates, warmup_updates, seed,
+                                     data_dir)
+        model_dir = os.path.join(self.work_dir, f"{optimizer}_b{batch}_u{updates}_lr{peak_lr:.5g}_s{seed}")
+        task = BertPretrainingTask(experiment.task)
+        start = time.perf_counter()
+        finite = True
+        try:
+            runner.run(task, experiment, model_dir, mode="train")
+        except runner.NonFiniteLossError:
+            finite = False
+        seconds = time.perf_counter() - start
+        if finite:
+            results = runner.run(task, experiment, model_dir, mode="eval")
+            accuracy = float(results["masked_lm_accuracy"])
+        else:
+            accuracy = 0.0  # diverged: scored as nothing learned
+        shutil.rmtree(model_dir, ignore_errors=True)
+        return Outcome(metric=accuracy, selection_metric=accuracy,
+                       examples_per_sec=updates * batch / seconds, finite=finite)
