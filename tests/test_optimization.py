@@ -30,3 +30,22 @@ def test_lamb_bias_correction_from_config_matches_the_reference(bias_correction)
         decay_mask=[True, False], adapt_mask=[True, False], bias_correction=bias_correction)
     np.testing.assert_allclose(kernel.numpy(), expected[0], rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(bias.numpy(), expected[1], rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_momentum_nesterov_from_config_matches_the_reference(nesterov):
+    config = config_lib.OptimizerConfig(
+        name="momentum", learning_rate=0.1, num_warmup_steps=0, end_learning_rate=0.1,
+        weight_decay=0.0, momentum=0.8, nesterov=nesterov)
+    start = np.linspace(-1.0, 1.0, 6)
+    variable = tf.Variable(start, dtype=tf.float32, name="dense/kernel")
+    optimizer = optimization.build_optimizer(config, num_train_steps=10, default_exclusions=[])
+    rng = np.random.default_rng(3)
+    expected, velocity = start.copy(), np.zeros(6)
+    for _ in range(3):
+        gradient = rng.normal(size=6)
+        optimizer.apply_gradients([(tf.constant(gradient, tf.float32), variable)])
+        # Sutskever et al. (2013) in the "look-ahead" form Keras implements.
+        velocity = 0.8 * velocity - 0.1 * gradient
+        expected += 0.8 * velocity - 0.1 * gradient if nesterov else velocity
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)

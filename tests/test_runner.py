@@ -122,7 +122,7 @@ def test_init_checkpoint_loads_weights_but_not_step(data_dir, tmp_path):
     experiment = bert_runs.experiment(data_dir, trainer={"init_checkpoint": phase1})
     fresh = runner.Runner(BertPretrainingTask(experiment.task), experiment,
                           str(tmp_path / "phase2"))
-    fresh._restore_or_initialize()
+    fresh._restore_or_initialize(fresh._newest_whole_checkpoint())
     assert fresh.step == 0
     reference = BertPretrainingTask(experiment.task).build_model()
     tf.train.Checkpoint(model=reference).read(phase1).expect_partial()
@@ -158,6 +158,17 @@ def test_multi_worker_without_tf_config_says_what_is_needed(monkeypatch):
 
 def test_model_dir_holding_another_models_checkpoint_is_named(data_dir, tmp_path):
     train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+    params = (tmp_path / "params.yaml").read_text()
+    with pytest.raises(ValueError, match=r"written with another config \(task\.model\.size: "
+                                         r"'tiny' -> 'mini'\).*params\.yaml"):
+        train(data_dir, tmp_path, task={"model": {"size": "mini"}},
+              trainer={"num_train_steps": 4})
+    assert (tmp_path / "params.yaml").read_text() == params
+
+
+def test_checkpoint_of_another_model_without_params_record_is_named(data_dir, tmp_path):
+    train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+    (tmp_path / "params.yaml").unlink()
     with pytest.raises(ValueError, match=r"The checkpoint .*ckpt-2 in model_dir does not fit "
                                          r"this model: .*params\.yaml"):
         train(data_dir, tmp_path, task={"model": {"size": "mini"}},

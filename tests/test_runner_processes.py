@@ -65,7 +65,9 @@ def test_sigkill_then_the_same_command_ends_with_the_same_weights(uninterrupted,
     bert_runs.assert_same_weights(tf.train.latest_checkpoint(model_dir), reference)
 
 
-def test_sigterm_saves_a_checkpoint_before_exiting_and_resumes_exactly(uninterrupted, tmp_path):
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_saves_a_checkpoint_before_exiting_and_resumes_exactly(
+        uninterrupted, tmp_path, signum, exit_code):
     config, reference = uninterrupted
     model_dir = str(tmp_path / "run")
     args = (f"--config_file={config}", f"--model_dir={model_dir}",
@@ -74,10 +76,10 @@ def test_sigterm_saves_a_checkpoint_before_exiting_and_resumes_exactly(uninterru
     deadline = time.monotonic() + 240
     while "step 1/12" not in (line := process.stdout.readline()):
         assert line and time.monotonic() < deadline, "the run did not start training"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     output = process.stdout.read()
-    assert process.wait() == 143, output
-    assert "Preempted: checkpoint saved at step" in output
+    assert process.wait() == exit_code, output
+    assert f"{signal.Signals(signum).name}: checkpoint saved at step" in output
     saved = steps_of(model_dir)
     assert len(saved) == 1 and 1 <= saved[0] < 12
     code, output = bert_runs.run_cli(*args)

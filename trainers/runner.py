@@ -17,12 +17,15 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
+from trainers import checkpointing
 from trainers import config as config_lib
 from trainers import distribution
 from trainers import optimization
+from trainers.data import files as files_lib
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers restart the job, which then resumes
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT (Ctrl-C), after saving like SIGTERM
 
 
 class NonFiniteLossError(RuntimeError):
@@ -30,27 +33,47 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Preemption:
-    """Remembers a SIGTERM so that the loop can save a checkpoint before exiting."""
+    """Remembers a SIGTERM or Ctrl-C (SIGINT) so that the loop can save before exiting.
+
+    A second Ctrl-C exits at once, without saving.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signal = None
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.signal is not None
+
+    @property
+    def exit_code(self):
+        return 128 + int(self.signal)
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
         return self
 
     def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-        logging.warning("SIGTERM received: saving a checkpoint after the current loop.")
+        del frame
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            logging.warning("Second Ctrl-C: exiting without saving.")
+            os._exit(128 + signal.SIGINT)
+        self.signal = signal.Signals(signum)
+        hint = " (Ctrl-C again to exit at once)" if signum == signal.SIGINT else ""
+        logging.warning("%s received: saving a checkpoint after the current loop%s.",
+                        self.signal.name, hint)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 def _set_precision(dtype):
@@ -160,7 +183,7 @@ class Runner:
         _, pipeline_id, _ = self._pipeline_layout()
         return tf.train.CheckpointManager(
             tf.train.Checkpoint(train_data=self._train_iterator),
-            os.path.join(self.model_dir, "train_data", f"worker_{pipeline_id}"),
+            checkpointing.data_position_dir(self.model_dir, pipeline_id),
             max_to_keep=self.trainer.keep_checkpoint_max + 1)
 
     def _restore_data_position(self, data_manager):
@@ -175,8 +198,26 @@ class Runner:
         data_manager.checkpoint.restore(path).assert_consumed()
 
     # ------------------------------------------------------------------------- restoring
-    def _restore_or_initialize(self):
-        latest = tf.train.latest_checkpoint(self.model_dir)
+    def _newest_whole_checkpoint(self):
+        """The checkpoint to resume from (model and data position verified), or None.
+
+        The chief moves broken newer ones aside and rewrites the state files, which may be
+        garbled, so that the checkpoint managers see only what can be restored.
+        """
+        num_pipelines, _, _ = self._pipeline_layout()
+        latest = checkpointing.newest_whole_checkpoint(self.model_dir, num_pipelines,
+                                                       move_broken=self.is_chief)
+        if latest and self.is_chief:
+            step = int(latest.rsplit("-", 1)[1])
+            directories = [self.model_dir] + [checkpointing.data_position_dir(self.model_dir, p)
+                                              for p in range(num_pipelines)]
+            for directory in directories:
+                prefixes = [p for s, p in checkpointing.checkpoint_steps(directory).items()
+                            if s <= step]
+                checkpointing.rewrite_state(directory, prefixes)
+        return latest
+
+    def _restore_or_initialize(self, latest):
         if latest:
             try:
                 self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -311,17 +352,33 @@ class Runner:
                                   seed=self.experiment.runtime.seed)
 
     def train(self, eval_each_checkpoint=False):
-        """Trains to num_train_steps; returns the last eval results when evaluating."""
+        """Trains to num_train_steps; returns the last eval results when evaluating.
+
+        The chief holds the model_dir lock throughout, which also proves model_dir writable
+        before any training time is spent.
+        """
+        if not self.is_chief:
+            return self._train(eval_each_checkpoint)
+        with checkpointing.ModelDirLock(self.model_dir):
+            return self._train(eval_each_checkpoint)
+
+    def _train(self, eval_each_checkpoint):
         trainer = self.trainer
         results = None
+        params = checkpointing.ParamsRecord(self.model_dir)
+        if checkpointing.checkpoint_steps(self.model_dir):
+            params.check_compatible(self.experiment)
+        if self.is_chief:
+            checkpointing.remove_interrupted_writes(self.model_dir)
         self.task.validate_inputs("train")
         if eval_each_checkpoint:
             self.task.validate_inputs("eval")
         dataset = self._train_dataset()
         self._train_iterator = iter(dataset)
+        latest = self._newest_whole_checkpoint()
         manager = self._manager()
         data_manager = self._data_manager()
-        self._restore_or_initialize()
+        self._restore_or_initialize(latest)
         self._restore_data_position(data_manager)
         if self.step >= trainer.num_train_steps:
             logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
@@ -329,17 +386,20 @@ class Runner:
             print(f"Already trained: step {self.step} of num_train_steps="
                   f"{trainer.num_train_steps} in {self.model_dir}.")
             return results
-        self._write_params()
+        if self.is_chief:
+            params.write(self.experiment, self.step)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
+        train_files = self.task.input_files("train")
         with _Preemption() as preemption:
             while self.step < trainer.num_train_steps:
                 start_step = self.step
                 num_steps = min(trainer.iterations_per_loop, trainer.num_train_steps - start_step)
                 started = time.monotonic()
-                loss, gradient_norm, first_non_finite = train_loop(
-                    self._train_iterator, tf.constant(num_steps))
+                with files_lib.naming_corrupt_file(train_files):
+                    loss, gradient_norm, first_non_finite = train_loop(
+                        self._train_iterator, tf.constant(num_steps))
                 loss = float(loss)
                 seconds = time.monotonic() - started
                 self._check_finite(int(first_non_finite), manager)
@@ -355,9 +415,9 @@ class Runner:
                     if eval_each_checkpoint:
                         results = self.evaluate()
                 if preemption.requested:
-                    logging.warning("Preempted: checkpoint saved at step %d; rerun the same "
-                                    "command to resume.", self.step)
-                    raise SystemExit(PREEMPTED_EXIT_CODE)
+                    logging.warning("%s: checkpoint saved at step %d; rerun the same command "
+                                    "to resume.", preemption.signal.name, self.step)
+                    raise SystemExit(preemption.exit_code)
         return results
 
     def _check_finite(self, first_non_finite, manager):
@@ -392,13 +452,6 @@ class Runner:
         if not self.is_chief:
             tf.io.gfile.rmtree(self._checkpoint_dir())
 
-    def _write_params(self):
-        if not self.is_chief:
-            return
-        tf.io.gfile.makedirs(self.model_dir)
-        with tf.io.gfile.GFile(os.path.join(self.model_dir, "params.yaml"), "w") as f:
-            f.write(config_lib.dump_yaml(self.experiment))
-
     # ------------------------------------------------------------------------------ eval
     def evaluate(self):
         """Metrics over the eval set (every example once) at the current weights."""
@@ -411,7 +464,8 @@ class Runner:
         for metric in self.metrics:
             metric.reset_state()
         started = time.monotonic()
-        self._make_eval_loop()(iter(dataset), tf.constant(steps))
+        with files_lib.naming_corrupt_file(self.task.input_files("eval")):
+            self._make_eval_loop()(iter(dataset), tf.constant(steps))
         results = {metric.name: float(metric.result()) for metric in self.metrics}
         step = self.step
         logging.info("eval at step %d (%d steps, %.1f s): %s", step, steps,
@@ -444,7 +498,7 @@ class Runner:
         return self._eval_loop
 
     def evaluate_latest(self):
-        latest = tf.train.latest_checkpoint(self.model_dir)
+        latest = checkpointing.newest_whole_checkpoint(self.model_dir, 0, move_broken=False)
         if not latest:
             raise FileNotFoundError(f"No checkpoint in {self.model_dir} to evaluate; train "
                                     "first (--mode=train or train_and_eval).")

@@ -37,6 +37,10 @@ class Task(abc.ABC):
             return self.inputs(mode).train_dataset(global_batch_size, input_context, seed=seed)
         return self.inputs(mode).eval_dataset(global_batch_size, input_context)
 
+    def input_files(self, mode):
+        """The files `mode` reads, so that a corrupt record can be traced to its file."""
+        return list(getattr(self.inputs(mode), "files", []))
+
     def eval_steps(self, global_batch_size):
         """Steps that cover the eval set once."""
         return self.inputs("eval").eval_steps(global_batch_size)

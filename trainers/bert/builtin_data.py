@@ -29,5 +29,6 @@ def ensure(max_seq_length, max_predictions_per_seq):
         creator.create(creator.CreationOptions(
             input_file=BUILTIN, output_dir=directory, vocab_size=VOCAB_SIZE,
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
-            dupe_factor=DUPE_FACTOR, holdout_fraction=HOLDOUT_FRACTION))
+            dupe_factor=DUPE_FACTOR, holdout_fraction=HOLDOUT_FRACTION,
+            overwrite=True))  # our own cache: a killed first make leaves partial shards
     return directory

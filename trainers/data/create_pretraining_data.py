@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import random
+import sys
 import time
 
 from absl import app, flags, logging
@@ -43,6 +44,7 @@ class CreationOptions:
     num_output_files: int = 4
     holdout_fraction: float = 0.0
     num_workers: int = 0  # 0: one per CPU core
+    overwrite: bool = False  # replace train-*/eval-* shards already in output_dir
 
     def check(self):
         if not self.output_dir:
@@ -149,7 +151,7 @@ def _split_documents(num_documents, options):
 def create(options):
     """Makes the shards and the description file; returns the description as a dict."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from trainers.data import instances as instances_lib, wordpiece
+    from trainers.data import files as files_lib, instances as instances_lib, wordpiece
     from trainers.data.progress import Progress
 
     options.check()
@@ -158,7 +160,7 @@ def create(options):
     if len(documents) < 2:
         raise ValueError(f"{options.input_file} holds {len(documents)} document(s); next-sentence "
                          "pairs need at least 2 (separate documents with a blank line).")
-    tf.io.gfile.makedirs(options.output_dir)
+    files_lib.prepare_shard_dir(options.output_dir, ("train", "eval"), options.overwrite)
     vocab_path = os.path.join(options.output_dir, VOCAB_FILE)
     if options.vocab_file:
         vocab = wordpiece.read_vocab(options.vocab_file)
@@ -290,13 +292,19 @@ def _define_flags():
                        "Fraction of documents written as eval-* shards instead of train-*.")
     flags.DEFINE_integer("num_workers", defaults.num_workers,
                          "Worker processes; 0 means one per CPU core.")
+    flags.DEFINE_bool("overwrite", defaults.overwrite,
+                      "Replace the train-*/eval-* shards already in --output_dir (without it, "
+                      "an output_dir holding shards is refused).")
 
 
 def main(argv):
     del argv
     options = CreationOptions(**{field.name: flags.FLAGS[field.name].value
                                  for field in dataclasses.fields(CreationOptions)})
-    description = create(options)
+    try:
+        description = create(options)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
     for line in summary_lines(description):
         print(line)
     print(f"wrote {options.output_dir}/{DATA_DESCRIPTION_FILE}")

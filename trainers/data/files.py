@@ -5,6 +5,7 @@ Paths go through tf.io.gfile, so local paths and gs:// work alike.
 
 import contextlib
 import os
+import re
 
 import tensorflow as tf
 from absl import logging
@@ -97,3 +98,36 @@ def naming_corrupt_file(files):
         raise ValueError(f"Corrupt record in {path} after {index} good records ({message}). "
                          "Re-create or re-copy that file, or drop it from the input "
                          "patterns.") from e
+
+
+def _shard_pattern(split):
+    return re.compile(rf"^{re.escape(split)}-\d{{5}}-of-\d{{5}}(\.tfrecord)?(\.incomplete)?$")
+
+
+def existing_shards(output_dir, splits):
+    """Shard files of these splits (`split-NNNNN-of-NNNNN[.tfrecord]`) already in output_dir."""
+    if not tf.io.gfile.isdir(output_dir):
+        return []
+    patterns = [_shard_pattern(split) for split in splits]
+    return sorted(os.path.join(output_dir, name) for name in tf.io.gfile.listdir(output_dir)
+                  if any(p.match(name) for p in patterns))
+
+
+def prepare_shard_dir(output_dir, splits, overwrite):
+    """Makes output_dir ready for new shards of `splits`.
+
+    Shards of an earlier run would sit beside the new ones and be read with them by a glob
+    such as train-*: they are an error unless `overwrite`, in which case they are removed.
+    """
+    old = existing_shards(output_dir, splits)
+    if old and not overwrite:
+        raise ValueError(
+            f"{output_dir} already holds {len(old)} {'/'.join(splits)} shard(s) of an earlier "
+            f"run (e.g. {os.path.basename(old[0])}); new shards beside them would be read "
+            "together with them. Pass --overwrite to replace them, or choose an empty "
+            "--output_dir.")
+    for path in old:
+        tf.io.gfile.remove(path)
+    if old:
+        logging.info("Removed %d old shard(s) from %s (--overwrite).", len(old), output_dir)
+    tf.io.gfile.makedirs(output_dir)

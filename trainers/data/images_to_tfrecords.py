@@ -16,11 +16,13 @@ other formats are re-encoded as PNG.
 import dataclasses
 import gzip
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
+from trainers.data import files as files_lib
 from trainers.data import image_records
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -126,6 +128,12 @@ def write_shards(images, class_names, output_dir, split, num_shards, label_offse
     """Writes split-XXXXX-of-YYYYY.tfrecord (round robin) and labels.txt; returns the paths."""
     if not images:
         raise ValueError("No images to write.")
+    lowest = min(image.label for image in images)
+    if lowest + label_offset < 0:
+        raise ValueError(
+            f"--label_offset={label_offset} makes label {lowest} (class "
+            f"{class_names[lowest]!r}) negative; labels must be >= 0. Use 0, or 1 for "
+            "1001-class shards whose label 0 is background.")
     num_shards = max(1, min(num_shards, len(images)))
     tf.io.gfile.makedirs(output_dir)
     paths = [os.path.join(output_dir, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord")
@@ -158,16 +166,20 @@ def main(argv):
     if bool(options.image_dir) == bool(options.idx_images):
         raise app.UsageError("Give --image_dir (class subfolders) or --idx_images with "
                              "--idx_labels (MNIST format).")
-    if options.image_dir:
-        images, classes = images_from_folder(options.image_dir)
-    else:
-        if not options.idx_labels:
-            raise app.UsageError("--idx_images needs --idx_labels.")
-        images, classes = images_from_idx(
-            options.idx_images, options.idx_labels,
-            _class_names(options.class_names, options.idx_labels))
-    paths = write_shards(images, classes, options.output_dir, options.split, options.num_shards,
-                         options.label_offset)
+    if options.idx_images and not options.idx_labels:
+        raise app.UsageError("--idx_images needs --idx_labels.")
+    try:
+        if options.image_dir:
+            images, classes = images_from_folder(options.image_dir)
+        else:
+            images, classes = images_from_idx(
+                options.idx_images, options.idx_labels,
+                _class_names(options.class_names, options.idx_labels))
+        files_lib.prepare_shard_dir(options.output_dir, (options.split,), options.overwrite)
+        paths = write_shards(images, classes, options.output_dir, options.split,
+                             options.num_shards, options.label_offset)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
     logging.info("Wrote %d images of %d classes to %d shards in %s.", len(images), len(classes),
                  len(paths), options.output_dir)
     print(f"{len(images)} images, {len(classes)} classes -> {len(paths)} shards in "
@@ -183,6 +195,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("output_dir", None, "Where the shards and labels.txt go.")
     flags.DEFINE_string("split", "train", "Shard name prefix (train, validation, ...).")
     flags.DEFINE_integer("num_shards", 8, "Output shards.")
+    flags.DEFINE_bool("overwrite", False, "Replace this split's shards already in --output_dir "
+                      "(without it, an output_dir holding them is refused).")
     flags.DEFINE_integer("label_offset", 0, "Added to every label (1 for 1001-class "
                          "ImageNet-style shards with 0 = background).")
     flags.mark_flag_as_required("output_dir")

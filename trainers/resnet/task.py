@@ -59,6 +59,11 @@ class ResNetTask(task_lib.Task):
         if not (mode == "train" and self.config.use_synthetic_data):
             self.inputs(mode)
 
+    def input_files(self, mode):
+        if mode == "train" and self.config.use_synthetic_data:
+            return []
+        return super().input_files(mode)
+
     def input_fn(self, mode, global_batch_size, input_context, seed=None):
         if mode == "train" and self.config.use_synthetic_data:
             model = self.config.model

@@ -1,0 +1,185 @@
+"""The large-batch study on a reduced protocol: its search, files, resuming and planning."""
+
+import csv
+import gzip
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks.large_batch_study import presets, protocol
+from benchmarks.large_batch_study.__main__ import run_study
+from benchmarks.large_batch_study.results import FIELDS, ResultsFile
+from benchmarks.large_batch_study.workloads import Bert
+from tests import bert_runs
+
+PLAN = presets.WorkloadPlan(
+    "fashion_cnn", (16, 64), examples=64 * 6, grid_size=2, grid_factor=4.0,
+    initial_centres=presets.FASHION_CENTRES, max_widenings=1, seeds=(0, 1))
+PRESET = presets.Preset("test", (PLAN,), {"fashion_cnn": 5000.0})
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def fashion_dir(tmp_path_factory):
+    """Fashion-MNIST-format files whose class is a bright band at one of ten heights."""
+    directory = tmp_path_factory.mktemp("fashion")
+    rng = np.random.default_rng(0)
+    for stem, count in (("train", 1200), ("t10k", 300)):
+        labels = rng.integers(0, 10, count)
+        images = rng.integers(0, 60, (count, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 * label + 4:2 * label + 7, :] += 180
+        _write_idx(directory / f"{stem}-images-idx3-ubyte.gz", images)
+        _write_idx(directory / f"{stem}-labels-idx1-ubyte.gz", labels)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def study(fashion_dir, tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("study"))
+    lines = []
+    chosen = run_study(PRESET, output_dir, log=lines.append, fashion_mnist_dir=fashion_dir)
+    with open(os.path.join(output_dir, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return output_dir, chosen["fashion_cnn"], rows, lines
+
+
+def _first_seed_rates(rows, optimizer, batch):
+    return sorted(float(r["peak_lr"]) for r in rows if r["optimizer"] == optimizer
+                  and int(r["batch"]) == batch and r["seed"] == "0")
+
+
+def test_every_cell_follows_the_protocol(study):
+    _, chosen, rows, _ = study
+    assert list(rows[0]) == FIELDS
+    for row in rows:
+        batch = int(row["batch"])
+        assert int(row["updates"]) == PLAN.examples // batch
+        assert int(row["examples"]) == PLAN.examples
+        assert int(row["warmup_updates"]) == round(0.1 * PLAN.examples // batch)
+        assert 0.0 <= float(row["metric"]) <= 1.0
+    for optimizer in presets.OPTIMIZERS:
+        small = _first_seed_rates(rows, optimizer, 16)
+        large = _first_seed_rates(rows, optimizer, 64)
+        # The smallest batch's grid sits around the optimizer's conventional rate; the larger
+        # batch's around best(16) * sqrt(64 / 16); each grid of 2 is widened once on the side
+        # where its best landed (with 2 rates, always an edge).
+        centre = presets.FASHION_CENTRES[optimizer]
+        assert any(math.isclose(r, centre / 2) for r in small)
+        assert any(math.isclose(r, centre * 2) for r in small)
+        assert len(small) == 3 and len(large) == 3
+        best_small = chosen[optimizer, 16]
+        assert any(math.isclose(r, best_small * 2 / 2) for r in large)
+        assert any(math.isclose(r, best_small * 2 * 2) for r in large)
+        # The chosen rate has the best selection metric among the first-seed runs ...
+        runs = {float(r["peak_lr"]): float(r["selection_metric"]) for r in rows
+                if r["optimizer"] == optimizer and int(r["batch"]) == 16 and r["seed"] == "0"}
+        assert runs[best_small] == max(runs.values())
+        # ... and was run again with the second seed.
+        for batch in PLAN.batches:
+            again = [r for r in rows if r["optimizer"] == optimizer and int(r["batch"]) == batch
+                     and r["seed"] == "1"]
+            assert len(again) == 1
+            assert math.isclose(float(again[0]["peak_lr"]), chosen[optimizer, batch])
+
+
+def test_learning_happens_on_the_toy_data(study):
+    _, _, rows, _ = study
+    best = max(float(r["metric"]) for r in rows)
+    assert best > 0.5  # chance is 0.1: the runs really train
+
+
+def test_table_plot_and_progress_lines(study):
+    output_dir, chosen, rows, lines = study
+    table = open(os.path.join(output_dir, "study.md")).read()
+    for optimizer in presets.OPTIMIZERS:
+        assert f"| {optimizer} | **" in table
+        assert f"lr {chosen[optimizer, 64]:.3g}" in table
+    assert "| optimizer | 16 (24 upd.) | 64 (6 upd.) |" in table
+    assert "holds up to batch" in table
+    with open(os.path.join(output_dir, "study.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(os.path.join(output_dir, "study.png")) > 10_000
+    assert len(lines) == len(rows)
+    assert lines[0].startswith("[1/") and "study ETA" in lines[0]
+
+
+class CountingWorkload:
+    def __init__(self, real=None):
+        self.calls = []
+        self.real = real
+
+    def run(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.real is None:
+            raise AssertionError(f"a finished run was trained again: {kwargs}")
+        return self.real.run(**kwargs)
+
+
+def test_a_rerun_skips_finished_runs(study):
+    output_dir, chosen, rows, _ = study
+    forbidden = CountingWorkload()
+    again = protocol.Study(PRESET, ResultsFile(os.path.join(output_dir, "results.csv")),
+                           {"fashion_cnn": forbidden}, log=lambda line: None).run()
+    assert again["fashion_cnn"] == chosen and not forbidden.calls
+
+
+def test_a_study_killed_while_writing_redoes_only_that_run(study, fashion_dir, tmp_path):
+    output_dir, chosen, rows, _ = study
+    path = tmp_path / "results.csv"
+    content = open(os.path.join(output_dir, "results.csv")).read()
+    path.write_text(content[:len(content) - 25])  # the last row cut off mid-way
+    from benchmarks.large_batch_study.workloads import FashionCnn
+    counting = CountingWorkload(FashionCnn(fashion_dir))
+    again = protocol.Study(PRESET, ResultsFile(str(path)), {"fashion_cnn": counting},
+                           log=lambda line: None).run()
+    last = rows[-1]
+    assert len(counting.calls) == 1
+    call = counting.calls[0]
+    assert (call["optimizer"], call["batch"], call["seed"]) == (
+        last["optimizer"], int(last["batch"]), int(last["seed"]))
+    assert again["fashion_cnn"] == chosen
+    assert len(ResultsFile(str(path)).records) == len(rows)
+
+
+def test_grid_is_geometric_around_its_centre():
+    assert np.allclose(protocol.grid(1.0, 5, 2.0), [0.25, 0.5, 1.0, 2.0, 4.0])
+    assert np.allclose(protocol.grid(1.0, 2, 4.0), [0.5, 2.0])
+
+
+def test_gpu_preset_dry_run_prints_the_runs_and_their_cost():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.large_batch_study", "--preset=gpu", "--dry_run",
+         "--examples_per_sec=bert=2000"], cwd=bert_runs.REPO, capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "bert (size=mini, max_seq_length=128)" in out
+    assert "at 2,000 examples/s" in out and "at 60,000 examples/s" in out
+    for batch in (64, 2048):
+        assert f"\n  {batch:>6} " in out
+    assert "at least 144 runs" in out and "total: ~" in out
+
+
+def test_bert_workload_trains_through_the_trainers_runner(tmp_path):
+    data_dir = bert_runs.make_data(str(tmp_path / "data"))
+    workload = Bert(str(tmp_path / "runs"), data_dir=data_dir, max_seq_length=bert_runs.SEQ,
+                    max_predictions_per_seq=bert_runs.PREDICTIONS)
+    experiment = workload.experiment("nesterov", 8, 0.1, 4, 1, 3, data_dir)
+    assert (experiment.optimizer.name, experiment.optimizer.nesterov) == ("momentum", True)
+    assert experiment.trainer.train_batch_size == 8 and experiment.runtime.seed == 3
+    outcome = workload.run(optimizer="lamb", batch=8, peak_lr=0.01, updates=4,
+                           warmup_updates=1, seed=0)
+    assert outcome.finite and 0.0 <= outcome.metric <= 1.0
+    assert outcome.metric == outcome.selection_metric
+    assert not os.listdir(tmp_path / "runs")  # the run's model_dir is removed once recorded

@@ -1,0 +1,256 @@
+"""Nothing lost, nothing silently wrong: broken checkpoints, locks, config changes, data faults,
+unwritable model_dirs and stale dataset shards."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from tests import bert_runs
+from trainers import checkpointing, runner
+from trainers.bert.task import BertPretrainingTask
+from trainers.data import create_pretraining_data as creator
+from trainers.data import images_to_tfrecords as converter
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return bert_runs.make_data(str(tmp_path_factory.mktemp("reliability")))
+
+
+def train(data_dir, model_dir, steps=4, **sections):
+    sections.setdefault("trainer", {})
+    sections["trainer"] = dict({"num_train_steps": steps}, **sections["trainer"])
+    experiment = bert_runs.experiment(data_dir, **sections)
+    runner.run(BertPretrainingTask(experiment.task), experiment, str(model_dir), "train")
+    return tf.train.latest_checkpoint(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    return train(data_dir, tmp_path_factory.mktemp("uninterrupted"))
+
+
+def _data_file(prefix):
+    return tf.io.gfile.glob(prefix + ".data-*")[0]
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_a_byte(path):
+    content = bytearray(open(path, "rb").read())
+    content[len(content) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(content))
+
+
+BREAKAGES = {
+    "index deleted": lambda d: os.remove(os.path.join(d, "ckpt-4.index")),
+    "data truncated": lambda d: _truncate(_data_file(os.path.join(d, "ckpt-4"))),
+    "data bit-flipped": lambda d: _flip_a_byte(_data_file(os.path.join(d, "ckpt-4"))),
+    "data position truncated": lambda d: _truncate(_data_file(
+        os.path.join(d, "train_data", "worker_0", "ckpt-4"))),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_a_broken_newest_checkpoint_resumes_from_the_previous_one_exactly(
+        data_dir, tmp_path, uninterrupted, breakage, capfd):
+    model_dir = str(tmp_path)
+    train(data_dir, model_dir)
+    BREAKAGES[breakage](model_dir)
+    capfd.readouterr()
+    final = train(data_dir, model_dir)
+    err = capfd.readouterr().err
+    assert re.search(rf"Skipping checkpoint {re.escape(model_dir)}/ckpt-4: ", err), err
+    assert final.endswith("ckpt-4")
+    bert_runs.assert_same_weights(final, uninterrupted)
+    # The broken files were moved aside, not mixed with the new save.
+    assert os.listdir(os.path.join(model_dir, checkpointing.BROKEN_DIR))
+
+
+def test_a_garbled_state_file_does_not_restart_from_step_zero(data_dir, tmp_path, capsys):
+    train(data_dir, tmp_path, steps=2)
+    (tmp_path / "checkpoint").write_text("model_checkpoint_path: \x00\x01 garbage {{{")
+    capsys.readouterr()
+    final = train(data_dir, tmp_path, steps=2)
+    assert "Already trained: step 2" in capsys.readouterr().out
+    assert final.endswith("ckpt-2")  # the state file was rewritten
+
+
+def test_only_broken_checkpoints_stop_the_run_naming_them(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2, trainer={"save_checkpoints_steps": 100})
+    _truncate(_data_file(str(tmp_path / "ckpt-2")))
+    with pytest.raises(checkpointing.CheckpointError,
+                       match=r"holds checkpoints but none is whole \(ckpt-2: its data file is "
+                             r"missing, truncated or corrupt .*move them away"):
+        train(data_dir, tmp_path, steps=4)
+    assert tf.io.gfile.glob(str(tmp_path / "ckpt-2.*"))  # left where it was
+
+
+def test_leftovers_of_an_interrupted_save_are_removed(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    leftover = tmp_path / "ckpt-3_temp" / "part-00000-of-00001.data-00000-of-00001"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"partial")
+    data_leftover = tmp_path / "train_data" / "worker_0" / "ckpt-3_temp"
+    data_leftover.mkdir()
+    train(data_dir, tmp_path, steps=4)
+    assert not leftover.parent.exists() and not data_leftover.exists()
+
+
+def test_a_second_run_on_a_locked_model_dir_is_refused_naming_the_holder(data_dir, tmp_path):
+    with checkpointing.ModelDirLock(str(tmp_path)):
+        with pytest.raises(ValueError, match=rf"model_dir {re.escape(str(tmp_path))} is in use "
+                                             rf"by pid {os.getpid()} on "):
+            train(data_dir, tmp_path, steps=2)
+    assert not tf.io.gfile.glob(str(tmp_path / "ckpt-*"))
+    train(data_dir, tmp_path, steps=2)  # released: the next run goes ahead
+
+
+def test_a_killed_run_does_not_leave_its_lock_stuck(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {bert_runs.REPO!r})
+        from trainers import checkpointing
+        with checkpointing.ModelDirLock({str(tmp_path)!r}):
+            print("locked", flush=True)
+            time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ValueError, match=rf"in use by pid {holder.pid} "):
+        with checkpointing.ModelDirLock(str(tmp_path)):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with checkpointing.ModelDirLock(str(tmp_path)):
+        pass
+
+
+def test_an_unwritable_model_dir_is_named_before_training(data_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"model_dir .*a_file/run cannot be written .*Pass a "
+                                         r"--model_dir you can write to"):
+        train(data_dir, blocker / "run", steps=2)
+
+
+def test_compatible_config_changes_are_allowed_and_recorded(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    train(data_dir, tmp_path, steps=4, optimizer={"learning_rate": 0.02})
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["trainer"]["num_train_steps"] == 4
+    assert params["optimizer"]["learning_rate"] == 0.02
+    history = yaml.safe_load((tmp_path / "params_history.yaml").read_text())
+    assert history[-1]["step"] == 2
+    assert history[-1]["changed"]["optimizer.learning_rate"] == {"from": 0.01, "to": 0.02}
+    assert history[-1]["changed"]["trainer.num_train_steps"] == {"from": 2, "to": 4}
+
+
+def test_a_batch_size_change_is_refused_before_anything_is_written(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    params = (tmp_path / "params.yaml").read_text()
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match=r"written with another config "
+                                         r"\(trainer\.train_batch_size: 16 -> 8\)"):
+        train(data_dir, tmp_path, steps=4, trainer={"train_batch_size": 8})
+    assert (tmp_path / "params.yaml").read_text() == params
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def _corrupt_mid_file(path):
+    """Flips a byte well past the first record, so input validation (first record) passes."""
+    content = bytearray(open(path, "rb").read())
+    position = int(len(content) * 0.7)
+    content[position] ^= 0xFF
+    open(path, "wb").write(bytes(content))
+
+
+def test_a_corrupt_record_met_in_training_names_the_file_and_keeps_the_checkpoint(
+        data_dir, tmp_path_factory, tmp_path):
+    copy = tmp_path_factory.mktemp("corrupt_data")
+    for name in os.listdir(data_dir):
+        tf.io.gfile.copy(os.path.join(data_dir, name), str(copy / name))
+    model_dir = tmp_path / "run"
+    first = train(str(copy), model_dir, steps=2)
+    victim = sorted(tf.io.gfile.glob(str(copy / "train-*")))[1]
+    _corrupt_mid_file(victim)
+    with pytest.raises(ValueError, match=rf"Corrupt record in {re.escape(victim)} after \d+ good "
+                                         r"records"):
+        train(str(copy), model_dir, steps=40)
+    last = tf.train.latest_checkpoint(str(model_dir))
+    assert checkpointing.verify(first) is None and checkpointing.verify(last) is None
+    assert int(first.rsplit("-", 1)[1]) <= int(last.rsplit("-", 1)[1]) < 40
+
+
+# ---------------------------------------------------------------------------- data tools
+def test_create_pretraining_data_refuses_stale_shards_and_overwrite_replaces_them(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(f"document {d} sentence one.\ndocument {d} sentence two."
+                                for d in range(12)))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "document",
+                                "sentence", "one", "two", "."] + [str(i) for i in range(12)]))
+
+    def create(num_files, overwrite=False):
+        return creator.create(creator.CreationOptions(
+            input_file=str(text), output_dir=str(tmp_path / "out"), vocab_file=str(vocab),
+            max_seq_length=16, max_predictions_per_seq=3, dupe_factor=1,
+            num_output_files=num_files, num_workers=1, overwrite=overwrite))
+
+    create(3)
+    with pytest.raises(ValueError, match=r"already holds 3 train/eval shard\(s\) of an earlier "
+                                         r"run .*Pass --overwrite"):
+        create(1)
+    create(1, overwrite=True)
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "pretraining_data.json", "train-00000-of-00001.tfrecord", "vocab.txt"]
+
+
+def _images(labels):
+    return [converter.LabelledImage(tf.io.encode_png(np.full((4, 4, 1), 9 * i, np.uint8))
+                                    .numpy(), "png", label, 4, 4, 1, f"{i}.png")
+            for i, label in enumerate(labels)]
+
+
+def test_images_to_tfrecords_cli_refuses_stale_shards_of_the_same_split(tmp_path):
+    source = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (source / name).mkdir(parents=True)
+        for i in range(2):
+            (source / name / f"{i}.png").write_bytes(
+                tf.io.encode_png(np.full((4, 4, 3), 60 * i, np.uint8)).numpy())
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "trainers.data.images_to_tfrecords", f"--image_dir={source}",
+             f"--output_dir={tmp_path / 'out'}", *args], cwd=bert_runs.REPO,
+            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+    assert cli("--num_shards=3").returncode == 0
+    assert cli("--split=validation", "--num_shards=1").returncode == 0  # another split: fine
+    refused = cli("--num_shards=1")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        f"error: {tmp_path / 'out'} already holds 3 train shard(s) of an earlier run")
+    assert "Traceback" not in refused.stderr
+    assert cli("--num_shards=1", "--overwrite").returncode == 0
+    assert sorted(p for p in os.listdir(tmp_path / "out") if p.endswith(".tfrecord")) == [
+        "train-00000-of-00001.tfrecord", "validation-00000-of-00001.tfrecord"]
+
+
+def test_a_label_offset_making_labels_negative_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"--label_offset=-1 makes label 0 \(class 'a'\) "
+                                         r"negative"):
+        converter.write_shards(_images([0, 1]), ["a", "b"], str(tmp_path), "train", 1,
+                               label_offset=-1)
+    assert not tf.io.gfile.glob(str(tmp_path / "train-*"))
