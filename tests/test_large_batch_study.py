@@ -66,7 +66,7 @@ def test_every_cell_follows_the_protocol(study):
         batch = int(row["batch"])
         assert int(row["updates"]) == PLAN.examples // batch
         assert int(row["examples"]) == PLAN.examples
-        assert int(row["warmup_updates"]) == round(0.1 * PLAN.examples // batch)
+        assert int(row["warmup_updates"]) == round(0.1 * (PLAN.examples // batch))
         assert 0.0 <= float(row["metric"]) <= 1.0
     for optimizer in presets.OPTIMIZERS:
         small = _first_seed_rates(rows, optimizer, 16)
