@@ -183,3 +183,20 @@ def test_bert_workload_trains_through_the_trainers_runner(tmp_path):
     assert outcome.finite and 0.0 <= outcome.metric <= 1.0
     assert outcome.metric == outcome.selection_metric
     assert not os.listdir(tmp_path / "runs")  # the run's model_dir is removed once recorded
+
+
+def test_a_cell_whose_search_has_not_ended_is_shown_in_progress():
+    from benchmarks.large_batch_study import report
+    from benchmarks.large_batch_study.results import RunRecord
+
+    def record(optimizer, lr, seed, metric):
+        return RunRecord("fashion_cnn", optimizer, 16, lr, 24, 384, seed, metric, metric, 1.0,
+                         100.0, 2, True)
+
+    records = [record("lamb", 0.002, 0, 0.8), record("lamb", 0.008, 0, 0.9),
+               record("lamb", 0.008, 1, 0.7),  # search ended: second seed at the best rate
+               record("adamw", 0.001, 0, 0.85)]  # still searching
+    table = report.markdown(PRESET, records)
+    assert "| lamb | **80.00** (90.0/70.0)<br>lr 0.008 | not run yet |" in table
+    assert "| adamw | in progress | not run yet |" in table
+    assert "| lars | not run yet | not run yet |" in table

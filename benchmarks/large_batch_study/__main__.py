@@ -19,6 +19,8 @@ flags.DEFINE_enum("preset", "quick", list(presets.PRESETS), "Which study to run.
 flags.DEFINE_string("output_dir", None, "Where results.csv, study.md and study.png go.")
 flags.DEFINE_list("workloads", [], "Run only these workloads (fashion_cnn, bert).")
 flags.DEFINE_bool("dry_run", False, "Print the runs and their estimated cost; train nothing.")
+flags.DEFINE_bool("report_only", False, "Rewrite study.md and study.png from results.csv; "
+                  "train nothing.")
 flags.DEFINE_list("examples_per_sec", [],
                   "For --dry_run estimates: workload=rate pairs, e.g. bert=2500.")
 flags.DEFINE_string("fashion_mnist_dir", None, "Fashion-MNIST idx files (default: the Debian "
@@ -93,6 +95,10 @@ def main(argv):
         print("\n".join(protocol.describe_plan(preset, _rates(FLAGS.examples_per_sec))))
         return
     output_dir = FLAGS.output_dir or default_output_dir(FLAGS.preset)
+    if FLAGS.report_only:
+        write_report(preset, ResultsFile(os.path.join(output_dir, "results.csv")), output_dir)
+        print(f"wrote {os.path.join(output_dir, 'study.md')} and study.png")
+        return
     print(f"large-batch study, preset {preset.name}: results in {output_dir}", flush=True)
     try:
         run_study(preset, output_dir, FLAGS.workloads,

@@ -18,14 +18,16 @@ class Cell:
     updates: int
     metrics: list          # reported metric, one per seed at the chosen rate
     rates_tried: int
+    complete: bool         # the search ended: its best rate has been run with every seed
 
     @property
     def mean(self):
         return statistics.fmean(self.metrics)
 
 
-def best_cells(records, plan):
-    """Per (optimizer, batch): the rate with the best first-seed selection metric."""
+def best_cells(records, plan, complete_only=True):
+    """Per (optimizer, batch): the rate with the best first-seed selection metric (only cells
+    whose search has ended, unless `complete_only` is False)."""
     cells = {}
     for optimizer in presets.OPTIMIZERS:
         for batch in plan.batches:
@@ -37,8 +39,13 @@ def best_cells(records, plan):
             chosen = max(first_seed, key=lambda r: -math.inf if math.isnan(r.selection_metric)
                          else r.selection_metric)
             same_rate = [r.metric for r in runs if f"{r.peak_lr:.5g}" == f"{chosen.peak_lr:.5g}"]
+            # Later seeds run only once a cell's search has ended.
+            complete = (len(same_rate) == len(plan.seeds) if len(plan.seeds) > 1
+                        else len(first_seed) >= plan.grid_size)
             cells[optimizer, batch] = Cell(optimizer, batch, chosen.peak_lr, chosen.updates,
-                                           same_rate, len(first_seed))
+                                           same_rate, len(first_seed), complete)
+    if complete_only:
+        cells = {key: cell for key, cell in cells.items() if cell.complete}
     return cells
 
 
@@ -63,6 +70,7 @@ def markdown(preset, records):
         if not workload_records:
             continue
         cells = best_cells(workload_records, plan)
+        started = best_cells(workload_records, plan, complete_only=False)
         metric = {"fashion_cnn": "test top-1 (%), rate chosen on a 5,000-image validation "
                                  "split", "bert": "held-out masked-LM accuracy (%)"}.get(
                                      plan.workload, "metric (%)")
@@ -77,7 +85,7 @@ def markdown(preset, records):
             for batch in plan.batches:
                 cell = cells.get((optimizer, batch))
                 if cell is None:
-                    row.append("not run yet")
+                    row.append("in progress" if (optimizer, batch) in started else "not run yet")
                     continue
                 seeds = "/".join(f"{100 * m:.1f}" for m in cell.metrics)
                 row.append(f"**{100 * cell.mean:.2f}** ({seeds})<br>lr {cell.peak_lr:.3g}")
@@ -101,7 +109,7 @@ def markdown(preset, records):
             lines.append(f"- at batch {largest}: " + " > ".join(
                 f"{o} {100 * cells[o, largest].mean:.2f}" for o in ranking))
         else:
-            lines.append("- incomplete: cells marked 'not run yet' are still to come "
+            lines.append("- incomplete: cells not run yet or in progress are still to come "
                          "(rerun the same command to continue).")
         lines.append("")
     return "\n".join(lines)
