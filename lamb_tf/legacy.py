@@ -7,7 +7,12 @@ the ':0' suffix, e.g. `transformer/layer_0/self_attention_layer_norm/gamma`.
 """
 
 import tensorflow as tf
-import tf_keras
+
+try:
+    import tf_keras
+except ImportError:
+    raise ImportError('lamb_tf.legacy needs tf-keras: pip install "lamb_tf[legacy]" (or '
+                      'pip install "tf-keras>=2.20,<2.21").') from None
 
 from lamb_tf import core, exclusions, hyperparameters, layerwise, rules, schedules
 
@@ -54,11 +59,12 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, tf_keras.optimizers.Optimi
 
     @property
     def trust_ratios(self):
-        """Trust ratio applied to each variable at the last update, keyed by variable path."""
+        """Trust ratio applied to each variable at the last update, keyed by variable path
+        (values as of this call, not live variables)."""
         if not getattr(self, "_built", False):
             return {}
         return {
-            exclusions.variable_path(variable): ratio
+            exclusions.variable_path(variable): tf.identity(ratio)
             for variable, ratio in zip(self._optimized_variables, self._trust_ratios)
         }
 

@@ -67,12 +67,14 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, keras.optimizers.Optimizer
     def trust_ratios(self):
         """Trust ratio applied to each variable at the last update, keyed by variable path.
 
-        1.0 for variables excluded from layer adaptation and before the first update.
+        Values (scalar tensors) as of this call, not live variables: a dict kept across updates
+        does not change. 1.0 for variables excluded from layer adaptation and before the first
+        update.
         """
         if not self.built:
             return {}
         return {
-            exclusions.variable_path(variable): ratio.value
+            exclusions.variable_path(variable): tf.identity(ratio.value)
             for variable, ratio in zip(self._trainable_variables, self._trust_ratios)
         }
 

@@ -132,3 +132,67 @@ def test_schedule_matches_reference(generation):
         got = [float(schedule(step)) for step in range(45)]
         want = [schedule_reference(step, 3.0, 40, 6, 0.1, power, start) for step in range(45)]
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+def test_weight_decay_none_means_no_decay(generation):
+    """Keras's own default is `weight_decay=None`; it must equal an explicit 0."""
+    arrays = [("dense/kernel", np.linspace(-1.0, 1.0, 6, dtype=np.float32).reshape(2, 3))]
+    gradient = [tf.constant(np.linspace(0.5, -0.3, 6).reshape(2, 3), tf.float32)]
+    results = []
+    for weight_decay in (None, 0.0):
+        variables = generation.make_variables(arrays)
+        optimizer = generation.Lamb(learning_rate=0.1, weight_decay=weight_decay)
+        generation.apply(optimizer, gradient, variables)
+        results.append(variables[0].numpy())
+        assert optimizer.get_config()["weight_decay"] == 0.0
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], arrays[0][1])
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+def test_exclusion_method_names_matching_nothing_are_reported(generation):
+    variables = generation.make_variables(
+        [("dense/kernel", np.ones((2, 2), np.float32)), ("dense/bias", np.ones(2, np.float32))])
+    optimizer = generation.Lamb(learning_rate=0.1, weight_decay=0.5)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "no_such_layer"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generation.apply(optimizer, [tf.fill((2, 2), 1e-3), tf.fill((2,), 1e-3)], variables)
+    messages = [str(w.message) for w in caught if "exclude_from_weight_decay(var_names" in
+                str(w.message)]
+    assert len(messages) == 1
+    assert "'no_such_layer'" in messages[0]
+    assert "matches none of the 2 variable names" in messages[0]
+    assert float(optimizer.trust_ratios["dense/bias" if generation is Legacy
+                                        else "dense_bias"]) == 1.0  # "bias" still excluded
+
+
+def test_a_full_path_given_to_the_keras3_exclusion_method_is_reported():
+    """Keras 3 searches var_names in the short `variable.name` ('bias'), not the path."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    optimizer = lamb_tf.Lamb(learning_rate=0.1, weight_decay=0.5)
+    optimizer.exclude_from_weight_decay(var_names=["dense/bias"])
+    with pytest.warns(UserWarning, match=r"'dense/bias' in exclude_from_weight_decay\(var_names"
+                                         r"=\.\.\.\) matches none .*short name"):
+        optimizer.build(model.trainable_variables)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+def test_trust_ratios_are_values_that_later_updates_do_not_change(generation):
+    variables = generation.make_variables([("dense/kernel", np.ones((2, 2), np.float32))])
+    optimizer = generation.Lamb(learning_rate=0.1)
+    generation.apply(optimizer, [tf.fill((2, 2), 1e-3)], variables)
+    kept = dict(optimizer.trust_ratios)
+    first = {k: float(v) for k, v in kept.items()}
+    generation.apply(optimizer, [tf.constant([[5.0, -3.0], [0.1, 2.0]])], variables)
+    assert {k: float(v) for k, v in kept.items()} == first
+    assert {k: float(v) for k, v in optimizer.trust_ratios.items()} != first
+
+
+def test_registered_name_finds_lamb_tf_optimizers():
+    assert isinstance(keras.optimizers.get("lamb_tf>Lamb"), lamb_tf.Lamb)
+    assert isinstance(keras.optimizers.get("lamb_tf>Lars"), lamb_tf.Lars)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="lamb_tf>Lamb", loss="mse")
+    assert isinstance(model.optimizer, lamb_tf.Lamb)
