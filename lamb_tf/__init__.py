@@ -5,9 +5,10 @@
 `TF_USE_LEGACY_KERAS=1`, are in `lamb_tf.legacy`.
 """
 
+from lamb_tf import callbacks
 from lamb_tf.optimizers import Lamb, Lars
 from lamb_tf.schedules import WarmupPolynomialDecay
 
 __version__ = "0.1.0"
 
-__all__ = ["Lamb", "Lars", "WarmupPolynomialDecay", "__version__"]
+__all__ = ["Lamb", "Lars", "WarmupPolynomialDecay", "callbacks", "__version__"]
