@@ -1,0 +1,104 @@
+"""The exported encoder loads where fine-tuning tools load it, with the trained outputs."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from official.nlp.configs import encoders
+
+from tests import bert_runs
+from trainers import runner
+from trainers.bert import export
+from trainers.bert.task import BertPretrainingTask
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data_dir = bert_runs.make_data(str(root / "data"))
+    experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 3})
+    model_dir = str(root / "run")
+    runner.run(BertPretrainingTask(experiment.task), experiment, model_dir, "train")
+    # The trained pretrainer, restored independently of the export code.
+    trained = BertPretrainingTask(experiment.task).build_model()
+    tf.train.Checkpoint(model=trained).read(tf.train.latest_checkpoint(model_dir)) \
+        .expect_partial()
+    output_dir = str(root / "exported")
+    code = subprocess.run(
+        [sys.executable, "-m", "trainers.bert.export", f"--model_dir={model_dir}",
+         f"--output_dir={output_dir}"], cwd=bert_runs.REPO, capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert code.returncode == 0, code.stderr
+    return trained, data_dir, output_dir
+
+
+def _inputs(vocab_size, seq=bert_runs.SEQ):
+    rng = np.random.default_rng(5)
+    mask = np.ones((3, seq), np.int32)
+    mask[1, seq // 2:] = 0
+    return {"input_word_ids": rng.integers(0, vocab_size, (3, seq)).astype(np.int32),
+            "input_mask": mask,
+            "input_type_ids": (np.arange(seq)[None, :] >= seq // 3).astype(np.int32)
+            .repeat(3, 0)}
+
+
+def _expected(trained, inputs):
+    """Trained encoder's sequence output, and the next-sentence head's pooler on [CLS]."""
+    outputs = trained.encoder_network(inputs, training=False)
+    head = next(h for h in trained.classification_heads if h.name == "next_sentence")
+    sequence = outputs["sequence_output"].numpy()
+    return sequence, head.dense(sequence[:, 0, :]).numpy()
+
+
+def test_model_garden_encoder_built_from_the_export_gives_the_trained_outputs(exported):
+    trained, _, output_dir = exported
+    config = encoders.EncoderConfig.from_yaml(os.path.join(output_dir, "encoder_config.yaml"))
+    fresh = encoders.build_encoder(config)
+    assert type(fresh).__name__ == "BertEncoderV2"
+    # What Model Garden's fine-tuning tasks do with `init_checkpoint`.
+    tf.train.Checkpoint(encoder=fresh).read(os.path.join(output_dir, "bert_model.ckpt")) \
+        .expect_partial().assert_existing_objects_matched()
+    inputs = _inputs(config.get().vocab_size)
+    sequence, pooled = _expected(trained, inputs)
+    outputs = fresh(inputs, training=False)
+    np.testing.assert_allclose(outputs["sequence_output"].numpy(), sequence, atol=1e-5)
+    np.testing.assert_allclose(outputs["pooled_output"].numpy(), pooled, atol=1e-5)
+
+
+def test_saved_model_loads_in_a_fresh_process(exported, tmp_path):
+    trained, data_dir, output_dir = exported
+    vocab_size = len(open(os.path.join(output_dir, "vocab.txt")).read().split())
+    inputs = _inputs(vocab_size)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = f"""
+import numpy as np, tensorflow as tf
+inputs = dict(np.load({str(tmp_path / 'inputs.npz')!r}))
+loaded = tf.saved_model.load({os.path.join(output_dir, 'saved_model')!r})
+outputs = loaded.signatures["serving_default"](**{{k: tf.constant(v) for k, v in inputs.items()}})
+np.savez({str(tmp_path / 'outputs.npz')!r}, **{{k: v.numpy() for k, v in outputs.items()}})
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    outputs = np.load(tmp_path / "outputs.npz")
+    sequence, pooled = _expected(trained, inputs)
+    np.testing.assert_allclose(outputs["sequence_output"], sequence, atol=1e-5)
+    np.testing.assert_allclose(outputs["pooled_output"], pooled, atol=1e-5)
+
+
+def test_the_vocab_of_the_data_is_exported(exported):
+    _, data_dir, output_dir = exported
+    assert (open(os.path.join(output_dir, "vocab.txt")).read()
+            == open(os.path.join(data_dir, "vocab.txt")).read())
+
+
+def test_a_non_empty_output_dir_is_refused(exported, tmp_path):
+    trained, data_dir, output_dir = exported
+    model_dir = os.path.join(os.path.dirname(output_dir), "run")
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not empty; pass --overwrite"):
+        export.export(model_dir, str(tmp_path))
+    assert (tmp_path / "keep.txt").read_text() == "mine"

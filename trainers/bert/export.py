@@ -1,0 +1,140 @@
+r"""The pretrained encoder of a trainers.bert model_dir, the way fine-tuning tools load it.
+
+    python -m trainers.bert.export --model_dir=runs/tiny_wiki_lamb --output_dir=/tmp/tiny_bert
+
+Writes into --output_dir:
+- `bert_model.ckpt.*`: a Model Garden pretrainer checkpoint (`encoder`, `masked_lm`,
+  `next_sentence.pooler_dense`): what Model Garden's BERT fine-tuning tasks read as
+  `init_checkpoint` (they restore `encoder`, and with `init_cls_pooler` the pooler).
+- `encoder_config.yaml`: Model Garden's `EncoderConfig` (type `bert_v2`), for a fine-tuning
+  config's `model.encoder` or `official.nlp.configs.encoders.build_encoder`.
+- `vocab.txt`: the WordPiece vocab the pretraining data was made with.
+- `saved_model/`: a SavedModel of the encoder: inputs `input_word_ids`, `input_mask`,
+  `input_type_ids` (int32 [batch, seq]); outputs `sequence_output`, `pooled_output`.
+
+The encoder's own pooler gets no gradient in pretraining (the next-sentence head has its own), so
+the exported encoder carries the trained next-sentence pooler in its place: `pooled_output` is
+the pooled [CLS] that pretraining actually learned.
+"""
+
+import os
+import sys
+
+import tensorflow as tf
+import yaml
+from absl import app, flags
+
+from trainers import checkpointing
+from trainers import config as config_lib
+from trainers.bert import builtin_data
+from trainers.bert import config as bert_config
+from trainers.bert.config import BertExperimentConfig
+from trainers.bert.task import BertPretrainingTask
+from trainers.data import files as files_lib
+
+CHECKPOINT_NAME = "bert_model.ckpt"
+ENCODER_CONFIG_FILE = "encoder_config.yaml"
+SAVED_MODEL_DIR = "saved_model"
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+
+
+def _experiment(model_dir):
+    params = checkpointing.ParamsRecord(model_dir).previous()
+    if params is None:
+        raise FileNotFoundError(f"{model_dir} holds no readable params.yaml: give the model_dir "
+                                "of a trainers.bert run.")
+    return config_lib.merge(BertExperimentConfig(), params)
+
+
+def encoder_config(model_config):
+    """Model Garden's EncoderConfig for the encoder our task builds (approximate GELU)."""
+    num_layers, hidden = bert_config.SIZES[model_config.size]
+    return {"type": "bert_v2", "bert_v2": {
+        "vocab_size": model_config.vocab_size, "hidden_size": hidden, "num_layers": num_layers,
+        "num_attention_heads": max(1, hidden // 64), "intermediate_size": 4 * hidden,
+        "hidden_activation": "gelu", "dropout_rate": model_config.dropout_rate,
+        "attention_dropout_rate": model_config.attention_dropout_rate,
+        "max_position_embeddings": model_config.max_position_embeddings,
+        "type_vocab_size": model_config.type_vocab_size,
+        "initializer_range": model_config.initializer_range}}
+
+
+def _vocab_path(data_config):
+    if data_config.input_path.strip() == builtin_data.BUILTIN:
+        directory = builtin_data.ensure(data_config.max_seq_length,
+                                        data_config.max_predictions_per_seq)
+    else:
+        directory = os.path.dirname(files_lib.expand_patterns(data_config.input_path)[0])
+    path = os.path.join(directory, "vocab.txt")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"No vocab.txt beside the training data ({path}); pass "
+                                "--vocab_file with the vocab the data was made with.")
+    return path
+
+
+class EncoderModule(tf.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=name)
+                                  for name in INPUT_NAMES])
+    def serve(self, input_word_ids, input_mask, input_type_ids):
+        outputs = self.encoder({"input_word_ids": input_word_ids, "input_mask": input_mask,
+                                "input_type_ids": input_type_ids}, training=False)
+        return {"sequence_output": outputs["sequence_output"],
+                "pooled_output": outputs["pooled_output"]}
+
+
+def export(model_dir, output_dir, vocab_file="", overwrite=False):
+    """Writes the export (see the module docstring); returns the checkpoint it was made from."""
+    experiment = _experiment(model_dir)
+    latest = checkpointing.newest_whole_checkpoint(model_dir, 0, move_broken=False)
+    if latest is None:
+        raise FileNotFoundError(f"No checkpoint in {model_dir} to export; train first.")
+    vocab = vocab_file or _vocab_path(experiment.task.train_data)
+    if tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir):
+        if not overwrite:
+            raise ValueError(f"{output_dir} is not empty; pass --overwrite to replace its "
+                             "contents, or choose another --output_dir.")
+        tf.io.gfile.rmtree(output_dir)
+    tf.io.gfile.makedirs(output_dir)
+
+    model = BertPretrainingTask(experiment.task).build_model()
+    tf.train.Checkpoint(model=model).read(latest).expect_partial() \
+        .assert_existing_objects_matched()
+    head = next(h for h in model.classification_heads if h.name == "next_sentence")
+    model.encoder_network.pooler_layer.set_weights(head.dense.get_weights())
+
+    tf.train.Checkpoint(**model.checkpoint_items).write(os.path.join(output_dir,
+                                                                     CHECKPOINT_NAME))
+    with tf.io.gfile.GFile(os.path.join(output_dir, ENCODER_CONFIG_FILE), "w") as f:
+        f.write(yaml.safe_dump(encoder_config(experiment.task.model), sort_keys=False))
+    tf.io.gfile.copy(vocab, os.path.join(output_dir, "vocab.txt"), overwrite=True)
+    module = EncoderModule(model.encoder_network)
+    tf.saved_model.save(module, os.path.join(output_dir, SAVED_MODEL_DIR),
+                        signatures={"serving_default": module.serve})
+    return latest
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    options = flags.FLAGS
+    try:
+        source = export(options.model_dir, options.output_dir, options.vocab_file,
+                        options.overwrite)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"exported {source} -> {options.output_dir} ({CHECKPOINT_NAME}, "
+          f"{ENCODER_CONFIG_FILE}, vocab.txt, {SAVED_MODEL_DIR}/)")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("model_dir", None, "A trainers.bert model_dir (params.yaml + checkpoints).")
+    flags.DEFINE_string("output_dir", None, "Where the export goes.")
+    flags.DEFINE_string("vocab_file", "", "The vocab of the pretraining data (default: the "
+                        "vocab.txt beside the training shards).")
+    flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir.")
+    flags.mark_flags_as_required(["model_dir", "output_dir"])
+    app.run(main)
