@@ -67,3 +67,35 @@ def test_files_then_overrides_then_flags_each_win_in_turn(tmp_path):
     dumped = config_lib.dump_yaml(experiment)
     again = config_lib.merge(BertExperimentConfig(), __import__("yaml").safe_load(dumped))
     assert again == experiment
+
+
+def test_yaml_numbers_in_exponent_form_are_accepted(tmp_path):
+    # PyYAML reads `1e-3` (no dot) as a string; a float field takes it as the number it is.
+    path = tmp_path / "c.yaml"
+    path.write_text("optimizer:\n  learning_rate: 1e-3\n  weight_decay: 2E-2\n")
+    experiment = config_lib.merge(BertExperimentConfig(), config_lib.load_yaml(str(path)))
+    assert experiment.optimizer.learning_rate == 0.001
+    assert experiment.optimizer.weight_decay == 0.02
+    with pytest.raises(ValueError, match="'optimizer.learning_rate' expects a number, got 'fast'"):
+        config_lib.merge(BertExperimentConfig(), {"optimizer": {"learning_rate": "fast"}})
+
+
+@pytest.mark.parametrize("batch", [0, -8])
+def test_a_batch_size_that_is_not_positive_is_named_plainly(batch):
+    from trainers import distribution
+    with pytest.raises(ValueError, match=rf"train_batch_size={batch} must be a positive number "
+                                         r"of examples \(a multiple of 2 here, e\.g\. 64\)"):
+        distribution.check_batch("train_batch_size", batch, 2)
+
+
+@pytest.mark.parametrize("entry", ["trainers.bert", "trainers.resnet"])
+def test_help_lists_the_trainer_flags(entry):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", entry, "--help"], cwd=REPO, timeout=300,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr
+    for flag in ("--train_batch_size", "--num_train_steps", "--iterations_per_loop",
+                 "--config_file", "--model_dir"):
+        assert flag in done.stdout, flag

@@ -254,3 +254,14 @@ def test_a_label_offset_making_labels_negative_is_refused(tmp_path):
         converter.write_shards(_images([0, 1]), ["a", "b"], str(tmp_path), "train", 1,
                                label_offset=-1)
     assert not tf.io.gfile.glob(str(tmp_path / "train-*"))
+
+
+def test_resuming_with_another_iterations_per_loop_keeps_the_save_cadence(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2, trainer={"iterations_per_loop": 2,
+                                               "save_checkpoints_steps": 2})
+    # From step 2 with loops of 3 and saves every 6 updates: steps 8 and 14 (end) are saved;
+    # counting step % 6 == 0 would never hit a multiple of 6 (5, 8, 11, 14) before the end.
+    train(data_dir, tmp_path, steps=14, trainer={"iterations_per_loop": 3,
+                                                "save_checkpoints_steps": 6})
+    steps = sorted(checkpointing.checkpoint_steps(str(tmp_path)))
+    assert steps == [2, 8, 14]

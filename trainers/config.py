@@ -96,6 +96,12 @@ def _coerce(value, current, dotted):
     elif isinstance(current, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 (PyYAML) reads 1e-3 as a string: it needs a dot (1.0e-3) to be a float.
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif isinstance(current, str):
         if isinstance(value, str):
             return value

@@ -91,7 +91,10 @@ def is_chief(strategy):
 def check_batch(name, global_batch_size, num_replicas, num_accumulation_steps=1):
     """Per-replica micro-batch size; a clear error with the nearest valid sizes otherwise."""
     parts = num_replicas * num_accumulation_steps
-    if global_batch_size <= 0 or global_batch_size % parts:
+    if global_batch_size <= 0:
+        raise ValueError(f"{name}={global_batch_size} must be a positive number of examples "
+                         f"(a multiple of {parts} here, e.g. {parts * 32}).")
+    if global_batch_size % parts:
         lower = max(parts, global_batch_size // parts * parts)
         upper = (global_batch_size // parts + 1) * parts
         accumulation = (f" x {num_accumulation_steps} accumulation steps"

@@ -392,6 +392,9 @@ class Runner:
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
         train_files = self.task.input_files("train")
+        # Counted from the last save, not as step % save_every: a run resumed with another
+        # iterations_per_loop would otherwise never hit a multiple and save only at the end.
+        last_save = self.step
         with _Preemption() as preemption:
             while self.step < trainer.num_train_steps:
                 start_step = self.step
@@ -406,11 +409,12 @@ class Runner:
                 examples_per_second = num_steps * trainer.train_batch_size / seconds
                 self._log_train(loss, float(gradient_norm), examples_per_second)
                 at_end = self.step >= trainer.num_train_steps
-                if at_end or self.step % save_every == 0 or preemption.requested:
+                if at_end or self.step - last_save >= save_every or preemption.requested:
                     # The data position first: a model checkpoint is the commit point, and
                     # each one then has its data position.
                     data_manager.save(checkpoint_number=self.step)
                     manager.save(checkpoint_number=self.step)
+                    last_save = self.step
                     self._cleanup_worker_copy()
                     if eval_each_checkpoint:
                         results = self.evaluate()

@@ -4,7 +4,7 @@ On a TPU VM add --tpu=local --distribution_strategy=tpu --model_dir=gs://...; on
 --distribution_strategy=mirrored --num_gpus=8. Run `tensorboard --logdir=<model_dir>` to watch.
 """
 
-from absl import app
+from absl import app, flags
 
 from trainers import flags as trainer_flags
 from trainers.bert.config import BertExperimentConfig
@@ -12,6 +12,7 @@ from trainers.bert.task import BertPretrainingTask
 from trainers.main import run_from_flags
 
 trainer_flags.define_flags()
+flags.adopt_module_key_flags(trainer_flags)  # so that --help lists them
 
 
 def main(argv):

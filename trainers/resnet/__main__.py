@@ -12,6 +12,7 @@ from trainers.resnet.config import ResNetExperimentConfig
 from trainers.resnet.task import ResNetTask
 
 trainer_flags.define_flags()
+flags.adopt_module_key_flags(trainer_flags)  # so that --help lists them
 flags.DEFINE_bool("use_synthetic_data", None, "Train on one fixed random batch (throughput).")
 
 
