@@ -95,7 +95,7 @@ def test_help_lists_the_trainer_flags(entry):
     done = subprocess.run([sys.executable, "-m", entry, "--help"], cwd=REPO, timeout=300,
                           capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr  # absl exits 1 after printing the help
     for flag in ("--train_batch_size", "--num_train_steps", "--iterations_per_loop",
                  "--config_file", "--model_dir"):
         assert flag in done.stdout, flag
