@@ -55,13 +55,22 @@ def test_train_and_eval_reports_the_bert_metrics_and_writes_summaries(data_dir, 
                             "next_sentence_loss"}
     assert 0.0 <= results["masked_lm_accuracy"] <= 1.0 and results["masked_lm_loss"] > 0
     assert os.path.exists(tmp_path / "params.yaml")
-    tags = set()
+    steps_of_tag = {}
     for event_file in tf.io.gfile.glob(str(tmp_path / "train" / "events*")):
         for event in tf.compat.v1.train.summary_iterator(event_file):
-            tags.update(value.tag for value in event.summary.value)
+            for value in event.summary.value:
+                steps_of_tag.setdefault(value.tag, []).append(event.step)
     assert {"loss", "learning_rate", "gradient_norm", "examples_per_second",
-            "trust_ratio"} <= tags
+            "trust_ratio"} <= set(steps_of_tag)
+    # 4 updates in loops of 2: the first loop traces, so only the second reports throughput.
+    assert steps_of_tag["loss"] == [2, 4] and steps_of_tag["examples_per_second"] == [4]
     assert tf.io.gfile.glob(str(tmp_path / "eval" / "events*"))
+
+
+def test_warmup_longer_than_training_is_named_by_flag(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"--num_warmup_steps=10 \(optimizer\.num_warmup_steps\) "
+                                         r"is longer than --num_train_steps=4"):
+        train(data_dir, tmp_path, optimizer={"num_warmup_steps": 10})
 
 
 def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(data_dir, tmp_path):

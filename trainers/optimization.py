@@ -8,6 +8,11 @@ OPTIMIZERS = ("lamb", "lars", "adamw", "momentum")
 
 
 def learning_rate_schedule(config, num_train_steps):
+    if config.num_warmup_steps > num_train_steps:
+        raise ValueError(
+            f"--num_warmup_steps={config.num_warmup_steps} (optimizer.num_warmup_steps) is longer "
+            f"than --num_train_steps={num_train_steps} (trainer.num_train_steps): lower the "
+            "warmup or train for more steps.")
     return legacy.WarmupPolynomialDecay(
         peak_learning_rate=config.learning_rate, total_steps=num_train_steps,
         warmup_steps=config.num_warmup_steps, end_learning_rate=config.end_learning_rate,

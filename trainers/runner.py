@@ -394,7 +394,7 @@ class Runner:
         train_files = self.task.input_files("train")
         # Counted from the last save, not as step % save_every: a run resumed with another
         # iterations_per_loop would otherwise never hit a multiple and save only at the end.
-        last_save = self.step
+        last_save = first_step = self.step
         with _Preemption() as preemption:
             while self.step < trainer.num_train_steps:
                 start_step = self.step
@@ -406,7 +406,9 @@ class Runner:
                 loss = float(loss)
                 seconds = time.monotonic() - started
                 self._check_finite(int(first_non_finite), manager)
-                examples_per_second = num_steps * trainer.train_batch_size / seconds
+                # The first loop after a start includes tracing: no throughput figure for it.
+                examples_per_second = (None if start_step == first_step else
+                                       num_steps * trainer.train_batch_size / seconds)
                 self._log_train(loss, float(gradient_norm), examples_per_second)
                 at_end = self.step >= trainer.num_train_steps
                 if at_end or self.step - last_save >= save_every or preemption.requested:
@@ -436,14 +438,17 @@ class Runner:
     def _log_train(self, loss, gradient_norm, examples_per_second):
         step = self.step
         learning_rate = float(tf.convert_to_tensor(self.inner_optimizer.learning_rate))
-        logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3g  %.1f examples/s",
+        throughput = ("(first loop: tracing included)" if examples_per_second is None
+                      else f"{examples_per_second:.1f} examples/s")
+        logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3g  %s",
                      step, self.trainer.num_train_steps, loss, learning_rate, gradient_norm,
-                     examples_per_second)
+                     throughput)
         with self._writer("train").as_default(step=step):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("learning_rate", learning_rate)
             tf.summary.scalar("gradient_norm", gradient_norm)
-            tf.summary.scalar("examples_per_second", examples_per_second)
+            if examples_per_second is not None:
+                tf.summary.scalar("examples_per_second", examples_per_second)
             if self.loss_scaling:
                 tf.summary.scalar("loss_scale",
                                   float(tf.convert_to_tensor(self.optimizer.loss_scale)))
