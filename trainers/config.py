@@ -144,7 +144,11 @@ def parse_override(text):
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"the value of {key.strip()!r} is not valid YAML "
+                             f"({_yaml_problem(e)}): {value!r}.") from None
     return overrides
 
 
@@ -168,7 +172,18 @@ def load_yaml(path):
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"Config file {path} does not exist.")
     with tf.io.gfile.GFile(path, "r") as f:
-        return yaml.safe_load(f) or {}
+        try:
+            return yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"not valid YAML: {_yaml_problem(e)}") from None
+
+
+def _yaml_problem(error):
+    """The line and column of a YAML error, in one line."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).split("\n")[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{problem}{where}"
 
 
 def dump_yaml(config):

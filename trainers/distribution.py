@@ -64,6 +64,10 @@ def _multi_worker_strategy():
             implementation=tf.distribute.experimental.CommunicationImplementation.RING))
 
 
+class DeviceUnavailableError(RuntimeError):
+    """The strategy's devices cannot be reached: a user's setting, not a bug."""
+
+
 def _tpu_strategy(tpu):
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
@@ -71,7 +75,7 @@ def _tpu_strategy(tpu):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except Exception as e:  # the resolver raises many types: URLError, NotFoundError, ...
         first_line = str(e).strip().split("\n")[0][:200]
-        raise RuntimeError(
+        raise DeviceUnavailableError(
             f"distribution_strategy=tpu with tpu={tpu!r}: no TPU is reachable "
             f"({type(e).__name__}: {first_line}). On a TPU VM pass --tpu=local; for a TPU node "
             "its name or grpc:// address; without a TPU use --distribution_strategy=one_device "

@@ -4,6 +4,7 @@ import sys
 
 from absl import flags, logging
 
+from trainers import distribution
 from trainers import flags as trainer_flags
 from trainers import runner
 
@@ -21,7 +22,8 @@ def run_from_flags(experiment, make_task, adjust=None):
     logging.info("model_dir: %s (TensorBoard: tensorboard --logdir=%s)", model_dir, model_dir)
     try:
         results = runner.run(make_task(experiment.task), experiment, model_dir, flags.FLAGS.mode)
-    except (ValueError, FileNotFoundError, runner.NonFiniteLossError) as e:
+    except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
+            distribution.DeviceUnavailableError) as e:
         sys.exit(f"error: {e}")
     if results:
         print("eval: " + "  ".join(f"{k}={v:.4f}" for k, v in results.items()))

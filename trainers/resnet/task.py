@@ -26,6 +26,9 @@ class ResNetTask(task_lib.Task):
         model_config = self.config.model
         size = model_config.image_size
         input_specs = tf_keras.layers.InputSpec(shape=[None, size, size, 3])
+        if model_config.model_id not in resnet.RESNET_SPECS:
+            raise ValueError(f"task.model.model_id={model_config.model_id} is not a Model Garden "
+                             f"ResNet depth; choose one of {sorted(resnet.RESNET_SPECS)}.")
         backbone = resnet.ResNet(model_config.model_id, input_specs=input_specs,
                                  use_sync_bn=model_config.use_sync_bn,
                                  norm_momentum=model_config.norm_momentum)
