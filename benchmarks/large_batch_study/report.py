@@ -142,7 +142,8 @@ def plot(preset, records, path):
                         else "held-out masked-LM accuracy (%)")
         axis.set_title(f"{plan.workload}: best rate per batch, seeds as bars")
         axis.grid(True, alpha=0.3)
-        axis.legend()
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
