@@ -18,7 +18,6 @@ import tf_keras
 from absl import logging
 
 from trainers import checkpointing
-from trainers import config as config_lib
 from trainers import distribution
 from trainers import optimization
 from trainers.data import files as files_lib
@@ -50,7 +49,8 @@ class _Preemption:
 
     @property
     def exit_code(self):
-        return 128 + int(self.signal)
+        return {signal.SIGTERM: PREEMPTED_EXIT_CODE,
+                signal.SIGINT: INTERRUPTED_EXIT_CODE}[self.signal]
 
     def __enter__(self):
         for signum in self.SIGNALS:
@@ -64,7 +64,7 @@ class _Preemption:
         del frame
         if signum == signal.SIGINT and self.signal == signal.SIGINT:
             logging.warning("Second Ctrl-C: exiting without saving.")
-            os._exit(128 + signal.SIGINT)
+            os._exit(INTERRUPTED_EXIT_CODE)
         self.signal = signal.Signals(signum)
         hint = " (Ctrl-C again to exit at once)" if signum == signal.SIGINT else ""
         logging.warning("%s received: saving a checkpoint after the current loop%s.",
