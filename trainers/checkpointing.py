@@ -140,12 +140,17 @@ def _move_aside(model_dir, steps, num_pipelines):
                     ", ".join(f"ckpt-{s}" for s in steps), target)
 
 
-def rewrite_state(directory, step_counter_prefixes):
-    """Points the `checkpoint` state file at the whole checkpoints (it may be garbled)."""
-    prefixes = sorted(step_counter_prefixes, key=lambda p: int(p.rsplit("-", 1)[1]))
-    if prefixes:
-        tf.compat.v1.train.update_checkpoint_state(directory, prefixes[-1],
-                                                   all_model_checkpoint_paths=prefixes)
+def rewrite_states(model_dir, num_pipelines, latest):
+    """Points the `checkpoint` state files (which may be garbled) of the model and of every
+    data position at the checkpoints up to `latest`, so that the managers see only those."""
+    step = int(latest.rsplit("-", 1)[1])
+    for directory in [model_dir] + [data_position_dir(model_dir, p)
+                                    for p in range(num_pipelines)]:
+        kept = sorted(s for s in checkpoint_steps(directory) if s <= step)
+        if kept:
+            prefixes = [os.path.join(directory, f"ckpt-{s}") for s in kept]
+            tf.compat.v1.train.update_checkpoint_state(directory, prefixes[-1],
+                                                       all_model_checkpoint_paths=prefixes)
 
 
 def remove_interrupted_writes(model_dir):

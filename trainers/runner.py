@@ -208,13 +208,7 @@ class Runner:
         latest = checkpointing.newest_whole_checkpoint(self.model_dir, num_pipelines,
                                                        move_broken=self.is_chief)
         if latest and self.is_chief:
-            step = int(latest.rsplit("-", 1)[1])
-            directories = [self.model_dir] + [checkpointing.data_position_dir(self.model_dir, p)
-                                              for p in range(num_pipelines)]
-            for directory in directories:
-                prefixes = [p for s, p in checkpointing.checkpoint_steps(directory).items()
-                            if s <= step]
-                checkpointing.rewrite_state(directory, prefixes)
+            checkpointing.rewrite_states(self.model_dir, num_pipelines, latest)
         return latest
 
     def _restore_or_initialize(self, latest):
