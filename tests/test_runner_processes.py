@@ -2,6 +2,8 @@
 
 import json
 import os
+import random
+import re
 import signal
 import socket
 import time
@@ -97,25 +99,35 @@ def free_ports(count):
     return ports
 
 
-def run_two_workers(config, model_dir, *extra):
-    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+def start_workers(config, model_dir, *extra, count=2, started=None):
+    """`count` MultiWorkerMirrored workers on localhost; only the first `started` launched."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(count)]}
     processes = []
-    for index in range(2):
+    for index in range(count if started is None else started):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         processes.append(bert_runs.cli(
             f"--config_file={config}", f"--model_dir={model_dir}",
             "--distribution_strategy=multi_worker_mirrored", *extra,
             env={"TF_CONFIG": tf_config}))
+    return processes, cluster
+
+
+def run_two_workers(config, model_dir, *extra):
+    processes, _ = start_workers(config, model_dir, *extra)
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     for p, output in zip(processes, outputs):
         assert p.returncode == 0, output
     return outputs
 
 
-def test_two_worker_processes_match_one_process_and_resume(data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def one_file_dir(tmp_path_factory):
     # One file and no shuffling: the two workers' records of a step are then exactly the
     # records of the one-process global batch, so the updates must agree.
-    one_file_dir = bert_runs.make_data(str(tmp_path / "one_file"), num_output_files=1)
+    return bert_runs.make_data(str(tmp_path_factory.mktemp("one_file")), num_output_files=1)
+
+
+def test_two_worker_processes_match_one_process_and_resume(one_file_dir, tmp_path):
     config = bert_runs.write_config(
         str(tmp_path / "config.yaml"), one_file_dir,
         task={"train_data": {"shuffle_buffer_size": 1}},
@@ -149,3 +161,59 @@ def test_cli_rejects_an_unknown_config_key_with_a_suggestion(data_dir, tmp_path)
     assert code == 1
     assert ("error: --params_override: Unknown config key 'train_batch_sise' in section "
             "'trainer'. Did you mean 'train_batch_size'?") in output
+
+
+def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_resumes(
+        one_file_dir, tmp_path):
+    config = bert_runs.write_config(
+        str(tmp_path / "config.yaml"), one_file_dir,
+        task={"train_data": {"shuffle_buffer_size": 1}},
+        # Enough steps that the notice (TensorFlow polls for it each second) arrives in time.
+        trainer={"num_train_steps": 40, "iterations_per_loop": 1,
+                 "save_checkpoints_steps": 100})  # only the preemption and the end save
+    single_dir = str(tmp_path / "single")
+    code, output = bert_runs.run_cli(f"--config_file={config}", f"--model_dir={single_dir}")
+    assert code == 0, output
+
+    rng = random.Random()
+    signalled, after_step = rng.randrange(2), rng.randrange(1, 4)
+    workers_dir = str(tmp_path / "workers")
+    processes, _ = start_workers(config, workers_dir)
+    deadline = time.monotonic() + 240
+    while f"step {after_step}/40" not in (line := processes[signalled].stdout.readline()):
+        assert line and time.monotonic() < deadline, "the workers did not start training"
+    processes[signalled].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=240)[0] for p in processes]
+    context = f"SIGTERM to worker {signalled} after step {after_step}"
+    assert [p.returncode for p in processes] == [143, 143], (context, outputs)
+    saved = [re.search(r"checkpoint saved at step (\d+)", o) for o in outputs]
+    assert all(saved), (context, outputs)
+    steps = {int(m.group(1)) for m in saved}
+    assert len(steps) == 1 and steps == set(steps_of(workers_dir)), (context, outputs)
+    assert after_step <= steps.pop() < 40, context
+
+    run_two_workers(config, workers_dir)
+    bert_runs.assert_same_weights(tf.train.latest_checkpoint(workers_dir),
+                                  tf.train.latest_checkpoint(single_dir), rtol=1e-4, atol=2e-6)
+
+
+def test_an_absent_peer_times_out_naming_it_and_sigterm_ends_the_wait(data_dir, tmp_path):
+    config = bert_runs.write_config(str(tmp_path / "config.yaml"), data_dir)
+    processes, cluster = start_workers(config, str(tmp_path / "timeout"),
+                                       "--params_override=runtime.peer_timeout_seconds=2",
+                                       started=1)
+    output = processes[0].communicate(timeout=120)[0]
+    assert processes[0].returncode == 1, output
+    assert (f"error: cluster task(s) worker 1 ({cluster['worker'][1]}) did not come up within "
+            "2 s (runtime.peer_timeout_seconds)") in output
+    assert "Traceback" not in output
+
+    processes, _ = start_workers(config, str(tmp_path / "sigterm"), started=1)
+    deadline = time.monotonic() + 120
+    while "Waiting up to 900 s for cluster task(s): worker 1" not in (
+            line := processes[0].stdout.readline()):
+        assert line and time.monotonic() < deadline, "the worker did not start waiting"
+    processes[0].send_signal(signal.SIGTERM)
+    output = processes[0].communicate(timeout=30)[0]
+    assert processes[0].returncode == 143, output
+    assert "SIGTERM: stopped while waiting for cluster peers" in output

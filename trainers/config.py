@@ -23,6 +23,8 @@ class RuntimeConfig:
     dtype: str = "float32"      # float32 | bfloat16 | float16 (mixed policies; fp16 loss scaling)
     jit_compile: bool = False   # XLA-compile the train step (single device / TPU)
     seed: int = 42              # model initialization, dropout and data order
+    # multi_worker_mirrored: how long to wait for every TF_CONFIG task before giving up
+    peer_timeout_seconds: int = 900
 
 
 @dataclasses.dataclass

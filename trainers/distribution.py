@@ -5,6 +5,8 @@ import os
 
 import tensorflow as tf
 
+from trainers import peers
+
 STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
@@ -34,7 +36,7 @@ def make_strategy(runtime):
         return _tpu_strategy(runtime.tpu or "local")
     if name == "multi_worker_mirrored":
         # Before anything lists devices: collectives must be configured at startup.
-        return _multi_worker_strategy()
+        return _multi_worker_strategy(runtime.peer_timeout_seconds)
     split_cpu(runtime.num_cpu_devices)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -49,16 +51,17 @@ def make_strategy(runtime):
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=cross_device_ops)
 
 
-def _multi_worker_strategy():
+def _multi_worker_strategy(peer_timeout_seconds):
     if not os.environ.get("TF_CONFIG"):
         raise ValueError("distribution_strategy=multi_worker_mirrored needs the TF_CONFIG "
                          "environment variable describing the cluster and this worker's task, "
                          'e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
                          '"task": {"type": "worker", "index": 0}}.')
     try:
-        json.loads(os.environ["TF_CONFIG"])
+        tf_config = json.loads(os.environ["TF_CONFIG"])
     except json.JSONDecodeError as e:
         raise ValueError(f"TF_CONFIG is not valid JSON: {e}.") from None
+    peers.wait(tf_config, peer_timeout_seconds)
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.RING))

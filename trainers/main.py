@@ -1,11 +1,14 @@
 """The command-line entry shared by the trainers: flags -> config -> runner -> printed result."""
 
+import signal
 import sys
 
 from absl import flags, logging
 
 from trainers import distribution
 from trainers import flags as trainer_flags
+from trainers import peers
+from trainers import preemption
 from trainers import runner
 
 
@@ -23,8 +26,13 @@ def run_from_flags(experiment, make_task, adjust=None):
     try:
         results = runner.run(make_task(experiment.task), experiment, model_dir, flags.FLAGS.mode)
     except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
-            distribution.DeviceUnavailableError) as e:
+            distribution.DeviceUnavailableError, peers.ClusterStartupError) as e:
         sys.exit(f"error: {e}")
+    except peers.PeerWaitInterrupted as e:
+        print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "
+              "to save.", file=sys.stderr)
+        sys.exit(preemption.INTERRUPTED_EXIT_CODE if e.signum == signal.SIGINT
+                 else preemption.PREEMPTED_EXIT_CODE)
     if results:
         print("eval: " + "  ".join(f"{k}={v:.4f}" for k, v in results.items()))
     print(f"model_dir: {model_dir}  (tensorboard --logdir={model_dir})")

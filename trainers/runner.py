@@ -10,7 +10,6 @@ position in the training data), `init_checkpoint`, eval, TensorBoard summaries, 
 import json
 import math
 import os
-import signal
 import time
 
 import tensorflow as tf
@@ -20,60 +19,14 @@ from absl import logging
 from trainers import checkpointing
 from trainers import distribution
 from trainers import optimization
+from trainers import preemption as preemption_lib
 from trainers.data import files as files_lib
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers restart the job, which then resumes
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT (Ctrl-C), after saving like SIGTERM
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-class _Preemption:
-    """Remembers a SIGTERM or Ctrl-C (SIGINT) so that the loop can save before exiting.
-
-    A second Ctrl-C exits at once, without saving.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signal = None
-        self._previous = {}
-
-    @property
-    def requested(self):
-        return self.signal is not None
-
-    @property
-    def exit_code(self):
-        return {signal.SIGTERM: PREEMPTED_EXIT_CODE,
-                signal.SIGINT: INTERRUPTED_EXIT_CODE}[self.signal]
-
-    def __enter__(self):
-        for signum in self.SIGNALS:
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        if signum == signal.SIGINT and self.signal == signal.SIGINT:
-            logging.warning("Second Ctrl-C: exiting without saving.")
-            os._exit(INTERRUPTED_EXIT_CODE)
-        self.signal = signal.Signals(signum)
-        hint = " (Ctrl-C again to exit at once)" if signum == signal.SIGINT else ""
-        logging.warning("%s received: saving a checkpoint after the current loop%s.",
-                        self.signal.name, hint)
-
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
 
 
 def _set_precision(dtype):
@@ -389,7 +342,21 @@ class Runner:
         # Counted from the last save, not as step % save_every: a run resumed with another
         # iterations_per_loop would otherwise never hit a multiple and save only at the end.
         last_save = first_step = self.step
-        with _Preemption() as preemption:
+
+        def save():
+            nonlocal last_save, results
+            if last_save != self.step:
+                # The data position first: a model checkpoint is the commit point, and
+                # each one then has its data position.
+                data_manager.save(checkpoint_number=self.step)
+                manager.save(checkpoint_number=self.step)
+                last_save = self.step
+                self._cleanup_worker_copy()
+                if eval_each_checkpoint:
+                    results = self.evaluate()
+            return self.step
+
+        with preemption_lib.Preemption(self.strategy) as preemption:
             while self.step < trainer.num_train_steps:
                 start_step = self.step
                 num_steps = min(trainer.iterations_per_loop, trainer.num_train_steps - start_step)
@@ -404,20 +371,10 @@ class Runner:
                 examples_per_second = (None if start_step == first_step else
                                        num_steps * trainer.train_batch_size / seconds)
                 self._log_train(loss, float(gradient_norm), examples_per_second)
-                at_end = self.step >= trainer.num_train_steps
-                if at_end or self.step - last_save >= save_every or preemption.requested:
-                    # The data position first: a model checkpoint is the commit point, and
-                    # each one then has its data position.
-                    data_manager.save(checkpoint_number=self.step)
-                    manager.save(checkpoint_number=self.step)
-                    last_save = self.step
-                    self._cleanup_worker_copy()
-                    if eval_each_checkpoint:
-                        results = self.evaluate()
-                if preemption.requested:
-                    logging.warning("%s: checkpoint saved at step %d; rerun the same command "
-                                    "to resume.", preemption.signal.name, self.step)
-                    raise SystemExit(preemption.exit_code)
+                if self.step >= trainer.num_train_steps or self.step - last_save >= save_every:
+                    save()
+                # Every worker, every loop: the cluster agrees on the loop to stop after.
+                preemption.save_and_exit_if_requested(save)
         return results
 
     def _check_finite(self, first_non_finite, manager):
