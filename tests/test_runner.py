@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tests import bert_runs
 from tests.conftest import two_device_mirrored_strategy
-from trainers import distribution, runner
+from trainers import distribution, recovery, runner
 from trainers.bert.task import BertPretrainingTask
 
 
@@ -182,3 +182,70 @@ def test_checkpoint_of_another_model_without_params_record_is_named(data_dir, tm
                                          r"this model: .*params\.yaml"):
         train(data_dir, tmp_path, task={"model": {"size": "mini"}},
               trainer={"num_train_steps": 4})
+
+
+class SpikingBertTask(BertPretrainingTask):
+    """Training batches numbered (from 0, as read) in `spikes` get their loss scaled by
+    `factor`; those in `skipped` are not read at all."""
+
+    def __init__(self, task_config, spikes=(), factor=1.0, skipped=()):
+        super().__init__(task_config)
+        self.spikes, self.factor, self.skipped = list(spikes), factor, list(skipped)
+
+    def input_fn(self, mode, global_batch_size, input_context, seed=None):
+        dataset = super().input_fn(mode, global_batch_size, input_context, seed)
+        if mode != "train":
+            return dataset
+
+        def among(index, numbers):
+            return tf.reduce_any(tf.equal(index, tf.constant(numbers + [-1], tf.int64)))
+
+        def mark(index, features):
+            scale = tf.where(among(index, self.spikes), self.factor, 1.0)
+            return dict(features, spike=tf.fill([tf.shape(features["masked_lm_ids"])[0]], scale))
+
+        dataset = dataset.enumerate().filter(lambda i, _: ~among(i, self.skipped))
+        return dataset.map(mark)
+
+    def loss_sums(self, features, outputs):
+        scale = tf.reduce_max(features["spike"])
+        return {k: v * scale for k, v in super().loss_sums(features, outputs).items()}
+
+
+def scalars(model_dir, tag):
+    return [(event.step, float(tf.make_ndarray(value.tensor)))
+            for path in tf.io.gfile.glob(os.path.join(model_dir, "train", "events*"))
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value if value.tag == tag]
+
+
+@pytest.mark.parametrize("factor", [float("nan"), 1e7])
+def test_loss_spike_recovery_rolls_back_and_skips_the_offending_batches(
+        data_dir, tmp_path, factor):
+    trainer = {"num_train_steps": 12, "iterations_per_loop": 2, "save_checkpoints_steps": 4,
+               "recovery_max_trials": 2, "loss_upper_bound": 1000.0}
+    experiment = bert_runs.experiment(data_dir, trainer=trainer)
+    recovered_dir = str(tmp_path / "recovered")
+    runner.run(SpikingBertTask(experiment.task, spikes=[6], factor=factor), experiment,
+               recovered_dir)
+    # Batch 6 is read by step 7, in the loop of steps 7-8: back to ckpt-4, on with batch 8.
+    assert scalars(recovered_dir, "loss_spike_recoveries") == [(8, 1.0)]
+    # So the run equals one that never read batches 4-7, bit for bit.
+    clean_dir = str(tmp_path / "clean")
+    runner.run(SpikingBertTask(experiment.task, skipped=[4, 5, 6, 7]), experiment, clean_dir)
+    recovered = tf.train.latest_checkpoint(recovered_dir)
+    assert recovered.endswith("ckpt-12")
+    bert_runs.assert_same_weights(recovered, tf.train.latest_checkpoint(clean_dir))
+
+
+def test_loss_spikes_beyond_recovery_max_trials_stop_with_the_last_good_checkpoint(
+        data_dir, tmp_path):
+    trainer = {"num_train_steps": 12, "iterations_per_loop": 2, "save_checkpoints_steps": 4,
+               "recovery_max_trials": 1}
+    experiment = bert_runs.experiment(data_dir, trainer=trainer)
+    # Batch 2 spikes at step 3: back to ckpt-0 (saved at the start, to have one). Batch 9 is
+    # then read by step 6, with the one roll-back used up.
+    task = SpikingBertTask(experiment.task, spikes=[2, 9], factor=float("nan"))
+    with pytest.raises(recovery.LossSpikeError, match=r"became NaN or Inf at step 6, after 1 "
+                                                      r"roll-back\(s\) already .*ckpt-4\b"):
+        runner.run(task, experiment, str(tmp_path))

@@ -40,6 +40,11 @@ def data_position_dir(model_dir, pipeline_id):
     return os.path.join(model_dir, DATA_POSITION_DIR, f"worker_{pipeline_id}")
 
 
+def step_of(path):
+    """The N of a `.../ckpt-N` prefix."""
+    return int(path.rsplit("-", 1)[1])
+
+
 def checkpoint_steps(directory):
     """{step: prefix} of every ckpt-N in `directory` with an index or data file (whole or not)."""
     found = {}
@@ -143,7 +148,7 @@ def _move_aside(model_dir, steps, num_pipelines):
 def rewrite_states(model_dir, num_pipelines, latest):
     """Points the `checkpoint` state files (which may be garbled) of the model and of every
     data position at the checkpoints up to `latest`, so that the managers see only those."""
-    step = int(latest.rsplit("-", 1)[1])
+    step = step_of(latest)
     for directory in [model_dir] + [data_position_dir(model_dir, p)
                                     for p in range(num_pipelines)]:
         kept = sorted(s for s in checkpoint_steps(directory) if s <= step)

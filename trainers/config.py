@@ -38,6 +38,12 @@ class TrainerConfig:
     num_accumulation_steps: int = 1     # micro-batches averaged into one update
     max_eval_steps: int = 0             # 0: the whole eval set, every example once
     init_checkpoint: str = ""           # weights only, for a fresh run (e.g. phase 2 from phase 1)
+    # Loss-spike recovery (Model Garden's names), off while recovery_max_trials is 0: a loop whose
+    # loss turns NaN/Inf or whose mean exceeds loss_upper_bound rolls back to the last checkpoint
+    # and trains on from the batches after the spike, at most recovery_max_trials times.
+    recovery_max_trials: int = 0
+    loss_upper_bound: float = 1e6
+    recovery_begin_steps: int = 0       # no recovery before this step
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ from trainers import distribution
 from trainers import flags as trainer_flags
 from trainers import peers
 from trainers import preemption
+from trainers import recovery
 from trainers import runner
 
 
@@ -26,7 +27,8 @@ def run_from_flags(experiment, make_task, adjust=None):
     try:
         results = runner.run(make_task(experiment.task), experiment, model_dir, flags.FLAGS.mode)
     except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
-            distribution.DeviceUnavailableError, peers.ClusterStartupError) as e:
+            recovery.LossSpikeError, distribution.DeviceUnavailableError,
+            peers.ClusterStartupError) as e:
         sys.exit(f"error: {e}")
     except peers.PeerWaitInterrupted as e:
         print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "

@@ -20,6 +20,7 @@ from trainers import checkpointing
 from trainers import distribution
 from trainers import optimization
 from trainers import preemption as preemption_lib
+from trainers import recovery as recovery_lib
 from trainers.data import files as files_lib
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
@@ -356,6 +357,11 @@ class Runner:
                     results = self.evaluate()
             return self.step
 
+        recovery = recovery_lib.LossSpikeRecovery(trainer, self.loss_scaling)
+        if recovery.enabled and not latest:
+            last_save = None  # a first checkpoint to roll back to
+            save()
+
         with preemption_lib.Preemption(self.strategy) as preemption:
             while self.step < trainer.num_train_steps:
                 start_step = self.step
@@ -366,6 +372,10 @@ class Runner:
                         self._train_iterator, tf.constant(num_steps))
                 loss = float(loss)
                 seconds = time.monotonic() - started
+                spike = recovery.spike(self.step, loss, int(first_non_finite))
+                if spike:
+                    last_save = self._roll_back(spike, recovery)
+                    continue
                 self._check_finite(int(first_non_finite), manager)
                 # The first loop after a start includes tracing: no throughput figure for it.
                 examples_per_second = (None if start_step == first_step else
@@ -376,6 +386,16 @@ class Runner:
                 # Every worker, every loop: the cluster agrees on the loop to stop after.
                 preemption.save_and_exit_if_requested(save)
         return results
+
+    def _roll_back(self, spike, recovery):
+        """Model and optimizer back to the newest checkpoint; the data stays where it is."""
+        path = tf.train.latest_checkpoint(self.model_dir)  # the chief's: every worker reads it
+        restored_step = checkpointing.step_of(path)
+        recovery.count_roll_back(spike, path, self.step - restored_step)
+        with self._writer("train").as_default(step=self.step):
+            tf.summary.scalar("loss_spike_recoveries", recovery.trials)
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        return self.step
 
     def _check_finite(self, first_non_finite, manager):
         if first_non_finite < 0 or self.loss_scaling:
