@@ -47,7 +47,7 @@ def test_wrong_types_are_named():
 def test_files_then_overrides_then_flags_each_win_in_turn(tmp_path):
     first = tmp_path / "a.yaml"
     first.write_text("trainer: {train_batch_size: 8, num_train_steps: 10}\n"
-                     "optimizer: {name: lars, exclude_from_weight_decay: [bias]}\n")
+                     "optimizer: {name: lars, lars: {exclude_from_weight_decay: [bias]}}\n")
     second = tmp_path / "b.yaml"
     second.write_text("trainer: {num_train_steps: 20}\n")
     values = absl_flags.FlagValues()
@@ -55,14 +55,15 @@ def test_files_then_overrides_then_flags_each_win_in_turn(tmp_path):
     values([
         "prog", f"--config_file={first}", f"--config_file={second}",
         "--params_override=trainer.num_train_steps=30,optimizer.learning_rate=0.5,"
-        "optimizer.exclude_from_layer_adaptation=[LayerNorm, bias]",
+        "optimizer.lars.exclude_from_layer_adaptation=[LayerNorm, bias]",
         "--learning_rate=0.25"])
     experiment = trainer_flags.resolve(BertExperimentConfig(), values)
     assert experiment.trainer.train_batch_size == 8          # first file
     assert experiment.trainer.num_train_steps == 30          # override beats second file
     assert experiment.optimizer.learning_rate == 0.25        # explicit flag beats override
     assert experiment.optimizer.name == "lars"
-    assert experiment.optimizer.exclude_from_layer_adaptation == ["LayerNorm", "bias"]
+    assert experiment.optimizer.lars.exclude_from_layer_adaptation == ["LayerNorm", "bias"]
+    assert experiment.optimizer.lars.exclude_from_weight_decay == ["bias"]
     assert trainer_flags.model_dir(values) == os.path.join("runs", "a")
     dumped = config_lib.dump_yaml(experiment)
     again = config_lib.merge(BertExperimentConfig(), __import__("yaml").safe_load(dumped))
@@ -72,10 +73,10 @@ def test_files_then_overrides_then_flags_each_win_in_turn(tmp_path):
 def test_yaml_numbers_in_exponent_form_are_accepted(tmp_path):
     # PyYAML reads `1e-3` (no dot) as a string; a float field takes it as the number it is.
     path = tmp_path / "c.yaml"
-    path.write_text("optimizer:\n  learning_rate: 1e-3\n  weight_decay: 2E-2\n")
+    path.write_text("optimizer:\n  learning_rate: 1e-3\n  lamb:\n    weight_decay: 2E-2\n")
     experiment = config_lib.merge(BertExperimentConfig(), config_lib.load_yaml(str(path)))
     assert experiment.optimizer.learning_rate == 0.001
-    assert experiment.optimizer.weight_decay == 0.02
+    assert experiment.optimizer.lamb.weight_decay == 0.02
     with pytest.raises(ValueError, match="'optimizer.learning_rate' expects a number, got 'fast'"):
         config_lib.merge(BertExperimentConfig(), {"optimizer": {"learning_rate": "fast"}})
 
@@ -128,3 +129,14 @@ def test_user_errors_are_one_line_without_traceback(entry, args, message, tmp_pa
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and re.search(message, last), last
+
+
+def test_a_flat_optimizer_key_points_to_the_sections_that_hold_it():
+    with pytest.raises(ValueError, match=r"Unknown config key 'beta_2' in section 'optimizer'\. "
+                                         r"Did you mean 'lamb\.beta_2' or 'adamw\.beta_2'\?"):
+        config_lib.merge(BertExperimentConfig(), {"optimizer": {"beta_2": 0.99}})
+    with pytest.raises(ValueError, match=r"Config key 'optimizer\.momentum' is a section of "
+                                         r"settings, not a value \(got 0\.9\)\. Did you mean "
+                                         r"'optimizer\.lars\.momentum' or "
+                                         r"'optimizer\.momentum\.momentum'\?"):
+        config_lib.merge(BertExperimentConfig(), {"optimizer": {"momentum": 0.9}})

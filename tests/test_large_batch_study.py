@@ -176,7 +176,8 @@ def test_bert_workload_trains_through_the_trainers_runner(tmp_path):
     workload = Bert(str(tmp_path / "runs"), data_dir=data_dir, max_seq_length=bert_runs.SEQ,
                     max_predictions_per_seq=bert_runs.PREDICTIONS)
     experiment = workload.experiment("nesterov", 8, 0.1, 4, 1, 3, data_dir)
-    assert (experiment.optimizer.name, experiment.optimizer.nesterov) == ("momentum", True)
+    assert (experiment.optimizer.name, experiment.optimizer.momentum.nesterov) == ("momentum", True)
+    assert experiment.optimizer.momentum.weight_decay == 0.01
     assert experiment.trainer.train_batch_size == 8 and experiment.runtime.seed == 3
     outcome = workload.run(optimizer="lamb", batch=8, peak_lr=0.01, updates=4,
                            warmup_updates=1, seed=0)

@@ -24,7 +24,7 @@ def experiment(data_pattern, **trainer):
         "trainer": {"train_batch_size": 6, "eval_batch_size": 5, "num_train_steps": 30,
                     "iterations_per_loop": 10, "save_checkpoints_steps": 30, **trainer},
         "optimizer": {"name": "lars", "learning_rate": 2.0, "num_warmup_steps": 3,
-                      "power": 2.0, "weight_decay": 1e-4},
+                      "power": 2.0, "lars": {"weight_decay": 1e-4}},
     })
 
 
@@ -47,7 +47,8 @@ def test_a_small_resnet_learns_three_colours_with_lars(shards, tmp_path):
 def test_lamb_under_bfloat16_learns_and_keeps_weights_and_slots_float32(shards, tmp_path):
     config = experiment(shards)
     config.optimizer = config_lib.OptimizerConfig(
-        name="lamb", learning_rate=0.02, num_warmup_steps=3, weight_decay=1e-4)
+        name="lamb", learning_rate=0.02, num_warmup_steps=3,
+        lamb=config_lib.LambConfig(weight_decay=1e-4))
     config.runtime.dtype = "bfloat16"
     model_dir = str(tmp_path / "run")
     results = runner.run(ResNetTask(config.task), config, model_dir, "train_and_eval")

@@ -46,25 +46,73 @@ class TrainerConfig:
     recovery_begin_steps: int = 0       # no recovery before this step
 
 
+# One section per optimizer: each holds every argument of that optimizer and nothing else, so
+# a setting never leaks from one optimizer to another. Exclusions are regexes on variable paths
+# (tf_keras AdamW and SGD match them as substrings of names); null means the task's defaults
+# (BERT: LayerNorm and bias).
 @dataclasses.dataclass
-class OptimizerConfig:
-    name: str = "lamb"                  # lamb | lars | adamw | momentum
-    learning_rate: float = 1e-3         # peak of the warmup + polynomial decay schedule
-    num_warmup_steps: int = 0
-    end_learning_rate: float = 0.0
-    power: float = 1.0                  # 1: the paper's BERT recipe; 2: MLPerf's LARS ResNet
+class LambConfig:
+    """`lamb_tf.legacy.Lamb` (paper, Algorithm 2)."""
+    weight_decay: float = 0.01          # decoupled, inside the trust ratio
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-6
+    bias_correction: bool = True        # divide the moments by (1 - beta^t)
+    # [lower, upper] clip of ||x|| in the trust ratio (the paper's phi); null: no clipping
+    weight_norm_bounds: typing.Optional[typing.List[float]] = None
+    exclude_from_weight_decay: typing.Optional[typing.List[str]] = None
+    exclude_from_layer_adaptation: typing.Optional[typing.List[str]] = None
+
+
+@dataclasses.dataclass
+class LarsConfig:
+    """`lamb_tf.legacy.Lars` (You et al. 2017; MLPerf's ResNet-50)."""
+    momentum: float = 0.9
+    nesterov: bool = False              # Nesterov's form of the momentum step
+    trust_coefficient: float = 0.001    # eta of the trust ratio
+    epsilon: float = 0.0                # added to the trust ratio's denominator
+    weight_decay: float = 0.01
+    exclude_from_weight_decay: typing.Optional[typing.List[str]] = None
+    exclude_from_layer_adaptation: typing.Optional[typing.List[str]] = None
+
+
+@dataclasses.dataclass
+class AdamWConfig:
+    """`tf_keras.optimizers.AdamW`, the baseline (decoupled decay, Loshchilov & Hutter)."""
     weight_decay: float = 0.01
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-6
-    bias_correction: bool = True        # lamb: divide the moments by (1 - beta^t) (paper, Alg. 2)
-    momentum: float = 0.9               # lars and momentum
-    nesterov: bool = False              # lars and momentum: Nesterov's form of the momentum step
-    trust_coefficient: float = 0.001    # lars
-    global_clipnorm: float = 0.0        # 0: no clipping
-    # Regexes on variable paths; null means the task's defaults (BERT: LayerNorm and bias).
+    amsgrad: bool = False
     exclude_from_weight_decay: typing.Optional[typing.List[str]] = None
-    exclude_from_layer_adaptation: typing.Optional[typing.List[str]] = None
+
+
+@dataclasses.dataclass
+class MomentumConfig:
+    """`tf_keras.optimizers.SGD` with momentum, the other baseline (Nado et al. 2021)."""
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.01          # decoupled, as tf_keras applies it
+    exclude_from_weight_decay: typing.Optional[typing.List[str]] = None
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    name: str = "lamb"                  # lamb | lars | adamw | momentum: which section applies
+    learning_rate: float = 1e-3         # peak of the warmup + polynomial decay schedule
+    num_warmup_steps: int = 0
+    end_learning_rate: float = 0.0
+    power: float = 1.0                  # 1: the paper's BERT recipe; 2: MLPerf's LARS ResNet
+    global_clipnorm: float = 0.0        # 0: no clipping
+    lamb: LambConfig = dataclasses.field(default_factory=LambConfig)
+    lars: LarsConfig = dataclasses.field(default_factory=LarsConfig)
+    adamw: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)
+    momentum: MomentumConfig = dataclasses.field(default_factory=MomentumConfig)
+
+    @property
+    def selected(self):
+        """The section of the optimizer `name` picks."""
+        return getattr(self, self.name)
 
 
 @dataclasses.dataclass
@@ -83,12 +131,27 @@ def to_dict(config):
     return dataclasses.asdict(config)
 
 
-def _unknown_key_error(path, key, known):
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+def _unknown_key_error(config, path, key, known):
+    # A key that lives one level down (optimizer.weight_decay -> optimizer.lamb.weight_decay).
+    below = [f"{field.name}.{key}" for field in dataclasses.fields(config)
+             if _is_config(getattr(config, field.name))
+             and key in {f.name for f in dataclasses.fields(getattr(config, field.name))}]
+    close = below or difflib.get_close_matches(key, known, n=1)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     where = f"in section {path!r}" if path else "at the top level"
     return ValueError(f"Unknown config key {key!r} {where}.{hint} Known keys there: "
                       f"{sorted(known)}.")
+
+
+def _section_given_a_value(config, path, key, value):
+    dotted = f"{path}.{key}" if path else key
+    elsewhere = [f"{path + '.' if path else ''}{field.name}.{key}"
+                 for field in dataclasses.fields(config)
+                 if _is_config(getattr(config, field.name))
+                 and key in {f.name for f in dataclasses.fields(getattr(config, field.name))}]
+    hint = f" Did you mean {' or '.join(repr(e) for e in elsewhere)}?" if elsewhere else ""
+    return ValueError(f"Config key {dotted!r} is a section of settings, not a value (got "
+                      f"{value!r}).{hint}")
 
 
 def _coerce(value, current, dotted):
@@ -129,10 +192,12 @@ def merge(config, overrides, path=""):
     known = {field.name for field in dataclasses.fields(config)}
     for key, value in overrides.items():
         if key not in known:
-            raise _unknown_key_error(path, key, known)
+            raise _unknown_key_error(config, path, key, known)
         dotted = f"{path}.{key}" if path else key
         current = getattr(config, key)
         if _is_config(current):
+            if value is not None and not isinstance(value, dict):
+                raise _section_given_a_value(config, path, key, value)
             merge(current, value or {}, dotted)
         else:
             setattr(config, key, _coerce(value, current, dotted))

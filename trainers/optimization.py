@@ -1,5 +1,7 @@
 """The optimizer a config names, for the tf_keras models of Model Garden."""
 
+import dataclasses
+
 import tf_keras
 
 from lamb_tf import legacy
@@ -20,38 +22,29 @@ def learning_rate_schedule(config, num_train_steps):
 
 
 def build_optimizer(config, num_train_steps, default_exclusions):
-    """lamb / lars (lamb_tf.legacy), adamw or momentum (tf_keras baselines, decoupled decay).
+    """lamb / lars (lamb_tf.legacy), adamw or momentum (tf_keras baselines, decoupled decay),
+    each from its own config section.
 
     `default_exclusions` are the task's regexes for variables without decay or adaptation (BERT:
-    LayerNorm and bias); `config.exclude_from_*` replace them when set.
+    LayerNorm and bias); a section's `exclude_from_*` replace them when set.
     """
     if config.name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {config.name!r}; choose one of {list(OPTIMIZERS)}.")
     schedule = learning_rate_schedule(config, num_train_steps)
-    exclude_decay = (list(default_exclusions) if config.exclude_from_weight_decay is None
-                     else config.exclude_from_weight_decay)
-    clip = {"global_clipnorm": config.global_clipnorm} if config.global_clipnorm else {}
+    settings = dataclasses.asdict(config.selected)
+    if settings["exclude_from_weight_decay"] is None:
+        settings["exclude_from_weight_decay"] = list(default_exclusions)
+    if config.global_clipnorm:
+        settings["global_clipnorm"] = config.global_clipnorm
     if config.name == "lamb":
-        return legacy.Lamb(
-            learning_rate=schedule, beta_1=config.beta_1, beta_2=config.beta_2,
-            epsilon=config.epsilon, weight_decay=config.weight_decay,
-            bias_correction=config.bias_correction, exclude_from_weight_decay=exclude_decay,
-            exclude_from_layer_adaptation=config.exclude_from_layer_adaptation, **clip)
+        return legacy.Lamb(learning_rate=schedule, **settings)
     if config.name == "lars":
-        return legacy.Lars(
-            learning_rate=schedule, momentum=config.momentum,
-            trust_coefficient=config.trust_coefficient, weight_decay=config.weight_decay,
-            nesterov=config.nesterov, exclude_from_weight_decay=exclude_decay,
-            exclude_from_layer_adaptation=config.exclude_from_layer_adaptation, **clip)
+        return legacy.Lars(learning_rate=schedule, **settings)
+    exclude_decay = settings.pop("exclude_from_weight_decay")
     if config.name == "adamw":
-        optimizer = tf_keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=config.weight_decay, beta_1=config.beta_1,
-            beta_2=config.beta_2, epsilon=config.epsilon, **clip)
-        # tf_keras matches these as substrings of variable names.
-        optimizer.exclude_from_weight_decay(var_names=exclude_decay)
-        return optimizer
-    optimizer = tf_keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
-                                        nesterov=config.nesterov,
-                                        weight_decay=config.weight_decay, **clip)
+        optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, **settings)
+    else:
+        optimizer = tf_keras.optimizers.SGD(learning_rate=schedule, **settings)
+    # tf_keras matches these as substrings of variable names.
     optimizer.exclude_from_weight_decay(var_names=exclude_decay)
     return optimizer

@@ -169,12 +169,19 @@ class Bert:
                         # a killed study resumes its BERT run from here
                         "save_checkpoints_steps": max(per_loop, (updates // 4) // per_loop
                                                       * per_loop)},
-            "optimizer": {
-                "name": "momentum" if optimizer == "nesterov" else optimizer,
-                "nesterov": optimizer == "nesterov", "learning_rate": peak_lr,
-                "num_warmup_steps": warmup_updates, "weight_decay": 0.01},
+            "optimizer": self._optimizer_section(optimizer, peak_lr, warmup_updates),
             "runtime": {"seed": seed},
         })
+
+    @staticmethod
+    def _optimizer_section(optimizer, peak_lr, warmup_updates):
+        """The same decoupled decay (0.01) for all four; the study's Nesterov is momentum's."""
+        name = "momentum" if optimizer == "nesterov" else optimizer
+        settings = {"weight_decay": 0.01}
+        if name == "momentum":
+            settings["nesterov"] = optimizer == "nesterov"
+        return {"name": name, "learning_rate": peak_lr, "num_warmup_steps": warmup_updates,
+                name: settings}
 
     def run(self, optimizer, batch, peak_lr, updates, warmup_updates, seed):
         from trainers import runner
