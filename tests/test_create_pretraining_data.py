@@ -249,3 +249,16 @@ def test_vocab_without_special_tokens_is_refused(tmp_path):
     vocab.write_text("hello\nworld\n")
     with pytest.raises(ValueError, match=r"lacks the special tokens \['\[UNK\]', '\[CLS\]'"):
         make(tmp_path, vocab_file=str(vocab))
+
+
+def test_work_without_a_count_says_it_is_alive_and_when_it_ends():
+    import io
+    import time
+    from trainers.data.progress import Heartbeat
+    stream = io.StringIO()
+    with Heartbeat("learning the vocab", every=0.05, stream=stream):
+        time.sleep(0.2)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "learning the vocab: started"
+    assert any(line.startswith("learning the vocab: still working after") for line in lines)
+    assert lines[-1].startswith("learning the vocab: done after")

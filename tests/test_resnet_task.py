@@ -1,5 +1,8 @@
 """The ResNet task on the runner: trains on converted images, evaluates, excludes BN/bias."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -89,3 +92,20 @@ def test_synthetic_data_needs_no_files(tmp_path):
     config.task.use_synthetic_data = True
     runner.run(ResNetTask(config.task), config, str(tmp_path / "run"), "train")
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")
+
+
+def test_the_synthetic_throughput_command_prints_its_figure_and_leaves_nothing(tmp_path):
+    import subprocess
+    import sys
+    from tests.bert_runs import REPO
+    command = [sys.executable, "-m", "trainers.resnet", "--use_synthetic_data",
+               "--train_batch_size=4", "--num_train_steps=4", "--iterations_per_loop=2",
+               "--num_warmup_steps=0",
+               "--params_override=task.model.model_id=10,task.model.image_size=32"]
+    for _ in range(2):  # the second run must not find the first one's checkpoints
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert re.search(r"throughput: [\d.]+ examples/s over the last 2 steps", done.stdout), \
+            done.stdout
+    assert not os.path.exists(tmp_path / "runs")

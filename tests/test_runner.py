@@ -249,3 +249,14 @@ def test_loss_spikes_beyond_recovery_max_trials_stop_with_the_last_good_checkpoi
     with pytest.raises(recovery.LossSpikeError, match=r"became NaN or Inf at step 6, after 1 "
                                                       r"roll-back\(s\) already .*ckpt-4\b"):
         runner.run(task, experiment, str(tmp_path))
+
+
+def test_a_long_eval_reports_its_progress(data_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(runner, "EVAL_REPORT_SECONDS", 0.0)
+    caplog.set_level("INFO")
+    _, results = train(data_dir, tmp_path, mode="train_and_eval",
+                       trainer={"max_eval_steps": 3, "iterations_per_loop": 1,
+                                "num_train_steps": 2, "save_checkpoints_steps": 2})
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
+    assert progress[:2] == [f"eval: 1/3 steps after {progress[0].split()[-2]} s",
+                            f"eval: 2/3 steps after {progress[1].split()[-2]} s"]

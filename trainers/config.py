@@ -211,7 +211,7 @@ def parse_override(text):
         if not item.strip():
             continue
         if "=" not in item:
-            raise ValueError(f"--params_override item {item!r} is not of the form key.path=value.")
+            raise ValueError(f"item {item!r} is not of the form key.path=value.")
         key, value = item.split("=", 1)
         node = overrides
         parts = key.strip().split(".")

@@ -10,10 +10,15 @@ OPTIMIZERS = ("lamb", "lars", "adamw", "momentum")
 
 
 def learning_rate_schedule(config, num_train_steps):
-    if config.num_warmup_steps > num_train_steps:
+    if config.learning_rate < 0:
+        raise ValueError(f"--learning_rate={config.learning_rate} (optimizer.learning_rate) must "
+                         "be >= 0.")
+    if config.num_warmup_steps >= num_train_steps:
+        # Equal leaves no decay phase, which the schedule refuses too.
+        relation = "longer than" if config.num_warmup_steps > num_train_steps else "as long as"
         raise ValueError(
-            f"--num_warmup_steps={config.num_warmup_steps} (optimizer.num_warmup_steps) is longer "
-            f"than --num_train_steps={num_train_steps} (trainer.num_train_steps): lower the "
+            f"--num_warmup_steps={config.num_warmup_steps} (optimizer.num_warmup_steps) is "
+            f"{relation} --num_train_steps={num_train_steps} (trainer.num_train_steps): lower the "
             "warmup or train for more steps.")
     return legacy.WarmupPolynomialDecay(
         peak_learning_rate=config.learning_rate, total_steps=num_train_steps,

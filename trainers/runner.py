@@ -24,6 +24,7 @@ from trainers import recovery as recovery_lib
 from trainers.data import files as files_lib
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
+EVAL_REPORT_SECONDS = 10.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -362,6 +363,7 @@ class Runner:
             last_save = None  # a first checkpoint to roll back to
             save()
 
+        timed_steps, timed_seconds = 0, 0.0
         with preemption_lib.Preemption(self.strategy) as preemption:
             while self.step < trainer.num_train_steps:
                 start_step = self.step
@@ -381,10 +383,17 @@ class Runner:
                 examples_per_second = (None if start_step == first_step else
                                        num_steps * trainer.train_batch_size / seconds)
                 self._log_train(loss, float(gradient_norm), examples_per_second)
+                if examples_per_second is not None:
+                    timed_steps += num_steps
+                    timed_seconds += seconds
                 if self.step >= trainer.num_train_steps or self.step - last_save >= save_every:
                     save()
                 # Every worker, every loop: the cluster agrees on the loop to stop after.
                 preemption.save_and_exit_if_requested(save)
+        if timed_steps:
+            print(f"throughput: {timed_steps * trainer.train_batch_size / timed_seconds:.1f} "
+                  f"examples/s over the last {timed_steps} steps (the first loop, which traces "
+                  "and compiles, is left out)")
         return results
 
     def _roll_back(self, spike, recovery):
@@ -443,9 +452,17 @@ class Runner:
             lambda context: self.task.input_fn("eval", self.trainer.eval_batch_size, context))
         for metric in self.metrics:
             metric.reset_state()
-        started = time.monotonic()
+        started = last_report = time.monotonic()
+        eval_loop, iterator = self._make_eval_loop(), iter(dataset)
+        # In chunks, so that a long eval says how far it is every EVAL_REPORT_SECONDS.
+        chunk = max(1, min(steps, self.trainer.iterations_per_loop))
         with files_lib.naming_corrupt_file(self.task.input_files("eval")):
-            self._make_eval_loop()(iter(dataset), tf.constant(steps))
+            for done in range(0, steps, chunk):
+                eval_loop(iterator, tf.constant(min(chunk, steps - done)))
+                if time.monotonic() - last_report > EVAL_REPORT_SECONDS and done + chunk < steps:
+                    last_report = time.monotonic()
+                    logging.info("eval: %d/%d steps after %.0f s", done + chunk, steps,
+                                 last_report - started)
         results = {metric.name: float(metric.result()) for metric in self.metrics}
         step = self.step
         logging.info("eval at step %d (%d steps, %.1f s): %s", step, steps,

@@ -4,8 +4,9 @@ On a TPU VM add --tpu=local --distribution_strategy=tpu --model_dir=gs://...; on
 --distribution_strategy=mirrored --num_gpus=8. Run `tensorboard --logdir=<model_dir>` to watch.
 """
 
-from absl import app, flags
+from absl import flags
 
+from trainers import cli
 from trainers import flags as trainer_flags
 from trainers.bert.config import BertExperimentConfig
 from trainers.bert.task import BertPretrainingTask
@@ -16,10 +17,9 @@ flags.adopt_module_key_flags(trainer_flags)  # so that --help lists them
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.no_arguments(argv)
     run_from_flags(BertExperimentConfig(), BertPretrainingTask)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -22,8 +22,9 @@ import sys
 
 import tensorflow as tf
 import yaml
-from absl import app, flags
+from absl import flags
 
+from trainers import cli
 from trainers import checkpointing
 from trainers import config as config_lib
 from trainers.bert import builtin_data
@@ -118,8 +119,7 @@ def export(model_dir, output_dir, vocab_file="", overwrite=False):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.no_arguments(argv)
     options = flags.FLAGS
     try:
         source = export(options.model_dir, options.output_dir, options.vocab_file,
@@ -137,4 +137,4 @@ if __name__ == "__main__":
                         "vocab.txt beside the training shards).")
     flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir.")
     flags.mark_flags_as_required(["model_dir", "output_dir"])
-    app.run(main)
+    cli.run(main)

@@ -79,14 +79,19 @@ def read_text_documents(files):
     documents = []
     for path in files:
         current = []
-        with tf.io.gfile.GFile(path, "r") as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    current.append(line)
-                elif current:
-                    documents.append(current)
-                    current = []
+        try:
+            with tf.io.gfile.GFile(path, "r") as f:
+                for line in f:
+                    line = line.strip()
+                    if line:
+                        current.append(line)
+                    elif current:
+                        documents.append(current)
+                        current = []
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path} is not UTF-8 text (byte {e.object[e.start:e.start + 1].hex()} near "
+                f"offset {e.start}). Convert it first, e.g. `iconv -f latin1 -t utf-8`.") from None
         if current:
             documents.append(current)
     return documents

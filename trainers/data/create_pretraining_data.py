@@ -20,7 +20,9 @@ import random
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from trainers import cli
 
 DATA_DESCRIPTION_FILE = "pretraining_data.json"
 VOCAB_FILE = "vocab.txt"
@@ -152,7 +154,7 @@ def create(options):
     """Makes the shards and the description file; returns the description as a dict."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from trainers.data import files as files_lib, instances as instances_lib, wordpiece
-    from trainers.data.progress import Progress
+    from trainers.data.progress import Heartbeat, Progress
 
     options.check()
     start = time.monotonic()
@@ -165,9 +167,9 @@ def create(options):
     if options.vocab_file:
         vocab = wordpiece.read_vocab(options.vocab_file)
     else:
-        logging.info("Learning a %d-token WordPiece vocab from %d documents...",
-                     options.vocab_size, len(documents))
-        vocab = wordpiece.learn_vocab(documents, options.vocab_size, options.do_lower_case)
+        with Heartbeat(f"learning a {options.vocab_size}-token WordPiece vocab from "
+                       f"{len(documents)} documents"):
+            vocab = wordpiece.learn_vocab(documents, options.vocab_size, options.do_lower_case)
     wordpiece.write_vocab(vocab, vocab_path)
     vocab_seconds = time.monotonic() - start
 
@@ -298,7 +300,7 @@ def _define_flags():
 
 
 def main(argv):
-    del argv
+    cli.no_arguments(argv)
     options = CreationOptions(**{field.name: flags.FLAGS[field.name].value
                                  for field in dataclasses.fields(CreationOptions)})
     try:
@@ -313,4 +315,4 @@ def main(argv):
 if __name__ == "__main__":
     _define_flags()
     flags.mark_flags_as_required(["input_file", "output_dir"])
-    app.run(main)
+    cli.run(main)

@@ -20,8 +20,9 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
+from trainers import cli
 from trainers.data import files as files_lib
 from trainers.data import image_records
 
@@ -161,13 +162,13 @@ def _class_names(value, labels_path):
 
 
 def main(argv):
-    del argv
+    cli.no_arguments(argv)
     options = flags.FLAGS
     if bool(options.image_dir) == bool(options.idx_images):
-        raise app.UsageError("Give --image_dir (class subfolders) or --idx_images with "
-                             "--idx_labels (MNIST format).")
+        cli.usage_error("Give --image_dir (class subfolders) or --idx_images with "
+                        "--idx_labels (MNIST format).")
     if options.idx_images and not options.idx_labels:
-        raise app.UsageError("--idx_images needs --idx_labels.")
+        cli.usage_error("--idx_images needs --idx_labels.")
     try:
         if options.image_dir:
             images, classes = images_from_folder(options.image_dir)
@@ -200,4 +201,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("label_offset", 0, "Added to every label (1 for 1001-class "
                          "ImageNet-style shards with 0 = background).")
     flags.mark_flag_as_required("output_dir")
-    app.run(main)
+    cli.run(main)

@@ -9,11 +9,13 @@ instances, each masked position shown as {what the model sees -> the target}. Th
 """
 
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
+from trainers import cli
 from trainers.data import files as files_lib
 from trainers.data import pretraining_records
 from trainers.data import wordpiece
@@ -81,9 +83,12 @@ def inspect(patterns, vocab_file="", num_examples=3, out=print):
 
 def main(argv):
     if len(argv) < 2:
-        raise app.UsageError("Give the TFRecord files (paths or globs) to inspect.")
-    inspect(",".join(argv[1:]), FLAGS.vocab_file, FLAGS.num_examples)
+        cli.usage_error("Give the TFRecord files (paths or globs) to inspect.")
+    try:
+        inspect(",".join(argv[1:]), FLAGS.vocab_file, FLAGS.num_examples)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

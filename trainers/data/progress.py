@@ -1,6 +1,7 @@
 """A progress line for long work: a bar on a terminal, a log line every 10% otherwise."""
 
 import sys
+import threading
 import time
 
 
@@ -33,3 +34,36 @@ class Progress:
         if self.interactive:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class Heartbeat:
+    """`with Heartbeat("learning the vocab"):` a line every `every` seconds for work that
+    cannot count its own progress, and one when it ends."""
+
+    def __init__(self, description, every=10.0, stream=None):
+        self.description = description
+        self.every = every
+        self.stream = stream or sys.stderr
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _write(self, text):
+        self.stream.write(f"{self.description}: {text}\n")
+        self.stream.flush()
+
+    def _beat(self):
+        start = time.monotonic()
+        while not self._done.wait(self.every):
+            self._write(f"still working after {time.monotonic() - start:.0f}s")
+
+    def __enter__(self):
+        self._start = time.monotonic()
+        self._write("started")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        if exc[0] is None:
+            self._write(f"done after {time.monotonic() - self._start:.0f}s")

@@ -19,6 +19,9 @@ _BATCH = 2048
 
 
 def read_vocab(path):
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"Vocab file {path} does not exist: give an existing WordPiece "
+                                "vocab, or --vocab_size to learn one from the corpus.")
     with tf.io.gfile.GFile(path, "r") as f:
         vocab = [line.rstrip("\n") for line in f]
     while vocab and not vocab[-1]:

@@ -4,8 +4,12 @@ The same runner and flags as trainers.bert (see its --help); `--use_synthetic_da
 throughput with no data.
 """
 
-from absl import app, flags
+import shutil
+import tempfile
 
+from absl import flags
+
+from trainers import cli
 from trainers import flags as trainer_flags
 from trainers.main import run_from_flags
 from trainers.resnet.config import ResNetExperimentConfig
@@ -22,10 +26,17 @@ def _synthetic_flag(experiment):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run_from_flags(ResNetExperimentConfig(), ResNetTask, _synthetic_flag)
+    cli.no_arguments(argv)
+    if not (flags.FLAGS.use_synthetic_data and flags.FLAGS.model_dir is None):
+        run_from_flags(ResNetExperimentConfig(), ResNetTask, _synthetic_flag)
+        return
+    # A throughput measurement starts from nothing each time and leaves nothing behind.
+    flags.FLAGS.model_dir = tempfile.mkdtemp(prefix="resnet_synthetic_")
+    try:
+        run_from_flags(ResNetExperimentConfig(), ResNetTask, _synthetic_flag)
+    finally:
+        shutil.rmtree(flags.FLAGS.model_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
