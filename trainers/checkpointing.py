@@ -317,3 +317,57 @@ class ParamsRecord:
         with tf.io.gfile.GFile(temporary, "w") as f:
             f.write(config_lib.dump_yaml(experiment))
         tf.io.gfile.rename(temporary, self.path, overwrite=True)
+
+
+class RunCheckpoints:
+    """A training run's saves in its model_dir: model checkpoints and this worker's position in
+    its training data, restored and saved together.
+
+    Every MultiWorkerMirrored worker must take part in a save; a non-chief saves into a
+    `worker_tmp/` copy that is removed at once, leaving the chief's the only one.
+    """
+
+    def __init__(self, model_dir, checkpoint, train_iterator, step_counter, keep,
+                 num_pipelines, pipeline_id, worker_id=None):
+        self.model_dir = model_dir
+        self._num_pipelines = num_pipelines
+        self._is_chief = worker_id is None
+        self._step_counter = step_counter
+        # The chief moves broken newer checkpoints aside and rewrites the (maybe garbled) state
+        # files before the managers below read them.
+        self.resume_from = newest_whole_checkpoint(model_dir, num_pipelines,
+                                                   move_broken=self._is_chief)
+        if self.resume_from and self._is_chief:
+            rewrite_states(model_dir, num_pipelines, self.resume_from)
+        self._own_dir = (model_dir if self._is_chief
+                         else os.path.join(model_dir, "worker_tmp", str(worker_id)))
+        self._model = tf.train.CheckpointManager(checkpoint, self._own_dir, max_to_keep=keep,
+                                                 step_counter=step_counter)
+        # One more: the data position is saved first, and each kept model checkpoint keeps its.
+        self._data = tf.train.CheckpointManager(
+            tf.train.Checkpoint(train_data=train_iterator),
+            data_position_dir(model_dir, pipeline_id), max_to_keep=keep + 1)
+
+    @property
+    def latest(self):
+        """The chief's newest checkpoint (every worker reads the chief's copy), or None."""
+        return tf.train.latest_checkpoint(self.model_dir)
+
+    def restore_data_position(self, step):
+        if step == 0:
+            return
+        path = os.path.join(self._data.directory, f"ckpt-{step}")
+        if not tf.io.gfile.glob(path + ".index"):
+            logging.warning("No saved training-data position for step %d in %s: this worker's "
+                            "data starts again from the beginning of its shard.", step,
+                            self._data.directory)
+            return
+        self._data.checkpoint.restore(path).assert_consumed()
+
+    def save(self):
+        step = int(self._step_counter.numpy())
+        # The data position first: a model checkpoint is the commit point.
+        self._data.save(checkpoint_number=step)
+        self._model.save(checkpoint_number=step)
+        if not self._is_chief:
+            tf.io.gfile.rmtree(self._own_dir)

@@ -121,51 +121,7 @@ class Runner:
                 self._writers[name] = tf.summary.create_noop_writer()
         return self._writers[name]
 
-    def _checkpoint_dir(self):
-        if self.is_chief:
-            return self.model_dir
-        # Every MultiWorkerMirrored worker must save; only the chief's copy is kept.
-        return os.path.join(self.model_dir, "worker_tmp",
-                            str(self.strategy.cluster_resolver.task_id))
-
-    def _manager(self):
-        return tf.train.CheckpointManager(
-            self.checkpoint, self._checkpoint_dir(), max_to_keep=self.trainer.keep_checkpoint_max,
-            step_counter=self.inner_optimizer.iterations)
-
-    def _data_manager(self):
-        """Each worker's position in its own training data, beside the model checkpoints."""
-        _, pipeline_id, _ = self._pipeline_layout()
-        return tf.train.CheckpointManager(
-            tf.train.Checkpoint(train_data=self._train_iterator),
-            checkpointing.data_position_dir(self.model_dir, pipeline_id),
-            max_to_keep=self.trainer.keep_checkpoint_max + 1)
-
-    def _restore_data_position(self, data_manager):
-        if self.step == 0:
-            return
-        path = os.path.join(data_manager.directory, f"ckpt-{self.step}")
-        if not tf.io.gfile.glob(path + ".index"):
-            logging.warning("No saved training-data position for step %d in %s: this worker's "
-                            "data starts again from the beginning of its shard.", self.step,
-                            data_manager.directory)
-            return
-        data_manager.checkpoint.restore(path).assert_consumed()
-
     # ------------------------------------------------------------------------- restoring
-    def _newest_whole_checkpoint(self):
-        """The checkpoint to resume from (model and data position verified), or None.
-
-        The chief moves broken newer ones aside and rewrites the state files, which may be
-        garbled, so that the checkpoint managers see only what can be restored.
-        """
-        num_pipelines, _, _ = self._pipeline_layout()
-        latest = checkpointing.newest_whole_checkpoint(self.model_dir, num_pipelines,
-                                                       move_broken=self.is_chief)
-        if latest and self.is_chief:
-            checkpointing.rewrite_states(self.model_dir, num_pipelines, latest)
-        return latest
-
     def _restore_or_initialize(self, latest):
         if latest:
             try:
@@ -324,11 +280,14 @@ class Runner:
             self.task.validate_inputs("eval")
         dataset = self._train_dataset()
         self._train_iterator = iter(dataset)
-        latest = self._newest_whole_checkpoint()
-        manager = self._manager()
-        data_manager = self._data_manager()
+        num_pipelines, pipeline_id, _ = self._pipeline_layout()
+        checkpoints = checkpointing.RunCheckpoints(
+            self.model_dir, self.checkpoint, self._train_iterator, self.inner_optimizer.iterations,
+            trainer.keep_checkpoint_max, num_pipelines, pipeline_id,
+            worker_id=None if self.is_chief else self.strategy.cluster_resolver.task_id)
+        latest = checkpoints.resume_from
         self._restore_or_initialize(latest)
-        self._restore_data_position(data_manager)
+        checkpoints.restore_data_position(self.step)
         if self.step >= trainer.num_train_steps:
             logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
                          "to train.", self.model_dir, self.step, trainer.num_train_steps)
@@ -348,12 +307,8 @@ class Runner:
         def save():
             nonlocal last_save, results
             if last_save != self.step:
-                # The data position first: a model checkpoint is the commit point, and
-                # each one then has its data position.
-                data_manager.save(checkpoint_number=self.step)
-                manager.save(checkpoint_number=self.step)
+                checkpoints.save()
                 last_save = self.step
-                self._cleanup_worker_copy()
                 if eval_each_checkpoint:
                     results = self.evaluate()
             return self.step
@@ -376,9 +331,9 @@ class Runner:
                 seconds = time.monotonic() - started
                 spike = recovery.spike(self.step, loss, int(first_non_finite))
                 if spike:
-                    last_save = self._roll_back(spike, recovery)
+                    last_save = self._roll_back(spike, recovery, checkpoints.latest)
                     continue
-                self._check_finite(int(first_non_finite), manager)
+                self._check_finite(int(first_non_finite), checkpoints.latest)
                 # The first loop after a start includes tracing: no throughput figure for it.
                 examples_per_second = (None if start_step == first_step else
                                        num_steps * trainer.train_batch_size / seconds)
@@ -396,9 +351,8 @@ class Runner:
                   "and compiles, is left out)")
         return results
 
-    def _roll_back(self, spike, recovery):
-        """Model and optimizer back to the newest checkpoint; the data stays where it is."""
-        path = tf.train.latest_checkpoint(self.model_dir)  # the chief's: every worker reads it
+    def _roll_back(self, spike, recovery, path):
+        """Model and optimizer back to checkpoint `path`; the data stays where it is."""
         restored_step = checkpointing.step_of(path)
         recovery.count_roll_back(spike, path, self.step - restored_step)
         with self._writer("train").as_default(step=self.step):
@@ -406,10 +360,10 @@ class Runner:
         self.checkpoint.restore(path).assert_existing_objects_matched()
         return self.step
 
-    def _check_finite(self, first_non_finite, manager):
+    def _check_finite(self, first_non_finite, latest):
         if first_non_finite < 0 or self.loss_scaling:
             return  # under fp16 the loss scale skips non-finite steps and shrinks itself
-        last = manager.latest_checkpoint or "none (no checkpoint was saved yet)"
+        last = latest or "none (no checkpoint was saved yet)"
         raise NonFiniteLossError(
             f"The training loss became NaN or Inf at step {first_non_finite}. Nothing was saved "
             f"after it; the last good checkpoint is {last}. Lower the learning rate or the "
@@ -436,10 +390,6 @@ class Runner:
             if ratios:
                 tf.summary.histogram("trust_ratio",
                                      tf.stack([tf.convert_to_tensor(r) for r in ratios.values()]))
-
-    def _cleanup_worker_copy(self):
-        if not self.is_chief:
-            tf.io.gfile.rmtree(self._checkpoint_dir())
 
     # ------------------------------------------------------------------------------ eval
     def evaluate(self):
