@@ -1,7 +1,16 @@
-"""Median ms per jit-compiled optimizer step on BERT-shaped variables, as ratios to Keras AdamW.
+"""Median ms per jit-compiled optimizer step on BERT-shaped variables, as ratios to Keras AdamW
+and to the machine's memory floor.
 
     python -m benchmarks.optimizer_step              # BERT-base: ~110M float32 parameters
     python -m benchmarks.optimizer_step --size=mini  # a 4-layer, 256-wide stand-in (seconds)
+    python -m benchmarks.optimizer_step --size=large # BERT-large: ~335M (accelerators)
+
+An optimizer step is memory-bound: it streams every parameter and its state once or twice. The
+floor is measured in the same run: an Adam-shaped fused XLA update that reads 4 and writes 3
+floats per parameter (and a plain copy, 1 + 1). Each contender's GB/s counts the floats its
+algorithm must move at least (AdamW 7; exact LAMB 10: a first pass reads x, g, m, v, writes m, v
+and takes both norms, a second reads x, m, v and writes x; LARS 7), and "x floor" divides the
+floor's GB/s by it: 1.00 means as fast as this machine can move those floats.
 
 Every optimizer runs in this one process on its own copy of the same variables and gradients;
 each ratio is against Keras AdamW measured here, so machine speed cancels out. All contenders
@@ -22,7 +31,11 @@ SIZES = {
     "base": (30522, 768, 12, 3072, 512),
     "small": (30522, 512, 4, 2048, 512),
     "mini": (30522, 256, 4, 1024, 512),
+    "large": (30522, 1024, 24, 4096, 512),
+    "tiny": (1000, 64, 2, 128, 64),  # a smoke test of the harness, not a measurement
 }
+# Floats each algorithm must read + write per parameter at least (see the module docstring).
+FLOATS_MOVED = {"adamw": 7, "lamb": 10, "lars": 7, "floor": 7, "copy": 2}
 BERT_EXCLUSIONS = ["layer_norm", "bias"]
 
 
@@ -93,7 +106,41 @@ def tf_keras_step(make_optimizer, build_eagerly):
     return build
 
 
+def floor_step(shapes, initial, grads):
+    """The Adam-shaped fused update: reads x, g, m, v and writes x, m, v, nothing else."""
+    variables = [tf.Variable(value) for value in initial]
+    firsts = [tf.Variable(tf.zeros_like(value)) for value in initial]
+    seconds = [tf.Variable(tf.zeros_like(value)) for value in initial]
+
+    @tf.function(jit_compile=True)
+    def step():
+        for x, g, m, v in zip(variables, grads, firsts, seconds):
+            m_new = 0.9 * m + 0.1 * g
+            v_new = 0.999 * v + 0.001 * tf.square(g)
+            m.assign(m_new)
+            v.assign(v_new)
+            x.assign_sub(1e-3 * m_new / (tf.sqrt(v_new) + 1e-6))
+        return tf.constant(0)
+
+    return step
+
+
+def copy_step(shapes, initial, grads):
+    """Reads each parameter once and writes it once."""
+    sources = [tf.Variable(value) for value in initial]
+    targets = [tf.Variable(tf.zeros_like(value)) for value in initial]
+
+    @tf.function(jit_compile=True)
+    def step():
+        for source, target in zip(sources, targets):
+            target.assign(source * 1.0000001)  # not a no-op XLA could elide
+        return tf.constant(0)
+
+    return step
+
+
 def contenders():
+    """(name, algorithm for FLOATS_MOVED, builder); the AdamW anchor first, then the floor."""
     import keras
     from official.modeling.optimization import lamb as model_garden_lamb
 
@@ -111,19 +158,22 @@ def contenders():
         optimizer._create_all_weights(variables)
 
     return [
-        ("keras AdamW (anchor)", keras3_step(lambda: with_bert_exclusions(
+        ("keras AdamW (anchor)", "adamw", keras3_step(lambda: with_bert_exclusions(
             keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.01, epsilon=1e-6)))),
-        ("lamb_tf.Lamb", keras3_step(lambda: lamb_tf.Lamb(
+        ("floor: Adam-shaped fused update", "floor", floor_step),
+        ("floor: copy", "copy", copy_step),
+        ("lamb_tf.Lamb", "lamb", keras3_step(lambda: lamb_tf.Lamb(
             1e-3, weight_decay=0.01, exclude_from_weight_decay=BERT_EXCLUSIONS))),
-        ("lamb_tf.Lars", keras3_step(lambda: lamb_tf.Lars(
+        ("lamb_tf.Lars", "lars", keras3_step(lambda: lamb_tf.Lars(
             1e-3, weight_decay=0.01, exclude_from_weight_decay=BERT_EXCLUSIONS))),
-        ("keras Lamb, same decay", keras3_step(lambda: with_bert_exclusions(
+        ("keras Lamb, same decay", "lamb", keras3_step(lambda: with_bert_exclusions(
             keras.optimizers.Lamb(1e-3, weight_decay=0.01)))),
-        ("keras Lamb, no decay (less work)", keras3_step(lambda: keras.optimizers.Lamb(1e-3))),
-        ("Model Garden LAMB (tf_keras)", tf_keras_step(lambda: model_garden_lamb.LAMB(
+        ("keras Lamb, no decay (less work)", "lamb", keras3_step(
+            lambda: keras.optimizers.Lamb(1e-3))),
+        ("Model Garden LAMB (tf_keras)", "lamb", tf_keras_step(lambda: model_garden_lamb.LAMB(
             1e-3, weight_decay_rate=0.01, exclude_from_weight_decay=BERT_EXCLUSIONS),
             build_optimizer_v2)),
-        ("lamb_tf.legacy.Lamb (tf_keras)", tf_keras_step(lambda: legacy.Lamb(
+        ("lamb_tf.legacy.Lamb (tf_keras)", "lamb", tf_keras_step(lambda: legacy.Lamb(
             1e-3, weight_decay=0.01, exclude_from_weight_decay=BERT_EXCLUSIONS),
             build_new_tf_keras)),
     ]
@@ -163,14 +213,23 @@ def main():
           f"steps after {args.warmup} warm-up steps")
 
     wanted = [w for w in args.only.split(",") if w]
-    chosen = [(name, build) for index, (name, build) in enumerate(contenders())
-              if index == 0 or not wanted or any(w in name for w in wanted)]
-    steps = [build(shapes, initial, grads) for _, build in chosen]
+    chosen = [(name, algorithm, build) for name, algorithm, build in contenders()
+              if algorithm in ("adamw", "floor") or not wanted
+              or any(w in name for w in wanted)]
+    steps = [build(shapes, initial, grads) for _, _, build in chosen]
     milliseconds = time_round_robin(steps, args.warmup, args.rounds)
     anchor = milliseconds[0]
-    print(f"{'optimizer':34s} {'ms/step':>9s} {'x AdamW':>8s}")
-    for (name, _), value in zip(chosen, milliseconds):
-        print(f"{name:34s} {value:9.1f} {value / anchor:8.2f}")
+    floor_rate = None
+    rows = []
+    for (name, algorithm, _), value in zip(chosen, milliseconds):
+        rate = FLOATS_MOVED[algorithm] * 4 * parameters / (value / 1e3) / 1e9  # GB/s
+        if algorithm == "floor":
+            floor_rate = rate
+        rows.append((name, value, value / anchor, rate))
+    print(f"{'optimizer':34s} {'ms/step':>9s} {'x AdamW':>8s} {'GB/s':>7s} {'x floor':>8s}")
+    for name, value, ratio, rate in rows:
+        print(f"{name:34s} {value:9.1f} {ratio:8.2f} {rate:7.1f} {rate / floor_rate:8.2f}")
+    return rows
 
 
 if __name__ == "__main__":
