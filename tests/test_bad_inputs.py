@@ -27,3 +27,9 @@ def test_there_are_at_least_forty_cases_in_every_category_the_issue_names():
 def test_a_bad_input_is_one_line_and_its_exit_code(case, files):
     problem = bad_inputs.judge(case, bad_inputs.run_case(case, files))
     assert problem is None, problem
+
+
+def test_verbose_shows_the_traceback_behind_the_error_line(files):
+    case = ("config", "trainers.bert", ["--config_file={missing}", "--verbose"], 1, "")
+    code, _, output = bad_inputs.run_case(case, files)
+    assert code == 1 and "Traceback" in output and "FileNotFoundError: Config file" in output

@@ -11,6 +11,13 @@ from absl import app, flags
 USAGE_EXIT_CODE = 2
 
 
+def user_error(error):
+    """Exits 1 with `error: <message>`; with --verbose, raises it with its traceback instead."""
+    if "verbose" in flags.FLAGS and flags.FLAGS.verbose:
+        raise error
+    sys.exit(f"error: {error}")
+
+
 def usage_error(message):
     print(f"error: {message}\nPass --help to see the flags.", file=sys.stderr)
     sys.exit(USAGE_EXIT_CODE)
@@ -25,6 +32,8 @@ def _parse_flags(argv):
 
 def run(main):
     """`absl.app.run(main)` with flag errors as one `error:` line and exit code 2."""
+    if "verbose" not in flags.FLAGS:
+        flags.DEFINE_bool("verbose", False, "Show the traceback behind an `error:` line too.")
     app.run(main, flags_parser=_parse_flags)
 
 

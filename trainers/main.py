@@ -5,6 +5,7 @@ import sys
 
 from absl import flags, logging
 
+from trainers import cli
 from trainers import distribution
 from trainers import flags as trainer_flags
 from trainers import peers
@@ -21,7 +22,7 @@ def run_from_flags(experiment, make_task, adjust=None):
         if adjust:
             adjust(experiment)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        cli.user_error(e)
     model_dir = trainer_flags.model_dir()
     logging.info("model_dir: %s (TensorBoard: tensorboard --logdir=%s)", model_dir, model_dir)
     try:
@@ -29,7 +30,7 @@ def run_from_flags(experiment, make_task, adjust=None):
     except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
             recovery.LossSpikeError, distribution.DeviceUnavailableError,
             peers.ClusterStartupError) as e:
-        sys.exit(f"error: {e}")
+        cli.user_error(e)
     except peers.PeerWaitInterrupted as e:
         print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "
               "to save.", file=sys.stderr)

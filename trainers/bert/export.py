@@ -18,7 +18,6 @@ the pooled [CLS] that pretraining actually learned.
 """
 
 import os
-import sys
 
 import tensorflow as tf
 import yaml
@@ -125,7 +124,7 @@ def main(argv):
         source = export(options.model_dir, options.output_dir, options.vocab_file,
                         options.overwrite)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        cli.user_error(e)
     print(f"exported {source} -> {options.output_dir} ({CHECKPOINT_NAME}, "
           f"{ENCODER_CONFIG_FILE}, vocab.txt, {SAVED_MODEL_DIR}/)")
 

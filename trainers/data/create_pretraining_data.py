@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import os
 import random
-import sys
 import time
 
 from absl import flags, logging
@@ -306,7 +305,7 @@ def main(argv):
     try:
         description = create(options)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        cli.user_error(e)
     for line in summary_lines(description):
         print(line)
     print(f"wrote {options.output_dir}/{DATA_DESCRIPTION_FILE}")

@@ -16,7 +16,6 @@ other formats are re-encoded as PNG.
 import dataclasses
 import gzip
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -180,7 +179,7 @@ def main(argv):
         paths = write_shards(images, classes, options.output_dir, options.split,
                              options.num_shards, options.label_offset)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        cli.user_error(e)
     logging.info("Wrote %d images of %d classes to %d shards in %s.", len(images), len(classes),
                  len(paths), options.output_dir)
     print(f"{len(images)} images, {len(classes)} classes -> {len(paths)} shards in "

@@ -9,7 +9,6 @@ instances, each masked position shown as {what the model sees -> the target}. Th
 """
 
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -87,7 +86,7 @@ def main(argv):
     try:
         inspect(",".join(argv[1:]), FLAGS.vocab_file, FLAGS.num_examples)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        cli.user_error(e)
 
 
 if __name__ == "__main__":
