@@ -121,6 +121,13 @@ CASES = [
      1, r"error: init_checkpoint '/nowhere/ckpt' is not a checkpoint"),
     ("train_data", "trainers.bert", ["--config_file={config_big_vocab}"],
      1, r"error: .*vocab"),
+    ("train_data", "trainers.resnet",
+     ["--train_batch_size=2", "--num_train_steps=2", "--iterations_per_loop=1",
+      "--num_warmup_steps=0", "--params_override=task.train_data.input_path={image_shards},"
+      "task.eval_data.input_path={image_shards},task.model.num_classes=1,"
+      "task.model.image_size=32,task.model.model_id=10"],
+     1, r"error: A label is out of range for num_classes=1 after label_offset=0; check both .*"
+        r"\(a value the check met: 1\)"),
     # ------------------------------------------------------- create_pretraining_data
     ("text_tool", "trainers.data.create_pretraining_data",
      ["--input_file={nonutf8}", "--vocab_size=100", "--output_dir={out}/a"],
@@ -234,6 +241,13 @@ class Files(dict):
 
     def _make_images(self):
         return _write_images(self._path("images"))
+
+    def _make_image_shards(self):
+        from trainers.data import images_to_tfrecords
+        output_dir = self._path("image_shards")
+        images, classes = images_to_tfrecords.images_from_folder(self["images"])
+        images_to_tfrecords.write_shards(images, classes, output_dir, "train", 1, 0)
+        return os.path.join(output_dir, "train-*")
 
     def _make_corrupt(self):
         return _corrupt_copy(self["bert_data"], self._path("corrupt"))

@@ -85,11 +85,24 @@ def locate_corrupt_record(files):
     return None
 
 
+# Input pipelines start their tf.debugging assertion messages with this, so that the runner can
+# tell a user's data problem from a bug and show the message without the graph's traceback.
+DATA_CHECK = "Data check failed: "
+
+
 @contextlib.contextmanager
 def naming_corrupt_file(files):
-    """Turns tf.data's DataLossError, which names no file, into one that names the file."""
+    """Turns tf.data's DataLossError, which names no file, into one that names the file, and a
+    failed DATA_CHECK assertion of an input pipeline into its message alone."""
     try:
         yield
+    except tf.errors.InvalidArgumentError as e:
+        check = re.search(re.escape(DATA_CHECK) + r"(.*?)\]", e.message)
+        if check is None:
+            raise
+        value = re.search(r"\[x \(.*?\) = \] \[(.*?)\]", e.message)
+        found = f" (a value the check met: {value.group(1)})" if value else ""
+        raise ValueError(f"{check.group(1)}{found}") from e
     except tf.errors.DataLossError as e:
         found = locate_corrupt_record(files)
         if found is None:

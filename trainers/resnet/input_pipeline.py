@@ -39,11 +39,13 @@ class ImageInput(batching.RecordFiles):
         label = tf.cast(parsed["image/class/label"], tf.int32) - self.label_offset
         checks = [
             tf.debugging.assert_less(
-                label, self.num_classes, message=f"A label is out of range for num_classes="
+                label, self.num_classes,
+                message=f"{files_lib.DATA_CHECK}A label is out of range for num_classes="
                 f"{self.num_classes} after label_offset={self.label_offset}; check both "
                 "(1001-class ImageNet shards need label_offset=1)."),
             tf.debugging.assert_non_negative(
-                label, message=f"A label is negative after label_offset={self.label_offset}; "
+                label, message=f"{files_lib.DATA_CHECK}A label is negative after "
+                f"label_offset={self.label_offset}; "
                 "shards whose labels start at 0 need label_offset=0."),
         ]
         with tf.control_dependencies(checks):
