@@ -60,8 +60,12 @@ def wait(tf_config, timeout_seconds):
     if not mine or len(tasks) < 2:
         return
     signals = []
-    previous = {s: signal.signal(s, lambda signum, frame: signals.append(signum))
-                for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, lambda s, frame: signals.append(s))
+        except ValueError:  # not the main thread: signals keep their handlers
+            pass
     listener = socket.socket(socket.AF_INET6 if ":" in _address(mine[0])[0] else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
