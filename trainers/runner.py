@@ -304,12 +304,12 @@ class Runner:
         # iterations_per_loop would otherwise never hit a multiple and save only at the end.
         last_save = first_step = self.step
 
-        def save():
+        def save(evaluate=eval_each_checkpoint):
             nonlocal last_save, results
             if last_save != self.step:
                 checkpoints.save()
                 last_save = self.step
-                if eval_each_checkpoint:
+                if evaluate:
                     results = self.evaluate()
             return self.step
 
@@ -344,7 +344,8 @@ class Runner:
                 if self.step >= trainer.num_train_steps or self.step - last_save >= save_every:
                     save()
                 # Every worker, every loop: the cluster agrees on the loop to stop after.
-                preemption.save_and_exit_if_requested(save)
+                # No eval then: a preempted machine has seconds, not minutes.
+                preemption.save_and_exit_if_requested(lambda: save(evaluate=False))
         if timed_steps:
             print(f"throughput: {timed_steps * trainer.train_batch_size / timed_seconds:.1f} "
                   f"examples/s over the last {timed_steps} steps (the first loop, which traces "
