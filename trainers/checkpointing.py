@@ -330,7 +330,6 @@ class RunCheckpoints:
     def __init__(self, model_dir, checkpoint, train_iterator, step_counter, keep,
                  num_pipelines, pipeline_id, worker_id=None):
         self.model_dir = model_dir
-        self._num_pipelines = num_pipelines
         self._is_chief = worker_id is None
         self._step_counter = step_counter
         # The chief moves broken newer checkpoints aside and rewrites the (maybe garbled) state

@@ -131,11 +131,16 @@ def to_dict(config):
     return dataclasses.asdict(config)
 
 
+def _sections_holding(config, key):
+    """Names of the sub-sections of `config` that declare `key` (optimizer.weight_decay ->
+    lamb, lars, adamw, momentum)."""
+    return [field.name for field in dataclasses.fields(config)
+            if _is_config(getattr(config, field.name))
+            and key in {f.name for f in dataclasses.fields(getattr(config, field.name))}]
+
+
 def _unknown_key_error(config, path, key, known):
-    # A key that lives one level down (optimizer.weight_decay -> optimizer.lamb.weight_decay).
-    below = [f"{field.name}.{key}" for field in dataclasses.fields(config)
-             if _is_config(getattr(config, field.name))
-             and key in {f.name for f in dataclasses.fields(getattr(config, field.name))}]
+    below = [f"{section}.{key}" for section in _sections_holding(config, key)]
     close = below or difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     where = f"in section {path!r}" if path else "at the top level"
@@ -145,10 +150,8 @@ def _unknown_key_error(config, path, key, known):
 
 def _section_given_a_value(config, path, key, value):
     dotted = f"{path}.{key}" if path else key
-    elsewhere = [f"{path + '.' if path else ''}{field.name}.{key}"
-                 for field in dataclasses.fields(config)
-                 if _is_config(getattr(config, field.name))
-                 and key in {f.name for f in dataclasses.fields(getattr(config, field.name))}]
+    elsewhere = [f"{path + '.' if path else ''}{section}.{key}"
+                 for section in _sections_holding(config, key)]
     hint = f" Did you mean {' or '.join(repr(e) for e in elsewhere)}?" if elsewhere else ""
     return ValueError(f"Config key {dotted!r} is a section of settings, not a value (got "
                       f"{value!r}).{hint}")

@@ -1,6 +1,5 @@
 """The command-line entry shared by the trainers: flags -> config -> runner -> printed result."""
 
-import signal
 import sys
 
 from absl import flags, logging
@@ -34,8 +33,7 @@ def run_from_flags(experiment, make_task, adjust=None):
     except peers.PeerWaitInterrupted as e:
         print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "
               "to save.", file=sys.stderr)
-        sys.exit(preemption.INTERRUPTED_EXIT_CODE if e.signum == signal.SIGINT
-                 else preemption.PREEMPTED_EXIT_CODE)
+        sys.exit(preemption.exit_code_for(e.signum))
     if results:
         print("eval: " + "  ".join(f"{k}={v:.4f}" for k, v in results.items()))
     print(f"model_dir: {model_dir}  (tensorboard --logdir={model_dir})")

@@ -19,6 +19,11 @@ from tensorflow.python.distribute.failure_handling import failure_handling_util
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers restart the job, which then resumes
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT (Ctrl-C), after saving like SIGTERM
 
+def exit_code_for(signum):
+    """143 after SIGTERM (or a peer's), 130 after Ctrl-C: 128 + the signal's number."""
+    return INTERRUPTED_EXIT_CODE if signum == signal.SIGINT else PREEMPTED_EXIT_CODE
+
+
 # TensorFlow disables its handler on these (its own warning says so).
 _UNSUPPORTED_PLATFORMS = (failure_handling_util.PlatformDevice.GCE_CPU,
                           failure_handling_util.PlatformDevice.GCE_TPU)
@@ -49,7 +54,7 @@ class Preemption:
     @property
     def exit_code(self):
         # A worker stopped by a peer's notice exits as preempted too.
-        return INTERRUPTED_EXIT_CODE if self.signal == signal.SIGINT else PREEMPTED_EXIT_CODE
+        return exit_code_for(self.signal)
 
     def __enter__(self):
         for signum in self.SIGNALS:

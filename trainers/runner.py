@@ -333,7 +333,7 @@ class Runner:
                 if spike:
                     last_save = self._roll_back(spike, recovery, checkpoints.latest)
                     continue
-                self._check_finite(int(first_non_finite), checkpoints.latest)
+                self._check_finite(int(first_non_finite), checkpoints)
                 # The first loop after a start includes tracing: no throughput figure for it.
                 examples_per_second = (None if start_step == first_step else
                                        num_steps * trainer.train_batch_size / seconds)
@@ -361,10 +361,10 @@ class Runner:
         self.checkpoint.restore(path).assert_existing_objects_matched()
         return self.step
 
-    def _check_finite(self, first_non_finite, latest):
+    def _check_finite(self, first_non_finite, checkpoints):
         if first_non_finite < 0 or self.loss_scaling:
             return  # under fp16 the loss scale skips non-finite steps and shrinks itself
-        last = latest or "none (no checkpoint was saved yet)"
+        last = checkpoints.latest or "none (no checkpoint was saved yet)"
         raise NonFiniteLossError(
             f"The training loss became NaN or Inf at step {first_non_finite}. Nothing was saved "
             f"after it; the last good checkpoint is {last}. Lower the learning rate or the "
