@@ -37,6 +37,7 @@ SIZES = {
 # Floats each algorithm must read + write per parameter at least (see the module docstring).
 FLOATS_MOVED = {"adamw": 7, "lamb": 10, "lars": 7, "floor": 7, "copy": 2}
 BERT_EXCLUSIONS = ["layer_norm", "bias"]
+JIT_COMPILE = True  # --no_jit_compile: TensorFlow's graph kernels, as non-XLA training steps run
 
 
 def bert_shapes(size):
@@ -78,7 +79,7 @@ def keras3_step(make_optimizer):
         optimizer = make_optimizer()
         optimizer.build(variables)
 
-        @tf.function(jit_compile=True)
+        @tf.function(jit_compile=JIT_COMPILE)
         def step():
             optimizer.apply(grads, variables)
             return optimizer.iterations.value
@@ -96,7 +97,7 @@ def tf_keras_step(make_optimizer, build_eagerly):
         optimizer = make_optimizer()
         build_eagerly(optimizer, variables)
 
-        @tf.function(jit_compile=True)
+        @tf.function(jit_compile=JIT_COMPILE)
         def step():
             optimizer.apply_gradients(zip(grads, variables))
             return optimizer.iterations
@@ -112,7 +113,7 @@ def floor_step(shapes, initial, grads):
     firsts = [tf.Variable(tf.zeros_like(value)) for value in initial]
     seconds = [tf.Variable(tf.zeros_like(value)) for value in initial]
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=JIT_COMPILE)
     def step():
         for x, g, m, v in zip(variables, grads, firsts, seconds):
             m_new = 0.9 * m + 0.1 * g
@@ -130,7 +131,7 @@ def copy_step(shapes, initial, grads):
     sources = [tf.Variable(value) for value in initial]
     targets = [tf.Variable(tf.zeros_like(value)) for value in initial]
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=JIT_COMPILE)
     def step():
         for source, target in zip(sources, targets):
             target.assign(source * 1.0000001)  # not a no-op XLA could elide
@@ -193,14 +194,18 @@ def time_round_robin(steps, warmup, rounds):
     return [statistics.median(samples) for samples in times]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="base")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--only", default="", help="comma list of name substrings to run "
                         "(the AdamW anchor always runs)")
-    args = parser.parse_args()
+    parser.add_argument("--no_jit_compile", dest="jit_compile", action="store_false",
+                        help="run TensorFlow's graph kernels instead of one XLA computation")
+    args = parser.parse_args(argv)
+    global JIT_COMPILE
+    JIT_COMPILE = args.jit_compile
 
     shapes = bert_shapes(args.size)
     parameters = sum(int(np.prod(shape)) for _, shape in shapes)
@@ -209,7 +214,8 @@ def main():
     grads = [tf.constant(rng.normal(scale=1e-3, size=shape).astype(np.float32))
              for _, shape in shapes]
     print(f"BERT-{args.size}-shaped set: {len(shapes)} variables, {parameters / 1e6:.1f}M "
-          f"float32 parameters; median of {args.rounds} round-robin rounds of jit-compiled "
+          f"float32 parameters; median of {args.rounds} round-robin rounds of "
+          f"{'jit-compiled' if args.jit_compile else 'graph (not XLA)'} "
           f"steps after {args.warmup} warm-up steps")
 
     wanted = [w for w in args.only.split(",") if w]
@@ -226,10 +232,11 @@ def main():
         if algorithm == "floor":
             floor_rate = rate
         rows.append((name, value, value / anchor, rate))
+    rows = [row + (row[3] / floor_rate,) for row in rows]
     print(f"{'optimizer':34s} {'ms/step':>9s} {'x AdamW':>8s} {'GB/s':>7s} {'x floor':>8s}")
-    for name, value, ratio, rate in rows:
-        print(f"{name:34s} {value:9.1f} {ratio:8.2f} {rate:7.1f} {rate / floor_rate:8.2f}")
-    return rows
+    for name, value, ratio, rate, of_floor in rows:
+        print(f"{name:34s} {value:9.1f} {ratio:8.2f} {rate:7.1f} {of_floor:8.2f}")
+    return rows  # (name, ms/step, x AdamW, GB/s, x floor)
 
 
 if __name__ == "__main__":
