@@ -37,6 +37,16 @@ def test_mirrored_over_two_devices_equals_one_device(data_dir, tmp_path, optimiz
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
 
+def test_jit_compile_under_mirrored_strategy_trains_as_one_device_does(data_dir, tmp_path):
+    # One tf.function shared by the replicas used to be compiled for the first device and
+    # failed on the second replica's variables; now each replica compiles its own pass.
+    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
+    two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy(),
+                   runtime={"jit_compile": True})
+    assert two.endswith("ckpt-4")
+    bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
+
+
 def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(data_dir, tmp_path):
     big, _ = train(data_dir, tmp_path / "big", trainer={"train_batch_size": 32})
     accumulated, _ = train(data_dir, tmp_path / "acc", trainer={

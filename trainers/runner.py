@@ -156,6 +156,12 @@ class Runner:
         accumulation = self.trainer.num_accumulation_steps
         micro = self.micro_batch_size
         variables = model.trainable_variables
+        # --jit_compile with several replicas: MirroredStrategy's all-reduce and update are
+        # cross-device calls XLA cannot hold, so only each replica's forward and backward pass
+        # is compiled (_make_train_loop compiles the whole step on one device).
+        # A TPU compiles the whole step whatever the flag says.
+        jit_per_replica = (self.experiment.runtime.jit_compile and not self._jit_whole_step()
+                           and not isinstance(self.strategy, tf.distribute.TPUStrategy))
 
         def replica_step(features):
             context = tf.distribute.get_replica_context()
@@ -164,7 +170,7 @@ class Runner:
                                              task.loss_normalizers(features))
             normalizers = {k: tf.maximum(v, 1e-9) for k, v in normalizers.items()}
 
-            def loss_and_gradients(batch):
+            def forward_backward(batch, normalizers):
                 with tf.GradientTape() as tape:
                     outputs = model(task.model_inputs(batch), training=True)
                     sums = task.loss_sums(batch, outputs)
@@ -172,6 +178,15 @@ class Runner:
                                      for k in sorted(sums)])
                     scaled = optimizer.get_scaled_loss(loss) if self.loss_scaling else loss
                 return loss, tape.gradient(scaled, variables)
+
+            if jit_per_replica:
+                # A function object of this replica's own, traced under its device: one shared
+                # by the replicas is compiled for the first device and cannot reach the others'
+                # variables.
+                forward_backward = tf.function(forward_backward, jit_compile=True)
+
+            def loss_and_gradients(batch):
+                return forward_backward(batch, normalizers)
 
             def micro_batch(i):
                 return tf.nest.map_structure(lambda t: t[i * micro:(i + 1) * micro], features)
@@ -208,7 +223,7 @@ class Runner:
 
         _, _, local_replicas = self._pipeline_layout()
 
-        if self.experiment.runtime.jit_compile:
+        if self._jit_whole_step():
             # XLA compiles the update, not the loop: iterators cannot live inside XLA.
             replica_step = tf.function(replica_step, jit_compile=True)
 
@@ -230,6 +245,10 @@ class Runner:
             return loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite
 
         return train_loop
+
+    def _jit_whole_step(self):
+        """--jit_compile on one replica (or TPU, which compiles everything anyway)."""
+        return self.experiment.runtime.jit_compile and self.num_replicas == 1
 
     def _pipeline_layout(self):
         """(input pipelines, this worker's pipeline index, replicas fed by this pipeline)."""
