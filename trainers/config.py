@@ -21,7 +21,7 @@ class RuntimeConfig:
     num_gpus: int = 0           # mirrored: GPUs to use (0: all visible devices)
     num_cpu_devices: int = 1    # split the host CPU into this many logical devices (testing)
     dtype: str = "float32"      # float32 | bfloat16 | float16 (mixed policies; fp16 loss scaling)
-    jit_compile: bool = False   # XLA: the whole step on one device; each replica's pass under mirrored
+    jit_compile: bool = False   # XLA: the whole step (one device), each replica's pass (mirrored)
     seed: int = 42              # model initialization, dropout and data order
     # multi_worker_mirrored: how long to wait for every TF_CONFIG task before giving up
     peer_timeout_seconds: int = 900
