@@ -17,6 +17,9 @@ SHAPES = [
     ("encoder/layer_norm/gamma", (3,), "ones"),
     ("encoder/conv/kernel", (2, 3, 4), "normal"),
     ("encoder/scalar_gain", (), "normal"),
+    # Large enough for the blocked norm (a multiple of its block), and one that is not.
+    ("encoder/embeddings", (48, 64), "normal"),
+    ("encoder/odd_kernel", (33, 35), "normal"),
 ]
 
 
@@ -191,3 +194,14 @@ def test_state_is_float32_for_bfloat16_variables(generation, rng):
     assert len(slots) == 2 and all(tf.as_dtype(s.dtype) == tf.float32 for s in slots)
     moved = tf.cast(variable[0], tf.float32).numpy()
     assert np.all(np.isfinite(moved)) and not np.allclose(moved, values)
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (32, 32), (48, 64), (33, 35), (4096,)])
+@pytest.mark.parametrize("compiled", [False, True], ids=["graph", "xla"])
+def test_l2_norm_matches_numpy_for_blocked_and_plain_sizes(shape, compiled, rng):
+    from lamb_tf import core
+
+    value = rng.normal(size=shape).astype(np.float32)
+    norm = tf.function(core.l2_norm, jit_compile=compiled)(tf.constant(value))
+    np.testing.assert_allclose(float(norm), np.linalg.norm(value.astype(np.float64)),
+                               rtol=1e-6)

@@ -47,6 +47,17 @@ def test_jit_compile_under_mirrored_strategy_trains_as_one_device_does(data_dir,
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
 
+def test_batches_copied_to_replica_devices_ahead_of_their_step_train_the_same(
+        data_dir, tmp_path, monkeypatch):
+    # On GPUs each batch is copied to its replica's device while the previous step computes;
+    # here the copy path runs on the two logical CPUs and must not change what is trained.
+    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
+    monkeypatch.setattr(runner.Runner, "_input_devices",
+                        lambda self: list(self.strategy.extended.worker_devices))
+    two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy())
+    bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
+
+
 def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(data_dir, tmp_path):
     big, _ = train(data_dir, tmp_path / "big", trainer={"train_batch_size": 32})
     accumulated, _ = train(data_dir, tmp_path / "acc", trainer={

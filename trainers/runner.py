@@ -42,6 +42,11 @@ def _dense(gradient):
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
+def _copy_to(device, batch):
+    with tf.device(device):
+        return tf.nest.map_structure(tf.identity, batch)
+
+
 def _dropout_generators(model):
     """The tf.random.Generators of a tf_keras model's random layers, in a fixed order.
 
@@ -227,16 +232,31 @@ class Runner:
             # XLA compiles the update, not the loop: iterators cannot live inside XLA.
             replica_step = tf.function(replica_step, jit_compile=True)
 
+        devices = self._input_devices()
+
+        def read_batches(iterator):
+            """One batch per local replica, already on its device where there is a copy."""
+            batches = [next(iterator) for _ in range(local_replicas)]
+            if devices:
+                batches = [_copy_to(device, batch) for device, batch in zip(devices, batches)]
+            return batches
+
         @tf.function
         def train_loop(iterator, num_steps):
             loss_sum = tf.constant(0.0)
             gradient_norm = tf.constant(0.0)
             first_non_finite = tf.constant(-1, tf.int64)
-            for _ in tf.range(num_steps):
-                batches = [next(iterator) for _ in range(local_replicas)]
+            batches = read_batches(iterator)
+            for i in tf.range(num_steps):
                 features = strategy.experimental_distribute_values_from_function(
                     lambda context: batches[context.replica_id_in_sync_group % local_replicas])
+                # The next step's batches are read (and copied to the devices) while this step
+                # computes: nothing orders the two. The last step reads none, so the saved
+                # iterator stands exactly after the batches trained on.
+                next_batches = tf.cond(i + 1 < num_steps, lambda: read_batches(iterator),
+                                       lambda: batches)
                 loss, gradient_norm = strategy.run(replica_step, args=(features,))
+                batches = next_batches
                 loss, gradient_norm = first_replica(loss), first_replica(gradient_norm)
                 step = self.inner_optimizer.iterations
                 first_non_finite = tf.where(
@@ -245,6 +265,17 @@ class Runner:
             return loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite
 
         return train_loop
+
+    def _input_devices(self):
+        """Local replica devices to copy each batch to ahead of its step: accelerators only.
+
+        On CPU the copy would be a no-op; a TPU takes its input through the strategy.
+        """
+        devices = list(self.strategy.extended.worker_devices)
+        if isinstance(self.strategy, tf.distribute.TPUStrategy) or not any(
+                "GPU" in device.upper() for device in devices):
+            return []
+        return devices
 
     def _jit_whole_step(self):
         """--jit_compile on one replica (or TPU, which compiles everything anyway)."""
