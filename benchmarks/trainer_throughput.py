@@ -343,9 +343,9 @@ def describe(args):
         shape = f"BERT-{args.bert_size}, sequence 128"
     else:
         shape = f"ResNet-{args.resnet_depth}, {args.image_size}x{args.image_size} synthetic images"
-    return (f"{shape}, global batch {args.train_batch_size}, one device, {args.dtype}; {args.loops} "
-            f"loops of {args.steps_per_loop} steps, the first not timed; {args.rounds} "
-            "alternating rounds, median shown")
+    return (f"{shape}, global batch {args.train_batch_size}, one device, {args.dtype}; "
+            f"{args.loops} loops of {args.steps_per_loop} steps, the first not timed; "
+            f"{args.rounds} alternating rounds, median shown")
 
 
 def main(argv=None):
