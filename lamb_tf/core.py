@@ -31,19 +31,21 @@ def as_float32(tensor):
 
 
 NORM_BLOCK = 32  # elements summed per row before the rows are summed; see `l2_norm`
+NORM_BLOCKED_MIN_SIZE = 4_000_000  # measured: below this the plain form is faster
 
 
 def l2_norm(tensor):
-    """||tensor||_2, with the squares summed in rows of NORM_BLOCK first.
+    """||tensor||_2; for large tensors with the squares summed in rows of NORM_BLOCK first.
 
     Under XLA on CPU a whole-tensor `reduce_sum(square(x))` is rewritten into a tree of
-    reduce-windows that cannot take the square with it, so x^2 is written out and read back
-    (3 floats moved per element instead of 1). Short rows stay one fused read-and-reduce pass;
-    `maximum(., 0)` (exact: sums of squares are >= 0) stops XLA merging the two sums back into
-    one. Sizes that are not a multiple of the block take the plain form.
+    reduce-windows that cannot take the square with it, so x^2 is written out and read back.
+    Short rows stay one fused read-and-reduce pass; `maximum(., 0)` (exact: sums of squares are
+    >= 0) stops XLA merging the two sums back into one. Measured on a 2-core CPU, that wins for
+    embedding-sized tensors (BERT-mini's 30522x256) and loses for BERT-base's 768x3072 kernels,
+    hence the size threshold (benchmarks/optimizer_step.py; README, Performance).
     """
     size = tensor.shape.num_elements()
-    if size is None or size < NORM_BLOCK * NORM_BLOCK or size % NORM_BLOCK:
+    if size is None or size < NORM_BLOCKED_MIN_SIZE or size % NORM_BLOCK:
         return tf.sqrt(tf.reduce_sum(tf.square(tensor)))
     rows = tf.reduce_sum(tf.square(tf.reshape(tensor, [-1, NORM_BLOCK])), axis=1)
     return tf.sqrt(tf.reduce_sum(tf.maximum(rows, 0.0)))

@@ -17,7 +17,7 @@ SHAPES = [
     ("encoder/layer_norm/gamma", (3,), "ones"),
     ("encoder/conv/kernel", (2, 3, 4), "normal"),
     ("encoder/scalar_gain", (), "normal"),
-    # Large enough for the blocked norm (a multiple of its block), and one that is not.
+    # A multiple of the norm's block and one that is not (the blocked form itself: below).
     ("encoder/embeddings", (48, 64), "normal"),
     ("encoder/odd_kernel", (33, 35), "normal"),
 ]
@@ -198,10 +198,22 @@ def test_state_is_float32_for_bfloat16_variables(generation, rng):
 
 @pytest.mark.parametrize("shape", [(), (7,), (32, 32), (48, 64), (33, 35), (4096,)])
 @pytest.mark.parametrize("compiled", [False, True], ids=["graph", "xla"])
-def test_l2_norm_matches_numpy_for_blocked_and_plain_sizes(shape, compiled, rng):
+def test_l2_norm_matches_numpy_for_blocked_and_plain_sizes(shape, compiled, rng, monkeypatch):
     from lamb_tf import core
 
+    monkeypatch.setattr(core, "NORM_BLOCKED_MIN_SIZE", 1024)  # small shapes take both paths
     value = rng.normal(size=shape).astype(np.float32)
+    norm = tf.function(core.l2_norm, jit_compile=compiled)(tf.constant(value))
+    np.testing.assert_allclose(float(norm), np.linalg.norm(value.astype(np.float64)),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["graph", "xla"])
+def test_l2_norm_of_an_embedding_sized_tensor_takes_the_blocked_form(compiled, rng):
+    from lamb_tf import core
+
+    value = rng.normal(size=(4096, 1024)).astype(np.float32)
+    assert value.size >= core.NORM_BLOCKED_MIN_SIZE
     norm = tf.function(core.l2_norm, jit_compile=compiled)(tf.constant(value))
     np.testing.assert_allclose(float(norm), np.linalg.norm(value.astype(np.float64)),
                                rtol=1e-6)
