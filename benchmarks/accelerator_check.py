@@ -36,18 +36,12 @@ CPU_PLAN = {
 }
 
 
-def gpu_present():
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true",
                         help="toy sizes on CPU: proves the script works, measures nothing")
     args = parser.parse_args(argv)
-    if not args.cpu and not gpu_present():
+    if not args.cpu and not mirrored_check.gpus_present():
         print("accelerator_check: TensorFlow sees no GPU here. Run it on a GPU machine, or "
               "pass --cpu for the small CPU run that only proves the script works.",
               file=sys.stderr)

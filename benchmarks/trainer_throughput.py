@@ -214,12 +214,6 @@ def rate_after_first_loop(ends, batch_size):
     return (last_step - first_step) * batch_size / (last_time - first_time)
 
 
-def first_device():
-    import tensorflow as tf
-
-    return "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
-
-
 def set_model_garden_precision(dtype):
     """What Model Garden's train.py does with runtime.mixed_precision_dtype."""
     import tensorflow as tf
@@ -229,9 +223,11 @@ def set_model_garden_precision(dtype):
 
 
 def run_orbit(args, use_lamb_tf):
-    import tensorflow as tf
     from absl import logging
     from official.core import train_lib
+
+    from trainers import distribution
+    from trainers.config import RuntimeConfig
 
     set_model_garden_precision(args.dtype)
     _, task_class, params = model_garden_task(args, use_lamb_tf)
@@ -240,7 +236,8 @@ def run_orbit(args, use_lamb_tf):
     logging.get_absl_logger().addHandler(ends)
     model_dir = tempfile.mkdtemp(prefix="mg_orbit_")
     try:
-        strategy = tf.distribute.OneDeviceStrategy(first_device())
+        # The device our runner's --distribution_strategy=one_device picks.
+        strategy = distribution.make_strategy(RuntimeConfig(distribution_strategy="one_device"))
         with strategy.scope():
             task = task_class(params.task)
         train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train",

@@ -161,12 +161,6 @@ class Runner:
         accumulation = self.trainer.num_accumulation_steps
         micro = self.micro_batch_size
         variables = model.trainable_variables
-        # --jit_compile with several replicas: MirroredStrategy's all-reduce and update are
-        # cross-device calls XLA cannot hold, so only each replica's forward and backward pass
-        # is compiled (_make_train_loop compiles the whole step on one device).
-        # A TPU compiles the whole step whatever the flag says.
-        jit_per_replica = (self.experiment.runtime.jit_compile and not self._jit_whole_step()
-                           and not isinstance(self.strategy, tf.distribute.TPUStrategy))
 
         def replica_step(features):
             context = tf.distribute.get_replica_context()
@@ -175,7 +169,7 @@ class Runner:
                                              task.loss_normalizers(features))
             normalizers = {k: tf.maximum(v, 1e-9) for k, v in normalizers.items()}
 
-            def forward_backward(batch, normalizers):
+            def loss_and_gradients(batch):
                 with tf.GradientTape() as tape:
                     outputs = model(task.model_inputs(batch), training=True)
                     sums = task.loss_sums(batch, outputs)
@@ -184,14 +178,11 @@ class Runner:
                     scaled = optimizer.get_scaled_loss(loss) if self.loss_scaling else loss
                 return loss, tape.gradient(scaled, variables)
 
-            if jit_per_replica:
+            if self._jit_scope() == "replica_pass":
                 # A function object of this replica's own, traced under its device: one shared
                 # by the replicas is compiled for the first device and cannot reach the others'
                 # variables.
-                forward_backward = tf.function(forward_backward, jit_compile=True)
-
-            def loss_and_gradients(batch):
-                return forward_backward(batch, normalizers)
+                loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
 
             def micro_batch(i):
                 return tf.nest.map_structure(lambda t: t[i * micro:(i + 1) * micro], features)
@@ -228,7 +219,7 @@ class Runner:
 
         _, _, local_replicas = self._pipeline_layout()
 
-        if self._jit_whole_step():
+        if self._jit_scope() == "step":
             # XLA compiles the update, not the loop: iterators cannot live inside XLA.
             replica_step = tf.function(replica_step, jit_compile=True)
 
@@ -277,9 +268,16 @@ class Runner:
             return []
         return devices
 
-    def _jit_whole_step(self):
-        """--jit_compile on one replica (or TPU, which compiles everything anyway)."""
-        return self.experiment.runtime.jit_compile and self.num_replicas == 1
+    def _jit_scope(self):
+        """What --jit_compile puts in XLA: None without the flag; "step" (the whole update) on
+        one replica or a TPU; "replica_pass" (each replica's forward and backward pass) under
+        (multi-worker) mirrored, whose all-reduce and update are cross-device calls that XLA
+        cannot hold."""
+        if not self.experiment.runtime.jit_compile:
+            return None
+        if self.num_replicas == 1 or isinstance(self.strategy, tf.distribute.TPUStrategy):
+            return "step"
+        return "replica_pass"
 
     def _pipeline_layout(self):
         """(input pipelines, this worker's pipeline index, replicas fed by this pipeline)."""
