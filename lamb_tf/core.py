@@ -11,6 +11,7 @@ minutes" (ICLR 2020), Algorithm 2 (LAMB), and the MLPerf ResNet reference for LA
 from typing import NamedTuple, Optional, Tuple
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # what tf_keras asks too: "compiled by XLA?"
 
 WeightNormBounds = Optional[Tuple[float, float]]
 
@@ -30,25 +31,30 @@ def as_float32(tensor):
     return tf.cast(dense_gradient(tensor), tf.float32)
 
 
-NORM_BLOCK = 32  # elements summed per row before the rows are summed; see `l2_norm`
-NORM_BLOCKED_MIN_SIZE = 4_000_000  # measured: below this the plain form is faster
-
-
 def l2_norm(tensor):
-    """||tensor||_2; for large tensors with the squares summed in rows of NORM_BLOCK first.
+    """||tensor||_2, the same value by whichever of two forms is faster where it runs.
 
-    Under XLA on CPU a whole-tensor `reduce_sum(square(x))` is rewritten into a tree of
-    reduce-windows that cannot take the square with it, so x^2 is written out and read back.
-    Short rows stay one fused read-and-reduce pass; `maximum(., 0)` (exact: sums of squares are
-    >= 0) stops XLA merging the two sums back into one. Measured on a 2-core CPU, that wins for
-    embedding-sized tensors (BERT-mini's 30522x256) and loses for BERT-base's 768x3072 kernels,
-    hence the size threshold (benchmarks/optimizer_step.py; README, Performance).
+    XLA on the CPU rewrites a whole-tensor `reduce_sum(square(x))` into an elementwise square
+    written out in full and a tree of reduce-windows reading it back; it does fuse the square
+    into a matrix-vector product, so there a matrix's squares are summed as `square(rows) @ ones`:
+    one read of the tensor (benchmarks/optimizer_step.py: each norm 2.5-3.5x faster, a BERT-base
+    LAMB step 1.5x). TensorFlow's graph kernels are slower that way, and GPU and TPU compilers
+    fuse the plain reduction themselves, so everywhere else the plain form stays.
     """
-    size = tensor.shape.num_elements()
-    if size is None or size < NORM_BLOCKED_MIN_SIZE or size % NORM_BLOCK:
-        return tf.sqrt(tf.reduce_sum(tf.square(tensor)))
-    rows = tf.reduce_sum(tf.square(tf.reshape(tensor, [-1, NORM_BLOCK])), axis=1)
-    return tf.sqrt(tf.reduce_sum(tf.maximum(rows, 0.0)))
+    if _sum_squares_as_matvec(tensor):
+        rows = tf.reshape(tensor, [-1, tensor.shape[-1]])
+        ones = tf.ones([tensor.shape[-1]], tensor.dtype)
+        return tf.sqrt(tf.reduce_sum(tf.linalg.matvec(tf.square(rows), ones)))
+    return tf.sqrt(tf.reduce_sum(tf.square(tensor)))
+
+
+def _sum_squares_as_matvec(tensor):
+    """True for a matrix (rank >= 2) in a computation XLA compiles for this host's CPU."""
+    if tensor.shape.rank is None or tensor.shape.rank < 2 or tensor.shape[-1] is None:
+        return False
+    if not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return False
+    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 def trust_ratio(weight_norm, update_norm, weight_norm_bounds: WeightNormBounds = None):
