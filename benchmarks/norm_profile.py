@@ -4,8 +4,9 @@
     python -m benchmarks.norm_profile --size=mini
 
 Three measurements, each interleaved round-robin in this one process:
-1. per distinct BERT shape, the sum of squares as written in `core.l2_norm` for XLA on the CPU
-   (`square(rows) @ ones`) against the plain `reduce_sum(square(x))`;
+1. per distinct BERT matrix shape, the sum of squares as `square(rows) @ ones` (what
+   `core.l2_norm` takes under XLA on the CPU) against the plain `reduce_sum(square(x))`, both
+   compiled by XLA and both run by TensorFlow's graph kernels (where `l2_norm` stays plain);
 2. `core.lamb_step` over the whole BERT-shaped set with that norm, with the plain norm, and with
    no trust ratio at all (what the step costs without any norm);
 3. the optimized HLO of one 768x3072 update with each norm: the full-size arrays it writes
@@ -26,32 +27,29 @@ HYPERPARAMETERS = dict(beta_1=0.9, beta_2=0.999, epsilon=1e-6, bias_correction=T
 
 
 @contextlib.contextmanager
-def plain_norms():
-    """Traces `core.l2_norm` in its plain form, as XLA sees every other LAMB's norms."""
+def norm_form(matvec):
+    """Traces `core.l2_norm` in one form whatever the context; plain is how XLA sees every other
+    LAMB's norms."""
     chosen = core._sum_squares_as_matvec
-    core._sum_squares_as_matvec = lambda tensor: False
+    core._sum_squares_as_matvec = lambda tensor: matvec
     try:
         yield
     finally:
         core._sum_squares_as_matvec = chosen
 
 
-def sum_of_squares_steps(shape, copies):
+def sum_of_squares_steps(shape, copies, jit_compile):
+    """(matrix-vector form, plain form) over `copies` tensors of `shape`, traced."""
     tensors = [tf.random.normal(shape) for _ in range(copies)]
 
-    def compiled(plain):
-        @tf.function(jit_compile=True)
-        def step():
-            return tf.stack([core.l2_norm(t) for t in tensors])
-
-        if plain:
-            with plain_norms():
-                step.get_concrete_function()
-        else:
+    def traced(matvec):
+        step = tf.function(lambda: tf.stack([core.l2_norm(t) for t in tensors]),
+                           jit_compile=jit_compile)
+        with norm_form(matvec):
             step.get_concrete_function()
         return step
 
-    return compiled(plain=False), compiled(plain=True)
+    return traced(matvec=True), traced(matvec=False)
 
 
 def lamb_set_step(shapes, rng, adapt):
@@ -77,15 +75,20 @@ def lamb_set_step(shapes, rng, adapt):
     return step
 
 
+def full_size_results(hlo, shape):
+    """The lines of an optimized HLO's ENTRY computation that make a float32 array of `shape`
+    (its parameters aside): each is one full-size array written to memory."""
+    entry = hlo[hlo.index("ENTRY"):]
+    full = "= f32[" + ",".join(str(d) for d in shape) + "]"
+    return [line for line in entry.splitlines() if full in line and "parameter(" not in line]
+
+
 def full_size_writes(shape):
-    """The ENTRY-level results of the optimized HLO of one update that are full-size arrays."""
+    """The fusions of one compiled LAMB update of `shape` that write a full-size array."""
     step = lamb_set_step([shape], np.random.default_rng(0), adapt=True)
     hlo = step.experimental_get_compiler_ir()(stage="optimized_hlo")
-    entry = hlo[hlo.index("ENTRY"):]
-    full = "f32[" + ",".join(str(d) for d in shape) + "]"
     return [re.search(r"(?:to_apply|calls)=%([\w.-]+)", line).group(1)
-            for line in entry.splitlines()
-            if f"= {full}" in line and "parameter(" not in line]
+            for line in full_size_results(hlo, shape)]
 
 
 def main(argv=None):
@@ -96,18 +99,24 @@ def main(argv=None):
     shapes = [shape for _, shape in bert_shapes(args.size)]
 
     print("1. sum of squares, ms for several copies of one shape (median, interleaved)")
-    print(f"{'shape':>14s} {'copies':>6s} {'ours':>8s} {'plain':>8s} {'plain/ours':>10s}")
+    print(f"{'':21s} {'XLA':>26s}   {'graph kernels':>26s}")
+    print(f"{'shape':>14s} {'copies':>6s}" + f" {'matvec':>8s} {'plain':>8s} {'ratio':>8s}" * 2)
     matrices = {s for s in shapes if len(s) == 2 and np.prod(s) >= 65536}  # not (2, hidden)
     for shape in sorted(matrices, key=lambda s: -np.prod(s)):
         copies = min(64, max(1, int(24e6 // np.prod(shape))))
-        ours, plain = time_round_robin(sum_of_squares_steps(shape, copies), 2, args.rounds)
-        print(f"{str(shape):>14s} {copies:6d} {ours:8.2f} {plain:8.2f} {plain / ours:10.2f}")
+        steps = (sum_of_squares_steps(shape, copies, jit_compile=True)
+                 + sum_of_squares_steps(shape, copies, jit_compile=False))
+        xla_matvec, xla_plain, graph_matvec, graph_plain = time_round_robin(
+            steps, 2, args.rounds)
+        print(f"{str(shape):>14s} {copies:6d}"
+              f" {xla_matvec:8.2f} {xla_plain:8.2f} {xla_plain / xla_matvec:8.2f}"
+              f" {graph_matvec:8.2f} {graph_plain:8.2f} {graph_plain / graph_matvec:8.2f}")
 
     rng = np.random.default_rng(0)
     ours = lamb_set_step(shapes, rng, adapt=True)
     ours.get_concrete_function()
     plain = lamb_set_step(shapes, rng, adapt=True)
-    with plain_norms():
+    with norm_form(matvec=False):
         plain.get_concrete_function()
     no_norms = lamb_set_step(shapes, rng, adapt=False)
     milliseconds = time_round_robin([ours, plain, no_norms], 2, args.rounds)
@@ -120,7 +129,7 @@ def main(argv=None):
     print("\n3. full-size arrays one 768x3072 update writes (besides m, v and x, each is "
           "traffic)")
     print("   our norms:  ", full_size_writes((768, 3072)))
-    with plain_norms():
+    with norm_form(matvec=False):
         print("   plain norms:", full_size_writes((768, 3072)))
     return milliseconds
 

@@ -37,9 +37,10 @@ def l2_norm(tensor):
     XLA on the CPU rewrites a whole-tensor `reduce_sum(square(x))` into an elementwise square
     written out in full and a tree of reduce-windows reading it back; it does fuse the square
     into a matrix-vector product, so there a matrix's squares are summed as `square(rows) @ ones`:
-    one read of the tensor (benchmarks/norm_profile.py: each norm 2.7-3.3x faster on BERT-base's
-    shapes, the whole LAMB step 1.4x). TensorFlow's graph kernels are slower that way, and GPU and TPU compilers
-    fuse the plain reduction themselves, so everywhere else the plain form stays.
+    one read of the tensor (benchmarks/norm_profile.py: each norm about 3x faster on BERT-base's
+    shapes, the whole LAMB step 1.4x). TensorFlow's graph kernels do not gain from that form
+    (same benchmark), and GPU and TPU compilers fuse the plain reduction themselves, so
+    everywhere else the plain form stays.
     """
     if _sum_squares_as_matvec(tensor):
         rows = tf.reshape(tensor, [-1, tensor.shape[-1]])

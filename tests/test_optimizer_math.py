@@ -17,7 +17,7 @@ SHAPES = [
     ("encoder/layer_norm/gamma", (3,), "ones"),
     ("encoder/conv/kernel", (2, 3, 4), "normal"),
     ("encoder/scalar_gain", (), "normal"),
-    # A multiple of the norm's block and one that is not (the blocked form itself: below).
+    # Matrices, which the compiled norm sums as rows (one with odd sides).
     ("encoder/embeddings", (48, 64), "normal"),
     ("encoder/odd_kernel", (33, 35), "normal"),
 ]
@@ -211,13 +211,12 @@ def test_l2_norm_matches_numpy(shape, compiled, rng):
 
 def test_l2_norm_under_xla_on_the_cpu_fuses_the_squares_into_one_read():
     """The square must not be written out: XLA fuses it into the matrix-vector product only."""
+    from benchmarks.norm_profile import full_size_results
     from lamb_tf import core
 
     value = tf.ones([256, 512])
     compiled = tf.function(core.l2_norm, jit_compile=True)
     hlo = compiled.experimental_get_compiler_ir(value)(stage="optimized_hlo")
-    entry = hlo[hlo.index("ENTRY"):]
-    full_size_results = [line for line in entry.splitlines()
-                         if "= f32[256,512]" in line and "parameter(" not in line]
-    assert not full_size_results, full_size_results
+    written = full_size_results(hlo, (256, 512))
+    assert not written, written
     assert "dot(" in hlo
