@@ -81,7 +81,7 @@ def model_weights(checkpoint_path):
     (The object graph files each variable under the first path that reaches it, often the
     optimizer's, so keys are compared whole.)
     """
-    reader = tf.train.load_checkpoint(checkpoint_path)
+    reader = tf.compat.v1.train.NewCheckpointReader(checkpoint_path)  # exact, ram:// too
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
             if name.endswith("VARIABLE_VALUE") and "save_counter" not in name}
 

@@ -2,19 +2,22 @@
 
 - `newest_whole_checkpoint`: restore takes the newest checkpoint whose model files and every
   worker's data-position files are present and readable (checksums verified); broken newer ones
-  are named, moved aside, and never silently replaced by a start from step 0.
+  are named, moved aside, and never silently replaced by a start from step 0. Only damage makes
+  a checkpoint broken: storage that fails otherwise is retried, then stops the run
+  (`trainers.storage`).
 - `remove_interrupted_writes`: the `*_temp` folders a killed save leaves behind.
-- `ModelDirLock`: one live training run per model_dir.
 - `ParamsRecord`: the config that wrote the checkpoints; a rerun that changes what the
   checkpoints depend on is refused before anything is written, compatible changes are recorded.
+- `RunCheckpoints`: a run's saves, exactly `keep_checkpoint_max` of them however often it
+  restarts.
 
-Paths go through tf.io.gfile, so local folders and gs:// work alike (the lock is local-only).
+Paths go through tf.io.gfile with exact names (no glob), so local folders, gs:// and ram://
+work alike.
 """
 
 import datetime
 import os
 import re
-import socket
 import sys
 
 import tensorflow as tf
@@ -22,14 +25,18 @@ import yaml
 from absl import logging
 
 from trainers import config as config_lib
+from trainers import storage
 
 BROKEN_DIR = "broken_checkpoints"
 DATA_POSITION_DIR = "train_data"
 PARAMS_FILE = "params.yaml"
 PARAMS_HISTORY_FILE = "params_history.yaml"
-LOCK_FILE = "run.lock"
-_CHECKPOINT_NAME = re.compile(r"^(ckpt-(\d+))(\.index|\.data-\d+-of-\d+)$")
 _VERIFY_BYTES = 256 << 20  # tensors read per RestoreV2 call while verifying
+# What TensorFlow's checkpoint reader says (with no error code) of an index that is not one.
+_DAMAGED_INDEX = re.compile(r"sstable|too short|corrupt|Unable to (read|open)|checksum|"
+                            r"[Dd]ata loss|truncated", re.IGNORECASE)
+
+checkpoint_steps = storage.checkpoint_steps
 
 
 class CheckpointError(ValueError):
@@ -45,27 +52,28 @@ def step_of(path):
     return int(path.rsplit("-", 1)[1])
 
 
-def checkpoint_steps(directory):
-    """{step: prefix} of every ckpt-N in `directory` with an index or data file (whole or not)."""
-    found = {}
-    if not tf.io.gfile.isdir(directory):
-        return found
-    for name in tf.io.gfile.listdir(directory):
-        match = _CHECKPOINT_NAME.match(name)
-        if match:
-            found[int(match.group(2))] = os.path.join(directory, match.group(1))
-    return found
+def _open_reader(prefix):
+    """The checkpoint reader of exactly `prefix` (tf.train.load_checkpoint guesses whether a
+    path is a folder, which a prefix on ram:// also is); damage raised as DataLossError."""
+    tf.io.gfile.stat(prefix + ".index")  # storage errors keep their codes here
+    try:
+        return tf.compat.v1.train.NewCheckpointReader(prefix)
+    except tf.errors.OpError as e:
+        if e.error_code == tf.errors.UNKNOWN and _DAMAGED_INDEX.search(e.message):
+            raise tf.errors.DataLossError(None, None, e.message) from None
+        raise
 
 
 def verify(prefix):
     """None if the checkpoint at `prefix` reads back whole, else the reason in a few words.
 
     Every tensor is read with RestoreV2, which checks the checksums (variant tensors such as a
-    tf.data iterator's state included, which the Python reader cannot return).
+    tf.data iterator's state included, which the Python reader cannot return). Reads that fail
+    without damage are retried; StorageUnavailableError if they keep failing.
     """
     try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as e:
+        reader = storage.retrying(lambda: _open_reader(prefix), f"the checkpoint {prefix}")
+    except storage.DAMAGE as e:
         return _reason(e, "its .index file is missing or unreadable")
     dtypes = reader.get_variable_to_dtype_map()
     shapes = reader.get_variable_to_shape_map()
@@ -78,20 +86,20 @@ def verify(prefix):
         batch.append(name)
         batch_bytes += size
         if batch_bytes >= _VERIFY_BYTES or i == len(names) - 1:
+            def read(batch=batch):
+                return tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=batch,
+                                            shape_and_slices=[""] * len(batch),
+                                            dtypes=[dtypes[n] for n in batch])
             try:
-                tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=batch,
-                                     shape_and_slices=[""] * len(batch),
-                                     dtypes=[dtypes[n] for n in batch])
-            except tf.errors.OpError as e:
+                storage.retrying(read, f"the checkpoint {prefix}")
+            except storage.DAMAGE as e:
                 return _reason(e, "its data file is missing, truncated or corrupt")
             batch, batch_bytes = [], 0
     return None
 
 
 def _reason(error, summary):
-    detail = error.message if isinstance(error, tf.errors.OpError) else str(error)
-    detail = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", detail).split("\n")[0].strip()
-    return f"{summary} ({detail[:160]})"
+    return f"{summary} ({storage.short(error)[:160]})"
 
 
 def newest_whole_checkpoint(model_dir, num_pipelines, move_broken=True):
@@ -100,7 +108,8 @@ def newest_whole_checkpoint(model_dir, num_pipelines, move_broken=True):
     Newer broken ones are logged in one line each and (chief only, `move_broken`) moved to
     model_dir/broken_checkpoints, so that they neither hide the good one nor get mixed with
     new saves. Returns None when model_dir holds no checkpoint at all; raises CheckpointError
-    when it holds only broken ones.
+    when it holds only broken ones, StorageUnavailableError (moving nothing) when storage keeps
+    failing without damage.
     """
     model_checkpoints = checkpoint_steps(model_dir)
     broken = []
@@ -138,24 +147,31 @@ def _move_aside(model_dir, steps, num_pipelines):
     for directory in directories:
         prefix = os.path.relpath(directory, model_dir).replace(os.sep, "_")
         for step in steps:
-            for path in tf.io.gfile.glob(os.path.join(directory, f"ckpt-{step}.*")):
+            for path in storage.checkpoint_files(directory, step):
                 name = os.path.basename(path) if prefix == "." else f"{prefix}_{os.path.basename(path)}"
                 tf.io.gfile.rename(path, os.path.join(target, name), overwrite=True)
     logging.warning("Moved the broken checkpoint(s) %s to %s.",
                     ", ".join(f"ckpt-{s}" for s in steps), target)
 
 
-def rewrite_states(model_dir, num_pipelines, latest):
-    """Points the `checkpoint` state files (which may be garbled) of the model and of every
-    data position at the checkpoints up to `latest`, so that the managers see only those."""
-    step = step_of(latest)
-    for directory in [model_dir] + [data_position_dir(model_dir, p)
-                                    for p in range(num_pipelines)]:
-        kept = sorted(s for s in checkpoint_steps(directory) if s <= step)
-        if kept:
-            prefixes = [os.path.join(directory, f"ckpt-{s}") for s in kept]
-            tf.compat.v1.train.update_checkpoint_state(directory, prefixes[-1],
-                                                       all_model_checkpoint_paths=prefixes)
+def keep_newest(directory, keep, up_to=None):
+    """Deletes every checkpoint in `directory` but the newest `keep` (of those at most `up_to`,
+    deleting the newer ones too); returns the kept prefixes, oldest first."""
+    steps = sorted(checkpoint_steps(directory))
+    kept = [s for s in steps if up_to is None or s <= up_to][-keep:]
+    for step in steps:
+        if step not in kept:
+            for path in storage.checkpoint_files(directory, step):
+                tf.io.gfile.remove(path)
+    return [os.path.join(directory, f"ckpt-{s}") for s in kept]
+
+
+def write_state(model_dir, kept):
+    """The `checkpoint` state file, for tools that look for the latest checkpoint
+    (TensorBoard, checkpoints_iterator); the runner itself never reads it."""
+    if kept:
+        tf.compat.v1.train.update_checkpoint_state(model_dir, kept[-1],
+                                                   all_model_checkpoint_paths=kept)
 
 
 def remove_interrupted_writes(model_dir):
@@ -166,74 +182,15 @@ def remove_interrupted_writes(model_dir):
         directories += [os.path.join(data_root, d.rstrip("/"))
                         for d in tf.io.gfile.listdir(data_root)]
     for directory in directories:
-        for path in tf.io.gfile.glob(os.path.join(directory, "*_temp*")):
+        for name in tf.io.gfile.listdir(directory):
+            if "_temp" not in name:
+                continue
+            path = os.path.join(directory, name.rstrip("/"))
             logging.info("Removing %s, left by an interrupted checkpoint write.", path)
             if tf.io.gfile.isdir(path):
                 tf.io.gfile.rmtree(path)
             else:
                 tf.io.gfile.remove(path)
-
-
-# ---------------------------------------------------------------------------------- lock
-class ModelDirLock:
-    """An exclusive lock on model_dir for the life of a training run.
-
-    `fcntl.flock` is released by the kernel when its process dies, so a killed run never
-    leaves the directory stuck. Creating the lock file is also the check that model_dir can be
-    written, before any training time is spent. Remote paths (gs://...) cannot be locked; they
-    get a probe write and a warning.
-    """
-
-    def __init__(self, model_dir):
-        self.model_dir = model_dir
-        self._file = None
-
-    def __enter__(self):
-        try:
-            tf.io.gfile.makedirs(self.model_dir)
-            if "://" in self.model_dir:
-                self._probe_write()
-                logging.warning("model_dir %s is remote: it cannot be locked, so make sure no "
-                                "other run uses it.", self.model_dir)
-                return self
-            path = os.path.join(self.model_dir, LOCK_FILE)
-            self._file = open(path, "a+")
-        except (OSError, tf.errors.OpError) as e:
-            raise ValueError(f"model_dir {self.model_dir} cannot be written "
-                             f"({_short(e)}). Pass a --model_dir you can write to.") from None
-        import fcntl
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            self._file = None
-            raise ValueError(f"model_dir {self.model_dir} is in use by {holder}. Wait for that "
-                             "run to end, stop it, or pass another --model_dir.") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                         f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
-        self._file.flush()
-        return self
-
-    def _probe_write(self):
-        probe = os.path.join(self.model_dir, f".write_probe_{os.getpid()}")
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("probe")
-        tf.io.gfile.remove(probe)
-
-    def __exit__(self, *exc):
-        if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
-            self._file.close()  # closing releases the lock
-            self._file = None
-
-
-def _short(error):
-    return error.message if isinstance(error, tf.errors.OpError) else str(error)
 
 
 # -------------------------------------------------------------------------------- params
@@ -323,50 +280,59 @@ class RunCheckpoints:
     """A training run's saves in its model_dir: model checkpoints and this worker's position in
     its training data, restored and saved together.
 
-    Every MultiWorkerMirrored worker must take part in a save; a non-chief saves into a
-    `worker_tmp/` copy that is removed at once, leaving the chief's the only one.
+    Retention is our own (exact names, no glob): after every save, and on every resume, exactly
+    the newest `keep` model checkpoints and this worker's `keep` data positions remain.
+    TensorFlow's CheckpointManager keeps every checkpoint it recovers from a state file written
+    without timestamps, which leaked `keep` more per restart. Every MultiWorkerMirrored worker
+    must take part in a save; a non-chief saves into a `worker_tmp/` copy that is removed at
+    once, leaving the chief's the only one.
     """
 
     def __init__(self, model_dir, checkpoint, train_iterator, step_counter, keep,
                  num_pipelines, pipeline_id, worker_id=None):
         self.model_dir = model_dir
         self._is_chief = worker_id is None
+        self._checkpoint = checkpoint
+        self._data_checkpoint = tf.train.Checkpoint(train_data=train_iterator)
+        for root in (checkpoint, self._data_checkpoint):
+            # `restore` makes it and then expects it; `write` saves it only if it exists.
+            _ = root.save_counter
         self._step_counter = step_counter
-        # The chief moves broken newer checkpoints aside and rewrites the (maybe garbled) state
-        # files before the managers below read them.
-        self.resume_from = newest_whole_checkpoint(model_dir, num_pipelines,
-                                                   move_broken=self._is_chief)
-        if self.resume_from and self._is_chief:
-            rewrite_states(model_dir, num_pipelines, self.resume_from)
+        self._keep = keep
+        self._data_dir = data_position_dir(model_dir, pipeline_id)
         self._own_dir = (model_dir if self._is_chief
                          else os.path.join(model_dir, "worker_tmp", str(worker_id)))
-        self._model = tf.train.CheckpointManager(checkpoint, self._own_dir, max_to_keep=keep,
-                                                 step_counter=step_counter)
-        # One more: the data position is saved first, and each kept model checkpoint keeps its.
-        self._data = tf.train.CheckpointManager(
-            tf.train.Checkpoint(train_data=train_iterator),
-            data_position_dir(model_dir, pipeline_id), max_to_keep=keep + 1)
-
-    @property
-    def latest(self):
-        """The chief's newest checkpoint (every worker reads the chief's copy), or None."""
-        return tf.train.latest_checkpoint(self.model_dir)
+        # The chief moves broken newer checkpoints aside before anyone resumes.
+        self.resume_from = newest_whole_checkpoint(model_dir, num_pipelines,
+                                                   move_broken=self._is_chief)
+        step = step_of(self.resume_from) if self.resume_from else 0
+        # Data positions newer than the resumed step belong to saves a kill cut short.
+        keep_newest(self._data_dir, keep, up_to=step)
+        if self.resume_from and self._is_chief:
+            write_state(model_dir, keep_newest(model_dir, keep, up_to=step))
+        self.latest = self.resume_from
 
     def restore_data_position(self, step):
         if step == 0:
             return
-        path = os.path.join(self._data.directory, f"ckpt-{step}")
-        if not tf.io.gfile.glob(path + ".index"):
+        path = os.path.join(self._data_dir, f"ckpt-{step}")
+        if not storage.index_exists(path):
             logging.warning("No saved training-data position for step %d in %s: this worker's "
                             "data starts again from the beginning of its shard.", step,
-                            self._data.directory)
+                            self._data_dir)
             return
-        self._data.checkpoint.restore(path).assert_consumed()
+        storage.retrying(lambda: self._data_checkpoint.restore(path).assert_consumed(),
+                         f"the training-data position {path}")
 
     def save(self):
         step = int(self._step_counter.numpy())
         # The data position first: a model checkpoint is the commit point.
-        self._data.save(checkpoint_number=step)
-        self._model.save(checkpoint_number=step)
-        if not self._is_chief:
+        self._data_checkpoint.write(os.path.join(self._data_dir, f"ckpt-{step}"))
+        self._checkpoint.write(os.path.join(self._own_dir, f"ckpt-{step}"))
+        keep_newest(self._data_dir, self._keep)
+        if self._is_chief:
+            write_state(self.model_dir, keep_newest(self.model_dir, self._keep))
+        else:
             tf.io.gfile.rmtree(self._own_dir)
+        # Every worker names the chief's copy, which all of them restore from.
+        self.latest = os.path.join(self.model_dir, f"ckpt-{step}")

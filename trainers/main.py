@@ -11,6 +11,7 @@ from trainers import peers
 from trainers import preemption
 from trainers import recovery
 from trainers import runner
+from trainers import storage
 
 
 def run_from_flags(experiment, make_task, adjust=None):
@@ -28,7 +29,7 @@ def run_from_flags(experiment, make_task, adjust=None):
         results = runner.run(make_task(experiment.task), experiment, model_dir, flags.FLAGS.mode)
     except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
             recovery.LossSpikeError, distribution.DeviceUnavailableError,
-            peers.ClusterStartupError) as e:
+            peers.ClusterStartupError, storage.StorageUnavailableError) as e:
         cli.user_error(e)
     except peers.PeerWaitInterrupted as e:
         print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "

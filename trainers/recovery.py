@@ -1,9 +1,10 @@
 """Opt-in loss-spike recovery: roll back to the last checkpoint and skip the offending batches.
 
 Model Garden's `RecoveryCondition`/`RecoveryAction` in our loop's terms: after a loop whose
-loss was NaN or Inf, or whose mean loss exceeded `loss_upper_bound`, the model and optimizer
-return to the newest checkpoint while the training data does not: the batches read since that
-checkpoint, the spike's among them, are skipped. At most `recovery_max_trials` times per run.
+loss or gradient was NaN or Inf, or whose mean loss exceeded `loss_upper_bound`, the model and
+optimizer return to the newest checkpoint while the training data does not: the batches read
+since that checkpoint, the spike's among them, are skipped. At most `recovery_max_trials` times
+per run.
 """
 
 import math
@@ -35,7 +36,7 @@ class LossSpikeRecovery:
         if not self.enabled or step <= self.begin_steps:
             return None
         if first_non_finite >= 0 and self._non_finite_is_spike:
-            return f"the loss became NaN or Inf at step {first_non_finite}"
+            return f"the loss or its gradient became NaN or Inf at step {first_non_finite}"
         if math.isfinite(mean_loss) and mean_loss > self.loss_upper_bound:
             return (f"the mean loss {mean_loss:.4g} of the loop ending at step {step} exceeds "
                     f"loss_upper_bound={self.loss_upper_bound:g}")

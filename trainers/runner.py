@@ -18,9 +18,11 @@ from absl import logging
 
 from trainers import checkpointing
 from trainers import distribution
+from trainers import model_dir_lock
 from trainers import optimization
 from trainers import preemption as preemption_lib
 from trainers import recovery as recovery_lib
+from trainers import storage
 from trainers.data import files as files_lib
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
@@ -63,6 +65,21 @@ def _dropout_generators(model):
     return generators
 
 
+def _checkpoint_in(path):
+    """`path` if it is a checkpoint prefix; else the newest checkpoint in folder `path` (its
+    state file's, or the newest ckpt-N); None if neither."""
+    if storage.index_exists(path):
+        return path
+    if not tf.io.gfile.isdir(path):
+        return None
+    state = tf.train.get_checkpoint_state(path)
+    if state and storage.index_exists(state.model_checkpoint_path):
+        return state.model_checkpoint_path
+    steps = [s for s, prefix in storage.checkpoint_steps(path).items()
+             if storage.index_exists(prefix)]
+    return os.path.join(path, f"ckpt-{max(steps)}") if steps else None
+
+
 class Runner:
     """One experiment in one model_dir; `run` below is the usual entry point."""
 
@@ -72,6 +89,7 @@ class Runner:
         self.trainer = experiment.trainer
         self.model_dir = model_dir
         runtime = experiment.runtime
+        storage.check_path("model_dir", model_dir)
         if self.trainer.num_accumulation_steps < 1:
             raise ValueError(f"num_accumulation_steps={self.trainer.num_accumulation_steps} "
                              "must be >= 1.")
@@ -106,6 +124,7 @@ class Runner:
                                               dropout_generators=_dropout_generators(self.model))
         self._train_iterator = None
         self._eval_loop = None
+        self._all_finite = None
         self._writers = {}
 
     # ----------------------------------------------------------------------------- helpers
@@ -130,7 +149,9 @@ class Runner:
     def _restore_or_initialize(self, latest):
         if latest:
             try:
-                self.checkpoint.restore(latest).assert_existing_objects_matched()
+                storage.retrying(
+                    lambda: self.checkpoint.restore(latest).assert_existing_objects_matched(),
+                    f"the checkpoint {latest}")
             except (ValueError, AssertionError) as e:
                 raise ValueError(
                     f"The checkpoint {latest} in model_dir does not fit this model: {e} "
@@ -142,10 +163,11 @@ class Runner:
 
     def load_init_checkpoint(self, path):
         """Model weights only (not optimizer state or step) from a checkpoint of the same model."""
-        resolved = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
-        if not resolved or not tf.io.gfile.glob(resolved + "*"):
-            raise FileNotFoundError(f"init_checkpoint {path!r} is not a checkpoint (no files "
-                                    "match it, and it is not a directory holding one).")
+        storage.check_path("init_checkpoint", path)
+        resolved = _checkpoint_in(path)
+        if not resolved:
+            raise FileNotFoundError(f"init_checkpoint {path!r} is not a checkpoint (no "
+                                    f"{path}.index, and it is not a directory holding one).")
         try:
             tf.train.Checkpoint(model=self.model).read(resolved).expect_partial() \
                 .assert_existing_objects_matched()
@@ -250,8 +272,11 @@ class Runner:
                 batches = next_batches
                 loss, gradient_norm = first_replica(loss), first_replica(gradient_norm)
                 step = self.inner_optimizer.iterations
-                first_non_finite = tf.where(
-                    (first_non_finite < 0) & ~tf.math.is_finite(loss), step, first_non_finite)
+                # The loss is computed before the update: a finite loss can come with an Inf
+                # gradient, whose update makes the weights NaN.
+                finite = tf.math.is_finite(loss) & tf.math.is_finite(gradient_norm)
+                first_non_finite = tf.where((first_non_finite < 0) & ~finite, step,
+                                            first_non_finite)
                 loss_sum += loss
             return loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite
 
@@ -312,7 +337,7 @@ class Runner:
         """
         if not self.is_chief:
             return self._train(eval_each_checkpoint)
-        with checkpointing.ModelDirLock(self.model_dir):
+        with model_dir_lock.ModelDirLock(self.model_dir):
             return self._train(eval_each_checkpoint)
 
     def _train(self, eval_each_checkpoint):
@@ -355,6 +380,7 @@ class Runner:
         def save(evaluate=eval_each_checkpoint):
             nonlocal last_save, results
             if last_save != self.step:
+                self._check_savable(checkpoints)
                 checkpoints.save()
                 last_save = self.step
                 if evaluate:
@@ -414,9 +440,28 @@ class Runner:
             return  # under fp16 the loss scale skips non-finite steps and shrinks itself
         last = checkpoints.latest or "none (no checkpoint was saved yet)"
         raise NonFiniteLossError(
-            f"The training loss became NaN or Inf at step {first_non_finite}. Nothing was saved "
-            f"after it; the last good checkpoint is {last}. Lower the learning rate or the "
-            "warmup's peak, check the data, or use --dtype=float16 for loss scaling.")
+            f"The training loss or its gradient became NaN or Inf at step {first_non_finite}. "
+            f"Nothing was saved after it; the last good checkpoint is {last}. Lower the "
+            "learning rate or the warmup's peak, check the data, or use --dtype=float16 for "
+            "loss scaling.")
+
+    def _check_savable(self, checkpoints):
+        """Refuses to save NaN or Inf weights or optimizer state: a checkpoint is what a
+        rollback, a resume and the error messages call good."""
+        if self._all_finite is None:
+            optimizer_variables = self.optimizer.variables
+            if callable(optimizer_variables):
+                optimizer_variables = optimizer_variables()
+            variables = [v for v in list(self.model.variables) + list(optimizer_variables)
+                         if v.dtype.is_floating]
+            self._all_finite = tf.function(lambda: tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
+        if not bool(self._all_finite()):
+            last = checkpoints.latest or "none (no checkpoint was saved yet)"
+            raise NonFiniteLossError(
+                f"At step {self.step} the weights or optimizer state hold NaN or Inf; nothing "
+                f"was saved. The last good checkpoint is {last}. Lower the learning rate or the "
+                "warmup's peak, or check the data.")
 
     def _log_train(self, loss, gradient_norm, examples_per_second):
         step = self.step
