@@ -70,6 +70,32 @@ def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(data
     assert max(np.abs(a[k] - b[k]).max() for k in a) > 1e-3
 
 
+def test_accumulation_under_xla_compiles_to_static_micro_batches_and_trains_the_same(
+        data_dir, tmp_path):
+    # TPUs, and --jit_compile, compile the step: each micro-batch must be a static shape, not a
+    # slice padded to the whole batch (k-fold compute, no memory saved).
+    big, _ = train(data_dir, tmp_path / "big", trainer={"train_batch_size": 32},
+                   runtime={"jit_compile": True})
+    experiment = bert_runs.experiment(
+        data_dir, trainer={"train_batch_size": 32, "num_accumulation_steps": 4},
+        runtime={"jit_compile": True})
+    accumulating = runner.Runner(BertPretrainingTask(experiment.task), experiment,
+                                 str(tmp_path / "acc"))
+    features = next(iter(accumulating._train_dataset()))
+    step = accumulating._train_step_fn()
+    compiled = tf.function(lambda batch: accumulating.strategy.run(step, (batch,)),
+                           jit_compile=True)
+    hlo = compiled.experimental_get_compiler_ir(features)(stage="hlo")
+    assert "[<=" not in hlo  # no dynamic (bounded) dimension anywhere
+    batch_pads = re.findall(r" pad\(.*padding=(?!0_0x)", hlo)
+    assert not batch_pads
+    # The micro-batch's 8 sequences of 32 tokens meet the 128-wide dense layers: [256, 128].
+    assert "f32[256,128]" in hlo and "f32[1024,128]" not in hlo
+    accumulated, _ = train(data_dir, tmp_path / "acc", trainer={
+        "train_batch_size": 32, "num_accumulation_steps": 4}, runtime={"jit_compile": True})
+    bert_runs.assert_same_weights(big, accumulated, rtol=1e-4, atol=2e-6)
+
+
 def test_train_and_eval_reports_the_bert_metrics_and_writes_summaries(data_dir, tmp_path):
     _, results = train(data_dir, tmp_path, mode="train_and_eval")
     assert set(results) == {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
@@ -281,3 +307,12 @@ def test_a_long_eval_reports_its_progress(data_dir, tmp_path, monkeypatch, caplo
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
     assert progress[:2] == [f"eval: 1/3 steps after {progress[0].split()[-2]} s",
                             f"eval: 2/3 steps after {progress[1].split()[-2]} s"]
+
+
+def test_workers_that_disagree_on_a_value_are_stopped_naming_it():
+    strategy = two_device_mirrored_strategy()
+    distribution.check_same_on_every_worker(strategy, "the step", lambda _: 4)
+    with pytest.raises(distribution.WorkersDisagreeError,
+                       match=r"The workers disagree on the step \(from 4 to 5\)"):
+        distribution.check_same_on_every_worker(
+            strategy, "the step", lambda context: 4 + context.replica_id_in_sync_group)

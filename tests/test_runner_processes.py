@@ -99,12 +99,18 @@ def free_ports(count):
     return ports
 
 
-def start_workers(config, model_dir, *extra, count=2, started=None):
-    """`count` MultiWorkerMirrored workers on localhost; only the first `started` launched."""
-    cluster = {"worker": [f"localhost:{port}" for port in free_ports(count)]}
+def start_workers(config, model_dir, *extra, count=2, started=None, chief=False):
+    """`count` MultiWorkerMirrored tasks on localhost (the first one a `chief` job's, as on
+    Vertex AI and Kubeflow, if `chief`); only the first `started` launched."""
+    ports = free_ports(count)
+    tasks = [("chief", 0)] if chief else []
+    tasks += [("worker", i) for i in range(count - len(tasks))]
+    cluster = {"worker": [f"localhost:{port}" for port in ports[1 if chief else 0:]]}
+    if chief:
+        cluster["chief"] = [f"localhost:{ports[0]}"]
     processes = []
-    for index in range(count if started is None else started):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    for task_type, index in tasks[:started]:
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
         processes.append(bert_runs.cli(
             f"--config_file={config}", f"--model_dir={model_dir}",
             "--distribution_strategy=multi_worker_mirrored", *extra,
@@ -112,8 +118,8 @@ def start_workers(config, model_dir, *extra, count=2, started=None):
     return processes, cluster
 
 
-def run_two_workers(config, model_dir, *extra):
-    processes, _ = start_workers(config, model_dir, *extra)
+def run_two_workers(config, model_dir, *extra, chief=False):
+    processes, _ = start_workers(config, model_dir, *extra, chief=chief)
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     for p, output in zip(processes, outputs):
         assert p.returncode == 0, output
@@ -217,3 +223,44 @@ def test_an_absent_peer_times_out_naming_it_and_sigterm_ends_the_wait(data_dir, 
     output = processes[0].communicate(timeout=30)[0]
     assert processes[0].returncode == 143, output
     assert "SIGTERM: stopped while waiting for cluster peers" in output
+
+
+def writer_pids(model_dir):
+    """The process ids in the names of the summary files (events.out.tfevents.T.HOST.PID...)."""
+    return {int(re.search(r"\.(\d+)\.\d+\.v2$", name).group(1)) for sub in ("train", "eval")
+            if os.path.isdir(os.path.join(model_dir, sub))
+            for name in os.listdir(os.path.join(model_dir, sub))}
+
+
+def test_a_chief_and_a_worker_have_one_writer_survive_sigterm_and_match_one_process(
+        one_file_dir, tmp_path):
+    config = bert_runs.write_config(
+        str(tmp_path / "config.yaml"), one_file_dir,
+        task={"train_data": {"shuffle_buffer_size": 1}},
+        # Enough steps that the notice (TensorFlow polls for it each second) arrives in time.
+        trainer={"num_train_steps": 40, "iterations_per_loop": 1,
+                 "save_checkpoints_steps": 100})  # only the preemption and the end save
+    single_dir = str(tmp_path / "single")
+    code, output = bert_runs.run_cli(f"--config_file={config}", f"--model_dir={single_dir}")
+    assert code == 0, output
+
+    workers_dir = str(tmp_path / "workers")
+    processes, _ = start_workers(config, workers_dir, chief=True)
+    chief = processes[0]
+    deadline = time.monotonic() + 240
+    while "step 2/40" not in (line := chief.stdout.readline()):
+        assert line and time.monotonic() < deadline, "the cluster did not start training"
+    chief.send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=240)[0] for p in processes]
+    assert [p.returncode for p in processes] == [143, 143], outputs
+    assert len(steps_of(workers_dir)) == 1
+    # The chief wrote the summaries; worker 0, whom our own guess took for a chief, none.
+    assert writer_pids(workers_dir) == {chief.pid}
+    assert not os.path.exists(os.path.join(workers_dir, "worker_tmp", "0", "checkpoint"))
+
+    processes, _ = start_workers(config, workers_dir, chief=True)
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert writer_pids(workers_dir) == {chief.pid, processes[0].pid}
+    bert_runs.assert_same_weights(tf.train.latest_checkpoint(workers_dir),
+                                  tf.train.latest_checkpoint(single_dir), rtol=1e-4, atol=2e-6)

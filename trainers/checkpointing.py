@@ -266,14 +266,11 @@ class ParamsRecord:
             if tf.io.gfile.exists(self.history_path):
                 with tf.io.gfile.GFile(self.history_path) as f:
                     history = f.read()
-            with tf.io.gfile.GFile(self.history_path, "w") as f:
-                f.write(history + yaml.safe_dump([entry], sort_keys=False))
+            storage.write_text(self.history_path, history + yaml.safe_dump([entry],
+                                                                           sort_keys=False))
             logging.info("Config changed since the last run (recorded in %s): %s",
                          self.history_path, ", ".join(changed))
-        temporary = self.path + ".tmp"
-        with tf.io.gfile.GFile(temporary, "w") as f:
-            f.write(config_lib.dump_yaml(experiment))
-        tf.io.gfile.rename(temporary, self.path, overwrite=True)
+        storage.write_text(self.path, config_lib.dump_yaml(experiment))
 
 
 class RunCheckpoints:

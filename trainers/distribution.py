@@ -86,13 +86,40 @@ def _tpu_strategy(tpu):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def is_chief(strategy):
-    """True on the worker that writes checkpoints' canonical copy, params.yaml and summaries."""
+def worker_count(strategy):
+    """Processes taking part in each step: 1 unless MultiWorkerMirrored over a cluster."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, ())) for job in ("chief", "worker"))
+
+
+def is_chief(strategy):
+    """True on the worker that writes checkpoints' canonical copy, params.yaml and summaries.
+
+    TensorFlow's answer: with a `chief` job in TF_CONFIG (Vertex AI, Kubeflow's TFJob) that is
+    the chief, not worker 0; without one, worker 0.
+    """
+    return strategy.extended.should_checkpoint
+
+
+class WorkersDisagreeError(RuntimeError):
+    """Workers of one cluster see different things where they must see the same."""
+
+
+def check_same_on_every_worker(strategy, what, local_value):
+    """Raises WorkersDisagreeError unless `local_value(replica_context)` (an integer) is the
+    same on every replica of the cluster. A collective: every worker must call it."""
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([local_value(context)], tf.int64))
+    everywhere = strategy.gather(values, axis=0).numpy()
+    low, high = int(everywhere.min()), int(everywhere.max())
+    if low != high:
+        raise WorkersDisagreeError(
+            f"The workers disagree on {what} (from {low} to {high}): they read the model_dir "
+            "differently, so training would diverge. Check that every worker sees the same "
+            "model_dir, then rerun.")
 
 
 def check_batch(name, global_batch_size, num_replicas, num_accumulation_steps=1):

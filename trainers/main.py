@@ -29,7 +29,8 @@ def run_from_flags(experiment, make_task, adjust=None):
         results = runner.run(make_task(experiment.task), experiment, model_dir, flags.FLAGS.mode)
     except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
             recovery.LossSpikeError, distribution.DeviceUnavailableError,
-            peers.ClusterStartupError, storage.StorageUnavailableError) as e:
+            peers.ClusterStartupError, storage.StorageUnavailableError,
+            distribution.WorkersDisagreeError) as e:
         cli.user_error(e)
     except peers.PeerWaitInterrupted as e:
         print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "

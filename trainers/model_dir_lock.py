@@ -129,9 +129,9 @@ class _Lease:
 
     def _write(self):
         self._renewals += 1
-        with tf.io.gfile.GFile(self.path, "w") as f:
-            f.write(f"{self._holder}\ntoken {self._token}\nrenewal {self._renewals} at "
-                    f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+        storage.write_text(self.path, f"{self._holder}\ntoken {self._token}\nrenewal "
+                           f"{self._renewals} at "
+                           f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
 
     def acquire(self):
         seen = self._read()

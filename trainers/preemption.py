@@ -16,6 +16,8 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.python.distribute.failure_handling import failure_handling_util
 
+from trainers import distribution
+
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers restart the job, which then resumes
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT (Ctrl-C), after saving like SIGTERM
 
@@ -27,14 +29,6 @@ def exit_code_for(signum):
 # TensorFlow disables its handler on these (its own warning says so).
 _UNSUPPORTED_PLATFORMS = (failure_handling_util.PlatformDevice.GCE_CPU,
                           failure_handling_util.PlatformDevice.GCE_TPU)
-
-
-def _worker_count(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return 1
-    jobs = resolver.cluster_spec().as_dict()
-    return sum(len(jobs.get(job, ())) for job in ("chief", "worker"))
 
 
 class Preemption:
@@ -62,7 +56,7 @@ class Preemption:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
                 pass
-        if _worker_count(self._strategy) > 1:
+        if distribution.worker_count(self._strategy) > 1:
             self._handler = self._cluster_handler()
         return self
 

@@ -44,6 +44,16 @@ def _dense(gradient):
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
+def _split_batch(tensor, parts, part_size):
+    """[parts * part_size, ...] -> [parts, part_size, ...], static shapes kept where known."""
+    inner = tensor.shape[1:]
+    if inner.is_fully_defined():
+        shape = [parts, part_size] + inner.as_list()
+    else:
+        shape = tf.concat([[parts, part_size], tf.shape(tensor)[1:]], 0)
+    return tf.reshape(tensor, shape)
+
+
 def _copy_to(device, batch):
     with tf.device(device):
         return tf.nest.map_structure(tf.identity, batch)
@@ -206,8 +216,14 @@ class Runner:
                 # variables.
                 loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
 
+            # [k * micro, ...] -> [k, micro, ...] once, then index by the loop counter: a slice
+            # t[i * micro:(i + 1) * micro] has a size XLA cannot prove, and it compiles each
+            # micro-batch padded to the whole batch (k-fold compute, no memory saved).
+            micro_batches = tf.nest.map_structure(
+                lambda t: _split_batch(t, accumulation, micro), features)
+
             def micro_batch(i):
-                return tf.nest.map_structure(lambda t: t[i * micro:(i + 1) * micro], features)
+                return tf.nest.map_structure(lambda t: t[i], micro_batches)
 
             loss, gradients = loss_and_gradients(micro_batch(0))
             # Variables the loss does not reach (e.g. an unused pooler) get no update at all.
@@ -359,6 +375,10 @@ class Runner:
             trainer.keep_checkpoint_max, num_pipelines, pipeline_id,
             worker_id=None if self.is_chief else self.strategy.cluster_resolver.task_id)
         latest = checkpoints.resume_from
+        if distribution.worker_count(self.strategy) > 1:
+            resume_step = checkpointing.step_of(latest) if latest else 0
+            distribution.check_same_on_every_worker(
+                self.strategy, "the checkpoint step to resume from", lambda _: resume_step)
         self._restore_or_initialize(latest)
         checkpoints.restore_data_position(self.step)
         if self.step >= trainer.num_train_steps:
@@ -517,8 +537,8 @@ class Runner:
                 tf.summary.scalar(name, value)
         if self.is_chief:
             tf.io.gfile.makedirs(self.model_dir)
-            with tf.io.gfile.GFile(os.path.join(self.model_dir, "eval_results.json"), "w") as f:
-                json.dump({"step": step, **results}, f, indent=2)
+            storage.write_text(os.path.join(self.model_dir, "eval_results.json"),
+                               json.dumps({"step": step, **results}, indent=2))
         return results
 
     def _make_eval_loop(self):

@@ -92,3 +92,12 @@ def checkpoint_files(directory, step):
 
 def index_exists(prefix):
     return tf.io.gfile.exists(prefix + ".index")
+
+
+def write_text(path, text):
+    """Replaces the file at `path` whole: written beside it, then renamed over it, so a reader
+    never sees half of it (and ram://, whose "w" appends, gets a replacement too)."""
+    temporary = f"{path}.partial"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)

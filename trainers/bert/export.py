@@ -86,22 +86,60 @@ class EncoderModule(tf.Module):
                 "pooled_output": outputs["pooled_output"]}
 
 
+def _normalized(path):
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
+def _check_output_dir(model_dir, output_dir):
+    """Refuses an output_dir that is, or holds, the model_dir: replacing it would delete the
+    run it is exported from."""
+    model, output = _normalized(model_dir), _normalized(output_dir)
+    if model == output or model.startswith(output.rstrip("/") + "/"):
+        relation = "is" if model == output else "contains"
+        raise ValueError(f"--output_dir {output_dir} {relation} the --model_dir {model_dir}; "
+                         "replacing it would delete the training run. Choose an --output_dir "
+                         "outside the model_dir.")
+
+
 def export(model_dir, output_dir, vocab_file="", overwrite=False):
-    """Writes the export (see the module docstring); returns the checkpoint it was made from."""
+    """Writes the export (see the module docstring); returns the checkpoint it was made from.
+
+    The export is built in a sibling folder and swapped in only when whole, so a failed export
+    leaves a previous one as it was.
+    """
+    _check_output_dir(model_dir, output_dir)
     experiment = _experiment(model_dir)
     latest = checkpointing.newest_whole_checkpoint(model_dir, 0, move_broken=False)
     if latest is None:
         raise FileNotFoundError(f"No checkpoint in {model_dir} to export; train first.")
     vocab = vocab_file or _vocab_path(experiment.task.train_data)
-    if tf.io.gfile.exists(output_dir) and tf.io.gfile.listdir(output_dir):
-        if not overwrite:
-            raise ValueError(f"{output_dir} is not empty; pass --overwrite to replace its "
-                             "contents, or choose another --output_dir.")
-        tf.io.gfile.rmtree(output_dir)
-    tf.io.gfile.makedirs(output_dir)
+    replacing = tf.io.gfile.exists(output_dir) and bool(tf.io.gfile.listdir(output_dir))
+    if replacing and not overwrite:
+        raise ValueError(f"{output_dir} is not empty; pass --overwrite to replace its "
+                         "contents, or choose another --output_dir.")
+    parent, name = os.path.split(output_dir.rstrip("/"))
+    partial = os.path.join(parent, f".{name}.partial-{os.getpid()}")
+    if tf.io.gfile.exists(partial):
+        tf.io.gfile.rmtree(partial)
+    tf.io.gfile.makedirs(partial)
+    try:
+        _write_export(experiment, latest, vocab, partial)
+    except BaseException:
+        tf.io.gfile.rmtree(partial)
+        raise
+    if tf.io.gfile.exists(output_dir):
+        previous = os.path.join(parent, f".{name}.previous-{os.getpid()}")
+        tf.io.gfile.rename(output_dir, previous, overwrite=True)
+        tf.io.gfile.rename(partial, output_dir)
+        tf.io.gfile.rmtree(previous)
+    else:
+        tf.io.gfile.rename(partial, output_dir)
+    return latest
 
+
+def _write_export(experiment, checkpoint, vocab, output_dir):
     model = BertPretrainingTask(experiment.task).build_model()
-    tf.train.Checkpoint(model=model).read(latest).expect_partial() \
+    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial() \
         .assert_existing_objects_matched()
     head = next(h for h in model.classification_heads if h.name == "next_sentence")
     model.encoder_network.pooler_layer.set_weights(head.dense.get_weights())
@@ -114,7 +152,6 @@ def export(model_dir, output_dir, vocab_file="", overwrite=False):
     module = EncoderModule(model.encoder_network)
     tf.saved_model.save(module, os.path.join(output_dir, SAVED_MODEL_DIR),
                         signatures={"serving_default": module.serve})
-    return latest
 
 
 def main(argv):

@@ -1,0 +1,307 @@
+"""Storage that misbehaves: transient read errors, non-finite state, retention across resumes,
+remote (ram://) model_dirs and their lease, exports that must not destroy, glob characters."""
+
+import errno
+import os
+import re
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import bert_runs
+from trainers import checkpointing, model_dir_lock, recovery, runner, storage
+from trainers.bert import export
+from trainers.bert.task import BertPretrainingTask
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return bert_runs.make_data(str(tmp_path_factory.mktemp("storage")))
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries_and_leases(monkeypatch):
+    monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0, 0, 0))
+    monkeypatch.setattr(model_dir_lock, "LEASE_RENEW_SECONDS", 0.05)
+    monkeypatch.setattr(model_dir_lock, "LEASE_STALE_SECONDS", 0.5)
+
+
+def train(data_dir, model_dir, steps=4, task_class=BertPretrainingTask, task_args=(),
+          **sections):
+    sections.setdefault("trainer", {})
+    sections["trainer"] = dict({"num_train_steps": steps}, **sections["trainer"])
+    experiment = bert_runs.experiment(data_dir, **sections)
+    runner.run(task_class(experiment.task, *task_args), experiment, str(model_dir), "train")
+
+
+def listing(directory):
+    return sorted(os.path.relpath(os.path.join(root, name), directory)
+                  for root, _, names in os.walk(directory) for name in names
+                  if name != "run.lock")
+
+
+def failing_restore(monkeypatch, failures):
+    """tf.raw_ops.RestoreV2 raising UnavailableError on its first `failures` calls."""
+    real, calls = tf.raw_ops.RestoreV2, []
+
+    def restore(**kwargs):
+        calls.append(kwargs["prefix"])
+        if len(calls) <= failures:
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real(**kwargs)
+
+    monkeypatch.setattr(tf.raw_ops, "RestoreV2", restore)
+    return calls
+
+
+# ------------------------------------------------------------------- transient is not broken
+def test_one_transient_read_error_leaves_the_newest_checkpoint_and_resumes_from_it(
+        data_dir, tmp_path, monkeypatch, capfd, caplog):
+    train(data_dir, tmp_path, steps=4)
+    calls = failing_restore(monkeypatch, failures=1)
+    capfd.readouterr()
+    caplog.set_level("INFO")
+    train(data_dir, tmp_path, steps=6)
+    assert calls[0].endswith("ckpt-4")  # the failed read was of the newest checkpoint
+    assert "Skipping checkpoint" not in capfd.readouterr().err
+    assert not (tmp_path / checkpointing.BROKEN_DIR).exists()
+    assert f"Resumed from {tmp_path}/ckpt-4 at step 4." in caplog.messages
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2, 4, 6]
+
+
+def test_persistent_transient_errors_stop_the_run_naming_them_and_move_nothing(
+        data_dir, tmp_path, monkeypatch):
+    train(data_dir, tmp_path, steps=4)
+    before = listing(tmp_path)
+    failing_restore(monkeypatch, failures=10 ** 6)
+    with pytest.raises(storage.StorageUnavailableError,
+                       match=r"Reading the checkpoint .*ckpt-4 failed 4 times over 0 s with "
+                             r"UnavailableError \(injected: storage did not answer\)\. This is "
+                             r"not damage, so nothing was moved"):
+        train(data_dir, tmp_path, steps=6)
+    assert listing(tmp_path) == before
+
+
+def test_damage_is_still_skipped_at_once(data_dir, tmp_path, monkeypatch):
+    train(data_dir, tmp_path, steps=4)
+    (tmp_path / "ckpt-4.index").write_bytes(b"not an index")
+    calls = failing_restore(monkeypatch, failures=0)
+    train(data_dir, tmp_path, steps=4)
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2, 4]  # ckpt-4 remade
+    assert "ckpt-4.index" in os.listdir(tmp_path / checkpointing.BROKEN_DIR)
+    assert calls  # the damaged index was not retried: reading went on to ckpt-2
+
+
+# ------------------------------------------------------------- no poisoned "last good" save
+@tf.custom_gradient
+def _scale_gradient(value, scale):
+    return tf.identity(value), lambda upstream: (upstream * scale, tf.zeros_like(scale))
+
+
+class InfGradientTask(BertPretrainingTask):
+    """Training batch number `bad` (from 0) gets an Inf gradient and a finite loss."""
+
+    def __init__(self, task_config, bad):
+        super().__init__(task_config)
+        self.bad = bad
+
+    def input_fn(self, mode, global_batch_size, input_context, seed=None):
+        dataset = super().input_fn(mode, global_batch_size, input_context, seed)
+        if mode != "train":
+            return dataset
+
+        def mark(index, features):
+            scale = tf.where(index == self.bad, float("inf"), 1.0)
+            return dict(features, gradient_scale=tf.fill(
+                [tf.shape(features["masked_lm_ids"])[0]], scale))
+
+        return dataset.enumerate().map(mark)
+
+    def loss_sums(self, features, outputs):
+        scale = tf.reduce_max(features["gradient_scale"])
+        return {k: _scale_gradient(v, scale)
+                for k, v in super().loss_sums(features, outputs).items()}
+
+
+def all_saved_values_finite(model_dir):
+    for prefix in checkpointing.checkpoint_steps(str(model_dir)).values():
+        for name, value in bert_runs.model_weights(prefix).items():
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                return False
+    return True
+
+
+def test_an_inf_gradient_with_a_finite_loss_on_a_loops_last_step_is_never_saved(
+        data_dir, tmp_path):
+    # Batch 3 is step 4's, the last of the loop of steps 3-4, which ends with a save.
+    with pytest.raises(runner.NonFiniteLossError,
+                       match=r"became NaN or Inf at step 4\. Nothing was saved after it; the "
+                             r"last good checkpoint is .*ckpt-2\."):
+        train(data_dir, tmp_path, steps=8, task_class=InfGradientTask, task_args=(3,))
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2]
+    assert all_saved_values_finite(tmp_path)
+
+
+def test_spike_recovery_rolls_back_past_an_inf_gradient_to_a_finite_checkpoint(
+        data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=8, task_class=InfGradientTask, task_args=(3,),
+          trainer={"recovery_max_trials": 1})
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path)))[-1] == 8
+    assert all_saved_values_finite(tmp_path)
+
+
+def test_non_finite_weights_are_never_saved(data_dir, tmp_path, monkeypatch):
+    real_log = runner.Runner._log_train
+
+    def poisoning_log(self, *args):
+        if self.step == 4:  # as a NaN update that the loop's checks missed would
+            variable = self.model.trainable_variables[0]
+            variable.assign(tf.fill(variable.shape, float("nan")))
+        return real_log(self, *args)
+
+    monkeypatch.setattr(runner.Runner, "_log_train", poisoning_log)
+    with pytest.raises(runner.NonFiniteLossError, match=r"At step 4 the weights or optimizer "
+                                                        r"state hold NaN or Inf; nothing was "
+                                                        r"saved\. The last good checkpoint is "
+                                                        r".*ckpt-2\."):
+        train(data_dir, tmp_path, steps=6)
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2]
+
+
+# -------------------------------------------------------------- nothing leaks across resumes
+def test_retention_stays_at_keep_checkpoint_max_however_often_a_run_resumes(data_dir, tmp_path):
+    trainer = {"keep_checkpoint_max": 2, "iterations_per_loop": 2, "save_checkpoints_steps": 2}
+    for resumes in range(6):
+        train(data_dir, tmp_path, steps=4 + 2 * resumes, trainer=trainer)
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [12, 14]
+    data_dir_0 = checkpointing.data_position_dir(str(tmp_path), 0)
+    assert sorted(checkpointing.checkpoint_steps(data_dir_0)) == [12, 14]
+    state = tf.train.get_checkpoint_state(str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in state.all_model_checkpoint_paths] == ["ckpt-12",
+                                                                               "ckpt-14"]
+
+
+# ---------------------------------------------------------------------- remote model_dirs
+def test_a_run_with_a_remote_model_dir_resumes_and_writes_nothing_locally(
+        data_dir, tmp_path, monkeypatch):
+    local_dir = tmp_path / "local"
+    train(data_dir, local_dir, steps=4)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    remote_dir = "ram://storage_test/run"
+    train(data_dir, remote_dir, steps=2)
+    train(data_dir, remote_dir, steps=4)  # resumes from ram://.../ckpt-2
+    assert sorted(checkpointing.checkpoint_steps(remote_dir)) == [2, 4]
+    bert_runs.assert_same_weights(f"{remote_dir}/ckpt-4", str(local_dir / "ckpt-4"))
+    assert tf.io.gfile.exists(f"{remote_dir}/params.yaml")
+    assert not tf.io.gfile.exists(f"{remote_dir}/{model_dir_lock.LEASE_FILE}")  # released
+    assert os.listdir(workdir) == []
+
+
+def _hold_lease(model_dir):
+    """A live holder in a thread: takes the lease, renews it, releases it when told."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with model_dir_lock.ModelDirLock(model_dir):
+            taken.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert taken.wait(30)
+    return release, thread
+
+
+def test_a_second_run_on_a_remote_model_dir_with_a_live_lease_is_refused(data_dir):
+    model_dir = "ram://storage_test/leased"
+    release, thread = _hold_lease(model_dir)
+    try:
+        with pytest.raises(ValueError, match=rf"model_dir {re.escape(model_dir)} is in use by "
+                                             rf"pid {os.getpid()} on .*its lease .* is being "
+                                             r"renewed"):
+            train(data_dir, model_dir, steps=2)
+        assert not checkpointing.checkpoint_steps(model_dir)
+    finally:
+        release.set()
+        thread.join()
+    train(data_dir, model_dir, steps=2)  # released: the next run goes ahead
+
+
+def test_a_stale_lease_of_a_killed_run_is_taken_over():
+    model_dir = "ram://storage_test/stale"
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(f"{model_dir}/{model_dir_lock.LEASE_FILE}", "w") as f:
+        f.write("pid 1 on elsewhere since 2026-01-01T00:00:00\ntoken dead\nrenewal 7\n")
+    with model_dir_lock.ModelDirLock(model_dir):
+        with tf.io.gfile.GFile(f"{model_dir}/{model_dir_lock.LEASE_FILE}") as f:
+            assert f.read().startswith(f"pid {os.getpid()} on ")
+
+
+def test_a_local_lock_that_the_filesystem_cannot_take_is_named_as_such(tmp_path, monkeypatch):
+    import fcntl
+
+    def flock(*_):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with pytest.raises(ValueError, match=rf"model_dir {re.escape(str(tmp_path))} cannot be "
+                                         r"locked \(No locks available: its filesystem does not "
+                                         r"support file locks"):
+        with model_dir_lock.ModelDirLock(str(tmp_path)):
+            pass
+
+
+# -------------------------------------------------------------------- export never destroys
+@pytest.fixture(scope="module")
+def trained_dir(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_safety")
+    train(data_dir, root / "run", steps=2)
+    return root
+
+
+@pytest.mark.parametrize("where", ["the model_dir", "its parent"])
+def test_export_refuses_an_output_dir_holding_the_model_dir(trained_dir, where):
+    model_dir = str(trained_dir / "run")
+    output_dir = model_dir if where == "the model_dir" else str(trained_dir)
+    before = listing(trained_dir)
+    with pytest.raises(ValueError, match=r"--output_dir .* (is|contains) the --model_dir"):
+        export.export(model_dir, output_dir, overwrite=True)
+    assert listing(trained_dir) == before
+
+
+def test_a_failed_export_leaves_the_previous_export_whole(trained_dir, tmp_path, monkeypatch):
+    model_dir, output_dir = str(trained_dir / "run"), str(tmp_path / "exported")
+    export.export(model_dir, output_dir)
+    before = listing(output_dir)
+
+    def fail(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "injected: disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", fail)
+    with pytest.raises(tf.errors.ResourceExhaustedError):
+        export.export(model_dir, output_dir, overwrite=True)
+    assert listing(output_dir) == before
+    assert sorted(os.listdir(tmp_path)) == ["exported"]  # no temporary folder left behind
+    monkeypatch.undo()
+    export.export(model_dir, output_dir, overwrite=True)  # and a good one replaces it
+    assert listing(output_dir) == before
+
+
+# ------------------------------------------------------------------------ glob characters
+def test_a_model_dir_with_glob_characters_is_refused_before_anything_is_written(
+        data_dir, tmp_path):
+    model_dir = tmp_path / "run[1]"
+    with pytest.raises(ValueError, match=r"model_dir '.*run\[1\]' contains \[: TensorFlow reads "
+                                         r"checkpoint paths as glob patterns"):
+        train(data_dir, model_dir, steps=2)
+    assert not model_dir.exists()
+
+
+def test_an_init_checkpoint_with_glob_characters_is_refused(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"init_checkpoint '.*w\*' contains \*"):
+        train(data_dir, tmp_path / "run", steps=2,
+              trainer={"init_checkpoint": str(tmp_path / "w*")})
