@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import bert_runs
+from tests import bert_runs, compiled
 from tests.conftest import two_device_mirrored_strategy
 from trainers import distribution, recovery, runner
 from trainers.bert.task import BertPretrainingTask
@@ -79,13 +79,8 @@ def test_accumulation_under_xla_compiles_to_static_micro_batches_and_trains_the_
     experiment = bert_runs.experiment(
         data_dir, trainer={"train_batch_size": 32, "num_accumulation_steps": 4},
         runtime={"jit_compile": True})
-    accumulating = runner.Runner(BertPretrainingTask(experiment.task), experiment,
-                                 str(tmp_path / "acc"))
-    features = next(iter(accumulating._train_dataset()))
-    step = accumulating._train_step_fn()
-    compiled = tf.function(lambda batch: accumulating.strategy.run(step, (batch,)),
-                           jit_compile=True)
-    hlo = compiled.experimental_get_compiler_ir(features)(stage="hlo")
+    hlo, _ = compiled.train_step_hlo(runner.Runner(BertPretrainingTask(experiment.task),
+                                                   experiment, str(tmp_path / "acc")))
     assert "[<=" not in hlo  # no dynamic (bounded) dimension anywhere
     batch_pads = re.findall(r" pad\(.*padding=(?!0_0x)", hlo)
     assert not batch_pads
@@ -316,3 +311,19 @@ def test_workers_that_disagree_on_a_value_are_stopped_naming_it():
                        match=r"The workers disagree on the step \(from 4 to 5\)"):
         distribution.check_same_on_every_worker(
             strategy, "the step", lambda context: 4 + context.replica_id_in_sync_group)
+
+
+def test_resuming_on_another_cluster_shape_is_refused_before_anything_is_written(
+        data_dir, tmp_path):
+    train(data_dir, tmp_path, tf.distribute.OneDeviceStrategy("/cpu:0"),
+          trainer={"num_train_steps": 2})
+    params = (tmp_path / "params.yaml").read_text()
+    assert "cluster:\n  workers: 1\n  replicas: 1\n" in params
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match=r"were written by 1 worker\(s\) with 1 replica\(s\) in "
+                                         r"all; this run has 1 worker\(s\) with 2 replica\(s\) "
+                                         r"in all\. .*--init_checkpoint"):
+        train(data_dir, tmp_path, two_device_mirrored_strategy(),
+              trainer={"num_train_steps": 4})
+    assert sorted(os.listdir(tmp_path)) == before
+    assert (tmp_path / "params.yaml").read_text() == params

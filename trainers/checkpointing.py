@@ -31,6 +31,7 @@ BROKEN_DIR = "broken_checkpoints"
 DATA_POSITION_DIR = "train_data"
 PARAMS_FILE = "params.yaml"
 PARAMS_HISTORY_FILE = "params_history.yaml"
+CLUSTER_KEY = "cluster"  # params.yaml's record of the shape that wrote the checkpoints
 _VERIFY_BYTES = 256 << 20  # tensors read per RestoreV2 call while verifying
 # What TensorFlow's checkpoint reader says (with no error code) of an index that is not one.
 _DAMAGED_INDEX = re.compile(r"sstable|too short|corrupt|Unable to (read|open)|checksum|"
@@ -221,7 +222,7 @@ class ParamsRecord:
         self.path = os.path.join(model_dir, PARAMS_FILE)
         self.history_path = os.path.join(model_dir, PARAMS_HISTORY_FILE)
 
-    def previous(self):
+    def _load(self):
         if not tf.io.gfile.exists(self.path):
             return None
         with tf.io.gfile.GFile(self.path) as f:
@@ -229,6 +230,34 @@ class ParamsRecord:
                 return yaml.safe_load(f.read()) or {}
             except yaml.YAMLError:
                 return None
+
+    def previous(self):
+        """The recorded experiment config (without the cluster's shape), or None."""
+        recorded = self._load()
+        if recorded is not None:
+            recorded.pop(CLUSTER_KEY, None)
+        return recorded
+
+    def previous_cluster(self):
+        """{"workers": N, "replicas": R} the checkpoints were written by, if recorded."""
+        return (self._load() or {}).get(CLUSTER_KEY)
+
+    def check_same_cluster(self, cluster):
+        """Refuses to resume on another cluster shape: each worker's saved data position
+        belongs to the shards and per-replica batches of the shape that wrote it."""
+        before = self.previous_cluster()
+        if before is None or before == cluster:
+            return
+
+        def shape(c):
+            return f"{c['workers']} worker(s) with {c['replicas']} replica(s) in all"
+
+        raise ValueError(
+            f"The checkpoints in {os.path.dirname(self.path)} were written by {shape(before)}; "
+            f"this run has {shape(cluster)}. The saved positions in the training data belong "
+            "to the old shape, so this run would read other records. Resume on the old shape, "
+            "or pass another --model_dir with --init_checkpoint set to this one to go on from "
+            "its weights (the optimizer state and data position start anew).")
 
     def changes(self, experiment):
         """{dotted key: (old, new)} between params.yaml and `experiment`."""
@@ -255,8 +284,9 @@ class ParamsRecord:
                 "from these weights).")
         return changed
 
-    def write(self, experiment, step):
-        """Records the config in force; changes against the previous one go to the history."""
+    def write(self, experiment, step, cluster):
+        """Records the config in force and the cluster's shape; changes against the previous
+        config go to the history."""
         changed = self.changes(experiment)
         if changed and tf.io.gfile.exists(self.path):
             entry = {"step": step,
@@ -270,7 +300,8 @@ class ParamsRecord:
                                                                            sort_keys=False))
             logging.info("Config changed since the last run (recorded in %s): %s",
                          self.history_path, ", ".join(changed))
-        storage.write_text(self.path, config_lib.dump_yaml(experiment))
+        storage.write_text(self.path, config_lib.dump_yaml(experiment) +
+                           yaml.safe_dump({CLUSTER_KEY: cluster}, sort_keys=False))
 
 
 class RunCheckpoints:

@@ -360,8 +360,11 @@ class Runner:
         trainer = self.trainer
         results = None
         params = checkpointing.ParamsRecord(self.model_dir)
+        cluster = {"workers": distribution.worker_count(self.strategy),
+                   "replicas": self.num_replicas}
         if checkpointing.checkpoint_steps(self.model_dir):
             params.check_compatible(self.experiment)
+            params.check_same_cluster(cluster)
         if self.is_chief:
             checkpointing.remove_interrupted_writes(self.model_dir)
         self.task.validate_inputs("train")
@@ -388,7 +391,7 @@ class Runner:
                   f"{trainer.num_train_steps} in {self.model_dir}.")
             return results
         if self.is_chief:
-            params.write(self.experiment, self.step)
+            params.write(self.experiment, self.step, cluster)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
