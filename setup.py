@@ -17,7 +17,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["lamb_tf", "lamb_tf.*", "trainers", "trainers.*"]),
+    packages=find_packages(include=["lamb_tf", "lamb_tf.*", "trainers", "trainers.*"]) +
+    ["trainers.configs"],
+    # The recipes ship inside the wheel as trainers/configs/, from the one copy in configs/.
+    package_dir={"trainers.configs": "configs"},
+    package_data={"trainers.configs": ["*/*.yaml"]},
     # The optimizers need TensorFlow and its Keras 3 only. TensorFlow 2.20 accepts any
     # keras >= 3.10, but lamb_tf.Lamb overrides private Keras hooks
     # (tests/test_private_apis.py): keras is held to the minor release the tests ran on.

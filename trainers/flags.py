@@ -11,6 +11,7 @@ from absl import flags
 
 from trainers import config as config_lib
 from trainers import distribution
+from trainers import recipes
 from trainers import runner
 
 # flag name -> (config path, absl definer, help)
@@ -46,7 +47,8 @@ _CONFIG_FLAGS = {
 
 
 def define_flags(flag_values=flags.FLAGS):
-    flags.DEFINE_multi_string("config_file", [], "YAML config file(s), applied in order.",
+    flags.DEFINE_multi_string("config_file", [], "YAML config file(s), applied in order: a "
+                              "path, or a packaged recipe's name (e.g. tiny_wiki_lamb).",
                               flag_values=flag_values)
     flags.DEFINE_string("params_override", "", "Overrides such as "
                         "`trainer.train_batch_size=64,optimizer.name=lars`.",
@@ -68,8 +70,10 @@ def define_flags(flag_values=flags.FLAGS):
 def resolve(experiment, flag_values=None):
     """The experiment config after config files, overrides and explicit flags."""
     flag_values = flag_values or flags.FLAGS
+    task = type(experiment).__module__.split(".")[1]  # trainers.<task>.config
     for path in flag_values.config_file:
         try:
+            path = recipes.resolve(path, task)
             config_lib.merge(experiment, config_lib.load_yaml(path))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None

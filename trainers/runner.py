@@ -24,9 +24,11 @@ from trainers import preemption as preemption_lib
 from trainers import recovery as recovery_lib
 from trainers import storage
 from trainers.data import files as files_lib
+from lamb_tf import noise_scale
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
 EVAL_REPORT_SECONDS = 10.0
+NOISE_SCALE_DECAY = 0.99  # per update, for each of the two noise-scale estimates
 
 
 class NonFiniteLossError(RuntimeError):
@@ -112,6 +114,18 @@ class Runner:
         self.micro_batch_size = distribution.check_batch(
             "train_batch_size", self.trainer.train_batch_size, self.num_replicas,
             self.trainer.num_accumulation_steps)
+        # The gradient noise scale needs gradients at two batch sizes: several replicas or
+        # micro-batches give them; with one of each, noise_scale_split_batch cuts each batch.
+        self.noise_scale_split = (2 if self.trainer.noise_scale_split_batch and
+                                  self.num_replicas * self.trainer.num_accumulation_steps == 1
+                                  else 1)
+        if self.micro_batch_size % self.noise_scale_split:
+            raise ValueError(f"train_batch_size={self.trainer.train_batch_size} is odd: "
+                             "trainer.noise_scale_split_batch cuts each batch in two equal "
+                             "halves; use an even batch size.")
+        self.measures_noise_scale = (
+            self.num_replicas * self.trainer.num_accumulation_steps * self.noise_scale_split > 1)
+        self.noise_scale = noise_scale.SmoothedEstimates(NOISE_SCALE_DECAY)
         distribution.check_batch("eval_batch_size", self.trainer.eval_batch_size,
                                  self.num_replicas)
         _set_precision(runtime.dtype)
@@ -190,9 +204,12 @@ class Runner:
     def _train_step_fn(self):
         """The per-replica update: accumulate micro-batch gradients locally, reduce once."""
         task, model, optimizer = self.task, self.model, self.optimizer
-        accumulation = self.trainer.num_accumulation_steps
-        micro = self.micro_batch_size
+        accumulation = self.trainer.num_accumulation_steps * self.noise_scale_split
+        micro = self.micro_batch_size // self.noise_scale_split
         variables = model.trainable_variables
+        measure = self.measures_noise_scale
+        global_batch = self.trainer.train_batch_size
+        small_gradients = self.num_replicas * accumulation
 
         def replica_step(features):
             context = tf.distribute.get_replica_context()
@@ -225,28 +242,55 @@ class Runner:
             def micro_batch(i):
                 return tf.nest.map_structure(lambda t: t[i], micro_batches)
 
+            def small_sq_norm(gradients):
+                return noise_scale.squared_norm(gradients) if measure else tf.constant(0.0)
+
             loss, gradients = loss_and_gradients(micro_batch(0))
             # Variables the loss does not reach (e.g. an unused pooler) get no update at all.
             used = [g is not None for g in gradients]
             gradients = [_dense(g) for g in gradients if g is not None]
+            small_sq_sum = small_sq_norm(gradients)
             if accumulation > 1:
-                def body(i, loss_sum, gradient_sums):
+                def body(i, loss_sum, gradient_sums, small_sq_sum):
                     loss, more = loss_and_gradients(micro_batch(i))
                     more = [_dense(g) for g, u in zip(more, used) if u]
-                    return i + 1, loss_sum + loss, [s + g for s, g in zip(gradient_sums, more)]
+                    return (i + 1, loss_sum + loss, [s + g for s, g in zip(gradient_sums, more)],
+                            small_sq_sum + small_sq_norm(more))
 
-                _, loss, gradients = tf.while_loop(
-                    lambda i, *_: i < accumulation, body, (tf.constant(1), loss, gradients))
+                _, loss, gradients, small_sq_sum = tf.while_loop(
+                    lambda i, *_: i < accumulation, body,
+                    (tf.constant(1), loss, gradients, small_sq_sum))
             updated = [v for v, u in zip(variables, used) if u]
             gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
             loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss)
             if self.loss_scaling:
                 gradients = optimizer.get_unscaled_gradients(gradients)
             gradient_norm = tf.linalg.global_norm(gradients)
+            estimates = self._noise_scale_estimates(
+                context, small_sq_sum, small_gradients, micro, gradient_norm, global_batch)
             optimizer.apply_gradients(zip(gradients, updated), skip_gradients_aggregation=True)
-            return loss, gradient_norm
+            return loss, gradient_norm, estimates
 
         return replica_step
+
+    def _noise_scale_estimates(self, context, small_sq_sum, count, small_batch, gradient_norm,
+                               big_batch):
+        """(|G|^2, tr(Sigma)) of this update from the `count` micro-batch gradients of
+        `small_batch` examples and the all-reduced one of `big_batch`; zeros if not measured.
+
+        Each micro-batch gradient is normalized by the whole global batch (so that they sum to
+        the update's); times big/small it is that micro-batch's mean gradient. For per-example
+        losses that is exact; for BERT's masked-LM loss, normalized by masked tokens, it is the
+        mean over tokens of a micro-batch up to its share of them.
+        """
+        if not self.measures_noise_scale:
+            return tf.constant(0.0), tf.constant(0.0)
+        small_sq_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, small_sq_sum)
+        if self.loss_scaling:
+            small_sq_sum /= tf.square(tf.cast(self.optimizer.loss_scale, tf.float32))
+        scale = big_batch / small_batch
+        return noise_scale.unbiased_estimates(small_sq_sum / count * scale ** 2, small_batch,
+                                              tf.square(gradient_norm), big_batch)
 
     def _make_train_loop(self):
         replica_step = self._train_step_fn()
@@ -275,6 +319,8 @@ class Runner:
             loss_sum = tf.constant(0.0)
             gradient_norm = tf.constant(0.0)
             first_non_finite = tf.constant(-1, tf.int64)
+            # Sums of the noise-scale estimates over the loop's finite updates, and their count.
+            estimate_sums = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
             batches = read_batches(iterator)
             for i in tf.range(num_steps):
                 features = strategy.experimental_distribute_values_from_function(
@@ -284,9 +330,10 @@ class Runner:
                 # iterator stands exactly after the batches trained on.
                 next_batches = tf.cond(i + 1 < num_steps, lambda: read_batches(iterator),
                                        lambda: batches)
-                loss, gradient_norm = strategy.run(replica_step, args=(features,))
+                loss, gradient_norm, estimates = strategy.run(replica_step, args=(features,))
                 batches = next_batches
                 loss, gradient_norm = first_replica(loss), first_replica(gradient_norm)
+                estimates = [first_replica(e) for e in estimates]
                 step = self.inner_optimizer.iterations
                 # The loss is computed before the update: a finite loss can come with an Inf
                 # gradient, whose update makes the weights NaN.
@@ -294,7 +341,12 @@ class Runner:
                 first_non_finite = tf.where((first_non_finite < 0) & ~finite, step,
                                             first_non_finite)
                 loss_sum += loss
-            return loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite
+                counted = finite & tf.reduce_all(tf.math.is_finite(tf.stack(estimates)))
+                estimate_sums = tuple(
+                    total + tf.where(counted, value, 0.0)
+                    for total, value in zip(estimate_sums, estimates + [tf.constant(1.0)]))
+            return (loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite,
+                    estimate_sums)
 
         return train_loop
 
@@ -422,7 +474,7 @@ class Runner:
                 num_steps = min(trainer.iterations_per_loop, trainer.num_train_steps - start_step)
                 started = time.monotonic()
                 with files_lib.naming_corrupt_file(train_files):
-                    loss, gradient_norm, first_non_finite = train_loop(
+                    loss, gradient_norm, first_non_finite, estimate_sums = train_loop(
                         self._train_iterator, tf.constant(num_steps))
                 loss = float(loss)
                 seconds = time.monotonic() - started
@@ -431,6 +483,7 @@ class Runner:
                     last_save = self._roll_back(spike, recovery, checkpoints.latest)
                     continue
                 self._check_finite(int(first_non_finite), checkpoints)
+                self._add_noise_scale(estimate_sums)
                 # The first loop after a start includes tracing: no throughput figure for it.
                 examples_per_second = (None if start_step == first_step else
                                        num_steps * trainer.train_batch_size / seconds)
@@ -486,20 +539,33 @@ class Runner:
                 f"was saved. The last good checkpoint is {last}. Lower the learning rate or the "
                 "warmup's peak, or check the data.")
 
+    def _add_noise_scale(self, estimate_sums):
+        gradient_sq_norm, trace_sigma, updates = (float(v) for v in estimate_sums)
+        if updates and self.measures_noise_scale:
+            self.noise_scale.add(gradient_sq_norm / updates, trace_sigma / updates,
+                                 int(updates))
+
     def _log_train(self, loss, gradient_norm, examples_per_second):
         step = self.step
         learning_rate = float(tf.convert_to_tensor(self.inner_optimizer.learning_rate))
         throughput = ("(first loop: tracing included)" if examples_per_second is None
                       else f"{examples_per_second:.1f} examples/s")
-        logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3g  %s",
+        noise = (f"  B_simple {self.noise_scale.b_simple:.3g}" if self.noise_scale.ready
+                 else "")
+        logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3g%s  %s",
                      step, self.trainer.num_train_steps, loss, learning_rate, gradient_norm,
-                     throughput)
+                     noise, throughput)
         with self._writer("train").as_default(step=step):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("learning_rate", learning_rate)
             tf.summary.scalar("gradient_norm", gradient_norm)
             if examples_per_second is not None:
                 tf.summary.scalar("examples_per_second", examples_per_second)
+            if self.noise_scale.ready:
+                tf.summary.scalar("noise_scale/b_simple", self.noise_scale.b_simple)
+                tf.summary.scalar("noise_scale/gradient_sq_norm",
+                                  self.noise_scale.gradient_sq_norm)
+                tf.summary.scalar("noise_scale/trace_sigma", self.noise_scale.trace_sigma)
             if self.loss_scaling:
                 tf.summary.scalar("loss_scale",
                                   float(tf.convert_to_tensor(self.optimizer.loss_scale)))

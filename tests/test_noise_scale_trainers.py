@@ -1,0 +1,141 @@
+"""The trainers' gradient noise scale: unbiased against linear least squares' closed form
+(tests/noise_reference.py) wherever the runner finds gradients at two batch sizes, and written
+to TensorBoard in a real BERT run."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from tests import bert_runs, noise_reference
+from tests.conftest import two_device_mirrored_strategy
+from tests.test_runner import scalars
+from trainers import config as config_lib
+from trainers import runner, task as task_lib
+from trainers.bert.config import BertExperimentConfig
+from trainers.bert.task import BertPretrainingTask
+
+BATCH, SMALL, STEPS = 64, 32, 256
+
+
+class LinearInputs:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def train_dataset(self, global_batch_size, input_context=None, seed=None):
+        per_replica = (input_context.get_per_replica_batch_size(global_batch_size)
+                       if input_context else global_batch_size)
+        return (tf.data.Dataset.from_tensor_slices({"x": self.x, "y": self.y})
+                .shuffle(len(self.x), seed=seed).repeat()
+                .batch(per_replica, drop_remainder=True))
+
+    def eval_dataset(self, global_batch_size, input_context=None):
+        return self.train_dataset(global_batch_size, input_context).take(1)
+
+    def eval_steps(self, global_batch_size):
+        return 1
+
+
+class LinearTask(task_lib.Task):
+    """Least squares, loss (x.w - y)^2 per example, at the fixed weights `w`."""
+
+    def __init__(self, x, y, w):
+        self.inputs_ = LinearInputs(x, y)
+        self.w = w
+
+    def build_model(self):
+        model = tf_keras.Sequential([tf_keras.layers.Dense(1, use_bias=False,
+                                                           input_shape=(self.w.shape[0],))])
+        model.layers[0].set_weights([self.w])
+        return model
+
+    def weight_decay_exclusions(self):
+        return []
+
+    def inputs(self, mode):
+        return self.inputs_
+
+    def model_inputs(self, features):
+        return features["x"]
+
+    def loss_normalizers(self, features):
+        return {"squared_error": tf.cast(tf.shape(features["y"])[0], tf.float32)}
+
+    def loss_sums(self, features, outputs):
+        return {"squared_error": tf.reduce_sum(tf.square(outputs - features["y"]))}
+
+    def build_metrics(self):
+        return []
+
+    def update_metrics(self, metrics, features, outputs):
+        pass
+
+
+def linear_experiment(**trainer):
+    # Learning rate 0: the weights, and so |G|^2 and tr(Sigma), stay where they were.
+    return config_lib.merge(BertExperimentConfig(), {
+        "trainer": {"train_batch_size": BATCH, "num_train_steps": STEPS,
+                    "iterations_per_loop": 32, "save_checkpoints_steps": 10 ** 6, **trainer},
+        "optimizer": {"name": "momentum", "learning_rate": 0.0, "num_warmup_steps": 0},
+    })
+
+
+LAYOUTS = {
+    "two micro-batches": (dict(num_accumulation_steps=2), None),
+    "one batch split in two": (dict(noise_scale_split_batch=True), None),
+    "two replicas": ({}, two_device_mirrored_strategy),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_runners_estimates_are_unbiased_against_the_closed_form(layout, tmp_path):
+    trainer, make_strategy = LAYOUTS[layout]
+    x, y, w = noise_reference.problem()
+    experiment = linear_experiment(**trainer)
+    trained = runner.Runner(LinearTask(x, y, w), experiment, str(tmp_path),
+                            strategy=make_strategy() if make_strategy else None)
+    trained.train()
+    np.testing.assert_allclose(trained.model.layers[0].get_weights()[0], w)
+    gradients = noise_reference.per_example_gradients(x, y, w)
+    g2, trace = noise_reference.exact_expectations(gradients, SMALL, BATCH)
+    sd_g2, sd_trace = noise_reference.estimate_spread(gradients, SMALL, BATCH)
+    # An exponential average of decay d over many updates has the variance of a mean of
+    # (1 + d) / (1 - d) of them.
+    decay = runner.NOISE_SCALE_DECAY
+    effective = (1 + decay) / (1 - decay)
+    measured = trained.noise_scale
+    assert abs(measured.gradient_sq_norm - g2) <= 4 * sd_g2 / math.sqrt(effective), (
+        measured.gradient_sq_norm, g2)
+    assert abs(measured.trace_sigma - trace) <= 4 * sd_trace / math.sqrt(effective), (
+        measured.trace_sigma, trace)
+
+
+def test_one_replica_without_accumulation_or_split_measures_nothing(tmp_path):
+    x, y, w = noise_reference.problem(num_examples=256)
+    trained = runner.Runner(LinearTask(x, y, w), linear_experiment(num_train_steps=4),
+                            str(tmp_path))
+    trained.train()
+    assert not trained.noise_scale.ready
+
+
+def test_an_odd_batch_cannot_be_split_and_says_so(tmp_path):
+    x, y, w = noise_reference.problem(num_examples=256)
+    with pytest.raises(ValueError, match=r"train_batch_size=63 is odd: "
+                                         r"trainer\.noise_scale_split_batch cuts"):
+        runner.Runner(LinearTask(x, y, w), linear_experiment(
+            train_batch_size=63, noise_scale_split_batch=True), str(tmp_path))
+
+
+def test_a_bert_run_writes_the_noise_scale_to_tensorboard(tmp_path_factory):
+    data_dir = bert_runs.make_data(str(tmp_path_factory.mktemp("noise_bert")))
+    experiment = bert_runs.experiment(data_dir, trainer={"num_accumulation_steps": 2})
+    model_dir = str(tmp_path_factory.mktemp("noise_bert_run"))
+    runner.run(BertPretrainingTask(experiment.task), experiment, model_dir)
+    b_simple = scalars(model_dir, "noise_scale/b_simple")
+    assert [step for step, _ in b_simple] == [2, 4]
+    g2 = dict(scalars(model_dir, "noise_scale/gradient_sq_norm"))
+    trace = dict(scalars(model_dir, "noise_scale/trace_sigma"))
+    for step, value in b_simple:
+        assert value == pytest.approx(trace[step] / g2[step], rel=1e-5)
