@@ -84,7 +84,7 @@ def linear_experiment(**trainer):
 
 LAYOUTS = {
     "two micro-batches": (dict(num_accumulation_steps=2), None),
-    "one batch split in two": (dict(noise_scale_split_batch=True), None),
+    "one batch split in two": (dict(noise_scale="split"), None),
     "two replicas": ({}, two_device_mirrored_strategy),
 }
 
@@ -112,9 +112,11 @@ def test_the_runners_estimates_are_unbiased_against_the_closed_form(layout, tmp_
         measured.trace_sigma, trace)
 
 
-def test_one_replica_without_accumulation_or_split_measures_nothing(tmp_path):
+@pytest.mark.parametrize("trainer", [{}, {"num_accumulation_steps": 2,
+                                      "noise_scale": "disabled"}])
+def test_nothing_is_measured_off_or_without_two_batch_sizes(tmp_path, trainer):
     x, y, w = noise_reference.problem(num_examples=256)
-    trained = runner.Runner(LinearTask(x, y, w), linear_experiment(num_train_steps=4),
+    trained = runner.Runner(LinearTask(x, y, w), linear_experiment(num_train_steps=4, **trainer),
                             str(tmp_path))
     trained.train()
     assert not trained.noise_scale.ready
@@ -123,9 +125,13 @@ def test_one_replica_without_accumulation_or_split_measures_nothing(tmp_path):
 def test_an_odd_batch_cannot_be_split_and_says_so(tmp_path):
     x, y, w = noise_reference.problem(num_examples=256)
     with pytest.raises(ValueError, match=r"train_batch_size=63 is odd: "
-                                         r"trainer\.noise_scale_split_batch cuts"):
+                                         r"trainer\.noise_scale=split cuts"):
         runner.Runner(LinearTask(x, y, w), linear_experiment(
-            train_batch_size=63, noise_scale_split_batch=True), str(tmp_path))
+            train_batch_size=63, noise_scale="split"), str(tmp_path))
+    with pytest.raises(ValueError, match=r"trainer\.noise_scale='always'; choose one of "
+                                         r"\['auto', 'split', 'disabled'\]"):
+        runner.Runner(LinearTask(x, y, w), linear_experiment(noise_scale="always"),
+                      str(tmp_path))
 
 
 def test_a_bert_run_writes_the_noise_scale_to_tensorboard(tmp_path_factory):

@@ -46,6 +46,10 @@ def venv_python(tmp_path_factory):
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")],
          cwd=root)
     python = str(root / "venv" / "bin" / "python")
+    wheel = glob.glob(str(root / "dist" / "*.whl"))[0]
+    # Forced: the machine's own lamb_tf (editable, a clone's) would otherwise count as there.
+    _run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--force-reinstall",
+          wheel], cwd=root)
     _run([python, "-m", "pip", "install", "-q", "--no-index", "--find-links",
           str(root / "dist"), "lamb_tf[demo]"], cwd=root)
     return python, root

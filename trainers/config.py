@@ -45,10 +45,11 @@ class TrainerConfig:
     loss_upper_bound: float = 1e6
     recovery_begin_steps: int = 0       # no recovery before this step
     # The gradient noise scale B_simple (McCandlish et al. 2018; noise_scale/* in TensorBoard,
-    # B_simple in the log) is measured wherever an update has gradients at two batch sizes
-    # (several replicas or micro-batches). With one of each, this cuts every batch in two
-    # micro-batches to measure it: the same examples and the same update, two passes.
-    noise_scale_split_batch: bool = False
+    # B_simple in the log): "auto" measures it wherever an update has gradients at two batch
+    # sizes (several replicas or micro-batches); "split" also with one of each, by cutting each
+    # batch in two micro-batches (the same examples and update, in two passes); "disabled"
+    # never.
+    noise_scale: str = "auto"
 
 
 # One section per optimizer: each holds every argument of that optimizer and nothing else, so

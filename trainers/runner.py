@@ -29,6 +29,7 @@ from lamb_tf import noise_scale
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
 EVAL_REPORT_SECONDS = 10.0
 NOISE_SCALE_DECAY = 0.99  # per update, for each of the two noise-scale estimates
+NOISE_SCALE_MODES = ("auto", "split", "disabled")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,16 +116,19 @@ class Runner:
             "train_batch_size", self.trainer.train_batch_size, self.num_replicas,
             self.trainer.num_accumulation_steps)
         # The gradient noise scale needs gradients at two batch sizes: several replicas or
-        # micro-batches give them; with one of each, noise_scale_split_batch cuts each batch.
-        self.noise_scale_split = (2 if self.trainer.noise_scale_split_batch and
-                                  self.num_replicas * self.trainer.num_accumulation_steps == 1
-                                  else 1)
+        # micro-batches give them; with one of each, noise_scale=split cuts each batch.
+        mode = self.trainer.noise_scale
+        if mode not in NOISE_SCALE_MODES:
+            raise ValueError(f"trainer.noise_scale={mode!r}; choose one of "
+                             f"{list(NOISE_SCALE_MODES)}.")
+        small_batches = self.num_replicas * self.trainer.num_accumulation_steps
+        self.noise_scale_split = 2 if mode == "split" and small_batches == 1 else 1
         if self.micro_batch_size % self.noise_scale_split:
             raise ValueError(f"train_batch_size={self.trainer.train_batch_size} is odd: "
-                             "trainer.noise_scale_split_batch cuts each batch in two equal "
-                             "halves; use an even batch size.")
-        self.measures_noise_scale = (
-            self.num_replicas * self.trainer.num_accumulation_steps * self.noise_scale_split > 1)
+                             "trainer.noise_scale=split cuts each batch in two equal halves; "
+                             "use an even batch size.")
+        self.measures_noise_scale = (mode != "disabled" and
+                                     small_batches * self.noise_scale_split > 1)
         self.noise_scale = noise_scale.SmoothedEstimates(NOISE_SCALE_DECAY)
         distribution.check_batch("eval_batch_size", self.trainer.eval_batch_size,
                                  self.num_replicas)

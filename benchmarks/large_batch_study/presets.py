@@ -67,3 +67,53 @@ PRESETS = {
                      options=(("size", "mini"), ("max_seq_length", 128))),
     ), {"fashion_cnn": 60000.0, "bert": 2500.0}),
 }
+
+
+# ------------------------------------------------------------------------- steps to target
+@dataclasses.dataclass(frozen=True)
+class TargetPlan:
+    """The steps-to-target protocol of one workload (Shallue et al., JMLR 2019): for every
+    optimizer and batch, the fewest updates to first reach `target` on the validation metric,
+    each cell searched with the same grid; every optimizer gets exactly this protocol."""
+    workload: str
+    batches: Tuple[int, ...]         # global batch sizes, ascending (powers of two)
+    target: float                    # validation metric to reach (fashion_cnn: accuracy)
+    cap_examples: int                # a run stops after this many examples if not at target
+    eval_examples: int               # examples between two checks of the validation metric
+    grid_size: int
+    grid_factor: float
+    initial_centres: Dict[str, float]
+    warmup_fraction: float = 0.05    # of the cap's updates, linear; the rate is then constant
+    min_cap_updates: int = 200       # the largest batches still get this many updates
+    max_widenings: int = 3
+    seeds: Tuple[int, ...] = (0, 1)  # first: the grid; the rest: the best rate of each cell
+    options: Tuple[Tuple[str, object], ...] = ()
+
+    def cap_updates(self, batch):
+        every = self.eval_every(batch)
+        updates = max(self.min_cap_updates, self.cap_examples // batch)
+        return -(-updates // every) * every  # whole evaluation intervals
+
+    def eval_every(self, batch):
+        return max(1, self.eval_examples // batch)
+
+    def warmup_updates(self, batch):
+        return int(round(self.warmup_fraction * self.cap_updates(batch)))
+
+
+TARGET_PRESETS = {
+    # The steps-to-target plumbing in a few minutes.
+    "quick": Preset("quick", (
+        TargetPlan("fashion_cnn", (32, 128), target=0.70, cap_examples=128 * 60,
+                   eval_examples=1024, grid_size=2, grid_factor=4.0,
+                   initial_centres=FASHION_CENTRES, min_cap_updates=20, max_widenings=1),
+    ), {"fashion_cnn": 8000.0}),
+    # Fashion-MNIST at Shallue et al.'s target, 10% validation error, over 64x of batch (16 to
+    # 1,024); a run stops at the target or after 20 epochs (1.1M examples), the validation
+    # accuracy checked every 5,500 examples (a tenth of an epoch).
+    "cpu": Preset("cpu", (
+        TargetPlan("fashion_cnn", (16, 32, 64, 128, 256, 512, 1024), target=0.90,
+                   cap_examples=1_100_000, eval_examples=5_500, grid_size=5, grid_factor=2.0,
+                   initial_centres=FASHION_CENTRES),
+    ), {"fashion_cnn": 10000.0}),
+}

@@ -1,4 +1,7 @@
-"""results.csv: one row per finished run, appended and flushed as each run ends."""
+"""The studies' CSV files: one row per finished run, appended and flushed as each run ends.
+
+results.csv holds the fixed-budget study's `RunRecord`s, targets.csv the steps-to-target
+study's `TargetRecord`s."""
 
 import csv
 import dataclasses
@@ -27,8 +30,38 @@ class RunRecord:
                        self.seed)
 
 
+@dataclasses.dataclass
+class TargetRecord:
+    """One run of the steps-to-target study: trained until the validation metric first reached
+    `target` (checked every `eval_every` updates) or `cap_updates` passed."""
+    workload: str
+    optimizer: str
+    batch: int
+    peak_lr: float
+    seed: int
+    target: float
+    cap_updates: int
+    eval_every: int
+    warmup_updates: int
+    updates_to_target: int   # -1: not reached within the cap
+    best_validation: float   # the best validation metric seen
+    updates_trained: int
+    b_simple: float          # gradient noise scale at the run's end (nan: not measured)
+    wall_seconds: float
+    examples_per_sec: float
+    finite: bool
+
+    @property
+    def reached(self):
+        return self.updates_to_target >= 0
+
+    @property
+    def key(self):
+        return target_key(self.workload, self.optimizer, self.batch, self.peak_lr, self.target,
+                          self.cap_updates, self.seed)
+
+
 FIELDS = [field.name for field in dataclasses.fields(RunRecord)]
-_TYPES = {field.name: field.type for field in dataclasses.fields(RunRecord)}
 
 
 def run_key(workload, optimizer, batch, peak_lr, examples, seed):
@@ -36,34 +69,40 @@ def run_key(workload, optimizer, batch, peak_lr, examples, seed):
     return (workload, optimizer, int(batch), f"{float(peak_lr):.5g}", int(examples), int(seed))
 
 
-def _parse(row):
+def target_key(workload, optimizer, batch, peak_lr, target, cap_updates, seed):
+    return (workload, optimizer, int(batch), f"{float(peak_lr):.5g}", f"{float(target):.5g}",
+            int(cap_updates), int(seed))
+
+
+def _parse(row, record_type):
     values = {}
-    for name in FIELDS:
-        kind = _TYPES[name]
-        if kind is bool:
-            values[name] = row[name] == "True"
+    for field in dataclasses.fields(record_type):
+        if field.type is bool:
+            values[field.name] = row[field.name] == "True"
         else:
-            values[name] = kind(row[name])
-    return RunRecord(**values)
+            values[field.name] = field.type(row[field.name])
+    return record_type(**values)
 
 
 class ResultsFile:
-    """The study's memory: what ran is read back, and new rows are appended one at a time."""
+    """A study's memory: what ran is read back, and new rows are appended one at a time."""
 
-    def __init__(self, path):
+    def __init__(self, path, record_type=RunRecord):
         self.path = path
+        self.record_type = record_type
+        self.fields = [field.name for field in dataclasses.fields(record_type)]
         self.records = {}
         if os.path.exists(path):
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
-                if reader.fieldnames != FIELDS:
+                if reader.fieldnames != self.fields:
                     raise ValueError(
-                        f"{path} has columns {reader.fieldnames}, not this study's {FIELDS}. "
-                        "Move it away or pass another --output_dir.")
+                        f"{path} has columns {reader.fieldnames}, not this study's "
+                        f"{self.fields}. Move it away or pass another --output_dir.")
                 rows = list(reader)
             for index, row in enumerate(rows):
                 try:
-                    record = _parse(row)
+                    record = _parse(row, record_type)
                 except (TypeError, ValueError):
                     if index != len(rows) - 1:
                         raise ValueError(f"{path}: row {index + 2} is damaged: {row}") from None
@@ -76,7 +115,7 @@ class ResultsFile:
     def _rewrite(self):
         temporary = self.path + ".tmp"
         with open(temporary, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer = csv.DictWriter(f, fieldnames=self.fields)
             writer.writeheader()
             for record in self.records.values():
                 writer.writerow(dataclasses.asdict(record))
@@ -88,7 +127,7 @@ class ResultsFile:
     def add(self, record):
         new_file = not os.path.exists(self.path)
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer = csv.DictWriter(f, fieldnames=self.fields)
             if new_file:
                 writer.writeheader()
             writer.writerow(dataclasses.asdict(record))

@@ -15,9 +15,12 @@ import numpy as np
 import tensorflow as tf
 
 import lamb_tf
+from lamb_tf import noise_scale
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 VALIDATION_IMAGES = 5000  # the last 5,000 training images choose the rate; test is reported
+# B_simple at a run's end: 20 batches of 1,024 training images, each cut in two halves.
+NOISE_SCALE_BATCH, NOISE_SCALE_BATCHES = 1024, 20
 
 
 @dataclasses.dataclass
@@ -133,6 +136,78 @@ class FashionCnn:
 
         return Outcome(metric=accuracy("test"), selection_metric=accuracy("validation"),
                        examples_per_sec=throughput.examples_per_sec(), finite=finite)
+
+    def run_to_target(self, optimizer, batch, peak_lr, cap_updates, warmup_updates, eval_every,
+                      target, seed):
+        """Trains at `peak_lr` (after a linear warmup, constant) until the validation accuracy
+        first reaches `target`, checked every `eval_every` updates, or `cap_updates` pass;
+        then measures the gradient noise scale at the weights it stopped at."""
+        data = self._load()
+        keras.utils.set_random_seed(seed)
+        model = self.build_model(data["train"][0].shape[1:])
+        schedule = lamb_tf.WarmupPolynomialDecay(
+            peak_learning_rate=peak_lr, total_steps=cap_updates, warmup_steps=warmup_updates,
+            end_learning_rate=peak_lr)
+        per_call = math.gcd(eval_every, max(1, 4096 // batch))
+        model.compile(optimizer=keras3_optimizer(optimizer, schedule),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=True, steps_per_execution=per_call)
+        train = (tf.data.Dataset.from_tensor_slices(data["train"])
+                 .shuffle(len(data["train"][0]), seed=seed, reshuffle_each_iteration=True)
+                 .repeat().batch(batch, drop_remainder=True).prefetch(4))
+        validation_x, validation_y = data["validation"]
+
+        def validation_accuracy():
+            logits = model.predict(validation_x, batch_size=1000, verbose=0)
+            return float(np.mean(np.argmax(logits, axis=1) == validation_y))
+
+        stop = StopAtTarget(validation_accuracy, target, eval_every)
+        throughput = TrainingThroughput(batch)
+        model.fit(train, steps_per_epoch=eval_every, epochs=cap_updates // eval_every,
+                  verbose=0, shuffle=False, callbacks=[throughput, stop])
+        b_simple = float("nan")
+        if stop.finite:
+            measured = noise_scale.measure(
+                model, tf.data.Dataset.from_tensor_slices(data["train"])
+                .shuffle(len(data["train"][0]), seed=seed + 1).batch(NOISE_SCALE_BATCH)
+                .take(NOISE_SCALE_BATCHES), num_parts=2)
+            b_simple = measured["b_simple"]
+        return TargetOutcome(updates_to_target=stop.updates_to_target, best_validation=stop.best,
+                             updates_trained=stop.updates, b_simple=b_simple,
+                             examples_per_sec=throughput.examples_per_sec(),
+                             finite=stop.finite)
+
+
+@dataclasses.dataclass
+class TargetOutcome:
+    updates_to_target: int   # -1: not reached
+    best_validation: float
+    updates_trained: int
+    b_simple: float
+    examples_per_sec: float
+    finite: bool
+
+
+class StopAtTarget(keras.callbacks.Callback):
+    """After each `fit` epoch (`eval_every` updates): the validation accuracy, and a stop once
+    it first reaches the target (or the loss is no longer finite)."""
+
+    def __init__(self, accuracy, target, eval_every):
+        super().__init__()
+        self.accuracy, self.target, self.eval_every = accuracy, target, eval_every
+        self.updates_to_target, self.best, self.updates, self.finite = -1, 0.0, 0, True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.updates = (epoch + 1) * self.eval_every
+        if not np.isfinite((logs or {}).get("loss", 0.0)):
+            self.finite = False
+            self.model.stop_training = True
+            return
+        accuracy = self.accuracy()
+        self.best = max(self.best, accuracy)
+        if accuracy >= self.target:
+            self.updates_to_target = self.updates
+            self.model.stop_training = True
 
 
 class Bert:

@@ -1,0 +1,143 @@
+"""targets.md and targets.png of the steps-to-target study: updates to target against batch
+(log-log) with perfect scaling, B_simple, and what each optimizer keeps without tuning."""
+
+import math
+import statistics
+
+from benchmarks.large_batch_study import presets
+
+
+def cells(plan, records):
+    """{(optimizer, batch): {"best": rate, "updates": [per seed], "no_tuning": updates}}."""
+    mine = [r for r in records if r.workload == plan.workload and r.target == plan.target]
+    found = {}
+    smallest = plan.batches[0]
+    for optimizer in presets.OPTIMIZERS:
+        small_best = _best_rate(mine, optimizer, smallest, plan.seeds[0])
+        for batch in plan.batches:
+            best = _best_rate(mine, optimizer, batch, plan.seeds[0])
+            if best is None:
+                continue
+            updates = [r.updates_to_target if r.reached else math.inf for r in mine
+                       if r.optimizer == optimizer and r.batch == batch
+                       and f"{r.peak_lr:.5g}" == f"{best:.5g}"]
+            no_tuning = None
+            if small_best is not None:
+                centre = small_best * math.sqrt(batch / smallest)
+                for r in mine:
+                    if (r.optimizer, r.batch, r.seed) == (optimizer, batch, plan.seeds[0]) and \
+                            f"{r.peak_lr:.5g}" == f"{centre:.5g}":
+                        no_tuning = r.updates_to_target if r.reached else math.inf
+            found[optimizer, batch] = {"best": best, "updates": updates, "no_tuning": no_tuning}
+    return found
+
+
+def _best_rate(records, optimizer, batch, seed):
+    runs = [r for r in records if (r.optimizer, r.batch, r.seed) == (optimizer, batch, seed)
+            and r.reached]
+    if not runs:
+        return None
+    return min(runs, key=lambda r: (r.updates_to_target, r.peak_lr)).peak_lr
+
+
+def _mean(updates):
+    return math.inf if not updates or any(math.isinf(u) for u in updates) \
+        else statistics.mean(updates)
+
+
+def largest_batch_within(plan, found, optimizer, factor=2.0):
+    """The largest batch whose updates stay within `factor` of perfect scaling from the
+    smallest batch (updates x batch constant), with every smaller batch within it too."""
+    smallest = plan.batches[0]
+    base = found.get((optimizer, smallest))
+    if base is None or math.isinf(_mean(base["updates"])):
+        return None
+    examples = _mean(base["updates"]) * smallest
+    largest = smallest
+    for batch in plan.batches[1:]:
+        cell = found.get((optimizer, batch))
+        if cell is None or _mean(cell["updates"]) > factor * examples / batch:
+            break
+        largest = batch
+    return largest
+
+
+def b_simple_at_smallest(plan, records):
+    """Median B_simple at the end of the smallest batch's runs that reached the target."""
+    values = [r.b_simple for r in records if r.workload == plan.workload
+              and r.batch == plan.batches[0] and r.reached and math.isfinite(r.b_simple)]
+    return statistics.median(values) if values else None
+
+
+def markdown(preset, records):
+    lines = [f"# Steps to target, preset {preset.name}\n"]
+    for plan in preset.plans:
+        found = cells(plan, records)
+        mine = [r for r in records if r.workload == plan.workload]
+        lines.append(f"## {plan.workload}: updates to {100 * plan.target:.0f}% validation "
+                     f"accuracy ({len(mine)} runs)\n")
+        lines.append("Best rate's updates (mean of seeds; each in brackets; `-`: not reached "
+                     "by any rate of the grid within the cap):\n")
+        lines.append("| optimizer | " + " | ".join(str(b) for b in plan.batches) + " |")
+        lines.append("|---|" + "---:|" * len(plan.batches))
+        for optimizer in presets.OPTIMIZERS:
+            row = []
+            for batch in plan.batches:
+                cell = found.get((optimizer, batch))
+                if cell is None:
+                    row.append("-")
+                    continue
+                shown = "/".join("-" if math.isinf(u) else str(u) for u in cell["updates"])
+                mean = _mean(cell["updates"])
+                row.append(f"{'-' if math.isinf(mean) else f'{mean:.0f}'} ({shown}) "
+                           f"@ {cell['best']:.3g}")
+            lines.append(f"| {optimizer} | " + " | ".join(row) + " |")
+        lines.append("")
+        b_simple = b_simple_at_smallest(plan, records)
+        lines.append(f"B_simple at the end of the smallest batch's runs (median): "
+                     f"{'n/a' if b_simple is None else f'{b_simple:.0f}'}\n")
+        for optimizer in presets.OPTIMIZERS:
+            largest = largest_batch_within(plan, found, optimizer)
+            no_tuning = [f"{b}: {'-' if found[optimizer, b]['no_tuning'] in (None, math.inf) else found[optimizer, b]['no_tuning']}"
+                         for b in plan.batches if (optimizer, b) in found]
+            lines.append(f"- {optimizer}: largest batch within 2x of perfect scaling: "
+                         f"{largest if largest else 'n/a'}; with no tuning (square-root rule "
+                         f"from the smallest batch's best rate), updates: {', '.join(no_tuning)}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(preset, records, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(1, len(preset.plans), figsize=(6 * len(preset.plans), 4.5),
+                                   squeeze=False)
+    for axis, plan in zip(axes[0], preset.plans):
+        found = cells(plan, records)
+        bases = []
+        for optimizer in presets.OPTIMIZERS:
+            points = [(b, _mean(found[optimizer, b]["updates"])) for b in plan.batches
+                      if (optimizer, b) in found and math.isfinite(_mean(found[optimizer, b]
+                                                                         ["updates"]))]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=optimizer)
+                if points[0][0] == plan.batches[0]:
+                    bases.append(points[0][1] * points[0][0])
+        if bases:
+            examples = min(bases)
+            axis.plot(plan.batches, [examples / b for b in plan.batches], "k--", linewidth=1,
+                      label="perfect scaling")
+        b_simple = b_simple_at_smallest(plan, records)
+        if b_simple:
+            axis.axvline(b_simple, color="grey", linestyle=":", label=f"B_simple {b_simple:.0f}")
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("global batch")
+        axis.set_ylabel(f"updates to {100 * plan.target:.0f}% validation accuracy")
+        axis.set_title(plan.workload)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
