@@ -169,8 +169,8 @@ def test_cli_rejects_an_unknown_config_key_with_a_suggestion(data_dir, tmp_path)
             "'trainer'. Did you mean 'train_batch_size'?") in output
 
 
-def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_resumes(
-        one_file_dir, tmp_path):
+def preemption_run(one_file_dir, tmp_path):
+    """(config, model_dir of the one-process run) of the 40-step preemption tests."""
     config = bert_runs.write_config(
         str(tmp_path / "config.yaml"), one_file_dir,
         task={"train_data": {"shuffle_buffer_size": 1}},
@@ -180,16 +180,26 @@ def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_resumes(
     single_dir = str(tmp_path / "single")
     code, output = bert_runs.run_cli(f"--config_file={config}", f"--model_dir={single_dir}")
     assert code == 0, output
+    return config, single_dir
 
+
+def sigterm_after_step(processes, signalled, step):
+    """SIGTERM to processes[signalled] once it logs `step`; every process's output."""
+    deadline = time.monotonic() + 240
+    while f"step {step}/40" not in (line := processes[signalled].stdout.readline()):
+        assert line and time.monotonic() < deadline, "the cluster did not start training"
+    processes[signalled].send_signal(signal.SIGTERM)
+    return [p.communicate(timeout=240)[0] for p in processes]
+
+
+def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_resumes(
+        one_file_dir, tmp_path):
+    config, single_dir = preemption_run(one_file_dir, tmp_path)
     rng = random.Random()
     signalled, after_step = rng.randrange(2), rng.randrange(1, 4)
     workers_dir = str(tmp_path / "workers")
     processes, _ = start_workers(config, workers_dir)
-    deadline = time.monotonic() + 240
-    while f"step {after_step}/40" not in (line := processes[signalled].stdout.readline()):
-        assert line and time.monotonic() < deadline, "the workers did not start training"
-    processes[signalled].send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=240)[0] for p in processes]
+    outputs = sigterm_after_step(processes, signalled, after_step)
     context = f"SIGTERM to worker {signalled} after step {after_step}"
     assert [p.returncode for p in processes] == [143, 143], (context, outputs)
     saved = [re.search(r"checkpoint saved at step (\d+)", o) for o in outputs]
@@ -234,24 +244,11 @@ def writer_pids(model_dir):
 
 def test_a_chief_and_a_worker_have_one_writer_survive_sigterm_and_match_one_process(
         one_file_dir, tmp_path):
-    config = bert_runs.write_config(
-        str(tmp_path / "config.yaml"), one_file_dir,
-        task={"train_data": {"shuffle_buffer_size": 1}},
-        # Enough steps that the notice (TensorFlow polls for it each second) arrives in time.
-        trainer={"num_train_steps": 40, "iterations_per_loop": 1,
-                 "save_checkpoints_steps": 100})  # only the preemption and the end save
-    single_dir = str(tmp_path / "single")
-    code, output = bert_runs.run_cli(f"--config_file={config}", f"--model_dir={single_dir}")
-    assert code == 0, output
-
+    config, single_dir = preemption_run(one_file_dir, tmp_path)
     workers_dir = str(tmp_path / "workers")
     processes, _ = start_workers(config, workers_dir, chief=True)
     chief = processes[0]
-    deadline = time.monotonic() + 240
-    while "step 2/40" not in (line := chief.stdout.readline()):
-        assert line and time.monotonic() < deadline, "the cluster did not start training"
-    chief.send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=240)[0] for p in processes]
+    outputs = sigterm_after_step(processes, 0, 2)
     assert [p.returncode for p in processes] == [143, 143], outputs
     assert len(steps_of(workers_dir)) == 1
     # The chief wrote the summaries; worker 0, whom our own guess took for a chief, none.

@@ -270,10 +270,14 @@ class Runner:
             if self.loss_scaling:
                 gradients = optimizer.get_unscaled_gradients(gradients)
             gradient_norm = tf.linalg.global_norm(gradients)
+            # Checked element by element: a finite gradient of 1e20 (bf16 training meets such)
+            # has a squared norm that overflows float32, and the optimizers handle it.
+            gradients_finite = tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
             estimates = self._noise_scale_estimates(
                 context, small_sq_sum, small_gradients, micro, gradient_norm, global_batch)
             optimizer.apply_gradients(zip(gradients, updated), skip_gradients_aggregation=True)
-            return loss, gradient_norm, estimates
+            return loss, gradient_norm, gradients_finite, estimates
 
         return replica_step
 
@@ -334,14 +338,16 @@ class Runner:
                 # iterator stands exactly after the batches trained on.
                 next_batches = tf.cond(i + 1 < num_steps, lambda: read_batches(iterator),
                                        lambda: batches)
-                loss, gradient_norm, estimates = strategy.run(replica_step, args=(features,))
+                loss, gradient_norm, gradients_finite, estimates = strategy.run(
+                    replica_step, args=(features,))
                 batches = next_batches
                 loss, gradient_norm = first_replica(loss), first_replica(gradient_norm)
+                gradients_finite = first_replica(gradients_finite)
                 estimates = [first_replica(e) for e in estimates]
                 step = self.inner_optimizer.iterations
                 # The loss is computed before the update: a finite loss can come with an Inf
                 # gradient, whose update makes the weights NaN.
-                finite = tf.math.is_finite(loss) & tf.math.is_finite(gradient_norm)
+                finite = tf.math.is_finite(loss) & gradients_finite
                 first_non_finite = tf.where((first_non_finite < 0) & ~finite, step,
                                             first_non_finite)
                 loss_sum += loss

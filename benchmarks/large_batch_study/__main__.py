@@ -57,12 +57,14 @@ def make_workloads(preset, output_dir, fashion_mnist_dir=None, bert_data_dir=Non
     return made
 
 
-def write_report(preset, results, output_dir):
+def write_report(preset, results, output_dir, module=report, name="study"):
+    """name.md and name.png of `results` in output_dir, made by `module` (report or
+    target_report)."""
     records = list(results.records.values())
-    with open(os.path.join(output_dir, "study.md"), "w") as f:
-        f.write(report.markdown(preset, records))
+    with open(os.path.join(output_dir, f"{name}.md"), "w") as f:
+        f.write(module.markdown(preset, records))
     if records:
-        report.plot(preset, records, os.path.join(output_dir, "study.png"))
+        module.plot(preset, records, os.path.join(output_dir, f"{name}.png"))
 
 
 def run_study(preset, output_dir, only=(), log=print, fashion_mnist_dir=None,
@@ -84,11 +86,7 @@ def run_study(preset, output_dir, only=(), log=print, fashion_mnist_dir=None,
 
 
 def write_target_report(preset, results, output_dir):
-    records = list(results.records.values())
-    with open(os.path.join(output_dir, "targets.md"), "w") as f:
-        f.write(target_report.markdown(preset, records))
-    if records:
-        target_report.plot(preset, records, os.path.join(output_dir, "targets.png"))
+    write_report(preset, results, output_dir, target_report, "targets")
 
 
 def run_target_study(preset, output_dir, only=(), log=print, fashion_mnist_dir=None):

@@ -22,6 +22,34 @@ def _score(value):
     return -math.inf if math.isnan(value) else value
 
 
+def widening_search(rates, score, factor, max_widenings, on_widen=lambda: None,
+                    stop_if_all_fail=False):
+    """(rate, score) of the highest `score(rate)` over `rates` (ties to the lower rate), trying
+    one more rate a `factor` past an edge while the best sits on it, at most `max_widenings`
+    times per side. With `stop_if_all_fail`, a grid scoring -inf everywhere ends at once."""
+    rates = list(rates)
+    scores = [score(lr) for lr in rates]
+    widened = {"low": 0, "high": 0}
+    while True:
+        best = max(range(len(rates)), key=lambda i: scores[i])
+        if stop_if_all_fail and scores[best] == -math.inf:
+            return rates[best], scores[best]
+        if best == 0 and widened["low"] < max_widenings:
+            side, lr = "low", rates[0] / factor
+        elif best == len(rates) - 1 and widened["high"] < max_widenings:
+            side, lr = "high", rates[-1] * factor
+        else:
+            return rates[best], scores[best]
+        widened[side] += 1
+        on_widen()
+        if side == "low":
+            rates.insert(0, lr)
+            scores.insert(0, score(lr))
+        else:
+            rates.append(lr)
+            scores.append(score(lr))
+
+
 class Study:
     def __init__(self, preset, results, workloads, log=print, after_run=None,
                  clock=time.monotonic):
@@ -60,27 +88,15 @@ class Study:
 
     def search_cell(self, plan, optimizer, batch, centre):
         """The best rate (on the selection metric, first seed) of a grid widened off its edges."""
-        rates = grid(centre, plan.grid_size, plan.grid_factor)
-        scores = [_score(self.ensure(plan, optimizer, batch, lr, plan.seeds[0]).selection_metric)
-                  for lr in rates]
-        widened = {"low": 0, "high": 0}
-        while True:
-            best = max(range(len(rates)), key=lambda i: scores[i])
-            if best == 0 and widened["low"] < plan.max_widenings:
-                side, lr = "low", rates[0] / plan.grid_factor
-            elif best == len(rates) - 1 and widened["high"] < plan.max_widenings:
-                side, lr = "high", rates[-1] * plan.grid_factor
-            else:
-                return rates[best]
-            widened[side] += 1
+        def widen():
             self._planned[plan.workload] += 1
-            score = _score(self.ensure(plan, optimizer, batch, lr, plan.seeds[0]).selection_metric)
-            if side == "low":
-                rates.insert(0, lr)
-                scores.insert(0, score)
-            else:
-                rates.append(lr)
-                scores.append(score)
+
+        rate, _ = widening_search(
+            grid(centre, plan.grid_size, plan.grid_factor),
+            lambda lr: _score(self.ensure(plan, optimizer, batch, lr,
+                                          plan.seeds[0]).selection_metric),
+            plan.grid_factor, plan.max_widenings, on_widen=widen)
+        return rate
 
     def ensure(self, plan, optimizer, batch, lr, seed):
         """The record of this run: read back if it exists, else trained now and appended."""

@@ -12,7 +12,7 @@ import math
 import time
 
 from benchmarks.large_batch_study import presets
-from benchmarks.large_batch_study.protocol import format_duration, grid
+from benchmarks.large_batch_study.protocol import format_duration, grid, widening_search
 from benchmarks.large_batch_study.results import TargetRecord, target_key
 
 
@@ -52,31 +52,13 @@ class TargetStudy:
         return best
 
     def search_cell(self, plan, optimizer, batch, centre):
-        """The rate reaching the target in the fewest updates (first seed), or None if no rate
-        of the grid (widened off an edge while the best sits there) reaches it."""
-        rates = grid(centre, plan.grid_size, plan.grid_factor)
-        scores = [_updates(self.ensure(plan, optimizer, batch, lr, plan.seeds[0]))
-                  for lr in rates]
-        widened = {"low": 0, "high": 0}
-        while True:
-            if all(math.isinf(s) for s in scores):
-                return None
-            # Ties (the same evaluation interval) go to the lower rate.
-            best = min(range(len(rates)), key=lambda i: (scores[i], rates[i]))
-            if best == 0 and widened["low"] < plan.max_widenings:
-                side, lr = "low", rates[0] / plan.grid_factor
-            elif best == len(rates) - 1 and widened["high"] < plan.max_widenings:
-                side, lr = "high", rates[-1] * plan.grid_factor
-            else:
-                return rates[best]
-            widened[side] += 1
-            score = _updates(self.ensure(plan, optimizer, batch, lr, plan.seeds[0]))
-            if side == "low":
-                rates.insert(0, lr)
-                scores.insert(0, score)
-            else:
-                rates.append(lr)
-                scores.append(score)
+        """The rate reaching the target in the fewest updates (first seed; ties to the lower
+        rate), or None if no rate of the grid reaches it."""
+        rate, fewest = widening_search(
+            grid(centre, plan.grid_size, plan.grid_factor),
+            lambda lr: -_updates(self.ensure(plan, optimizer, batch, lr, plan.seeds[0])),
+            plan.grid_factor, plan.max_widenings, stop_if_all_fail=True)
+        return None if fewest == -math.inf else rate
 
     def ensure(self, plan, optimizer, batch, lr, seed):
         """The record of this run: read back if it exists, else trained now and appended."""
