@@ -113,9 +113,13 @@ def test_a_keras_run_stops_at_its_target_and_measures_the_noise_scale(fashion_di
     assert math.isfinite(outcome.b_simple) and outcome.b_simple > 0
 
 
-def test_the_quick_preset_runs_end_to_end(fashion_dir, tmp_path):  # noqa: F811
+def test_a_small_preset_runs_end_to_end_into_its_three_files(fashion_dir, tmp_path):  # noqa: F811
+    small = presets.TargetPlan("fashion_cnn", (32,), target=0.5, cap_examples=32 * 40,
+                               eval_examples=320, grid_size=1, grid_factor=2.0,
+                               initial_centres=presets.FASHION_CENTRES, min_cap_updates=10,
+                               max_widenings=0, seeds=(0,))
     lines = []
-    run_target_study(presets.TARGET_PRESETS["quick"], str(tmp_path), log=lines.append,
+    run_target_study(presets.Preset("small", (small,)), str(tmp_path), log=lines.append,
                      fashion_mnist_dir=fashion_dir)
     assert sorted(os.listdir(tmp_path)) == ["targets.csv", "targets.md", "targets.png"]
     assert lines and lines[0].startswith("[run 1 this session, 1 in all, ")

@@ -146,11 +146,12 @@ def _move_aside(model_dir, steps, num_pipelines):
     tf.io.gfile.makedirs(target)
     directories = [model_dir] + [data_position_dir(model_dir, p) for p in range(num_pipelines)]
     for directory in directories:
-        prefix = os.path.relpath(directory, model_dir).replace(os.sep, "_")
+        relative = os.path.relpath(directory, model_dir)
+        prefix = "" if relative == "." else relative.replace(os.sep, "_") + "_"
         for step in steps:
             for path in storage.checkpoint_files(directory, step):
-                name = os.path.basename(path) if prefix == "." else f"{prefix}_{os.path.basename(path)}"
-                tf.io.gfile.rename(path, os.path.join(target, name), overwrite=True)
+                tf.io.gfile.rename(path, os.path.join(target, prefix + os.path.basename(path)),
+                                   overwrite=True)
     logging.warning("Moved the broken checkpoint(s) %s to %s.",
                     ", ".join(f"ckpt-{s}" for s in steps), target)
 

@@ -69,6 +69,10 @@ def b_simple_at_smallest(plan, records):
     return statistics.median(values) if values else None
 
 
+def _shown(updates):
+    return "-" if updates is None or math.isinf(updates) else str(updates)
+
+
 def markdown(preset, records):
     lines = [f"# Steps to target, preset {preset.name}\n"]
     for plan in preset.plans:
@@ -98,7 +102,7 @@ def markdown(preset, records):
                      f"{'n/a' if b_simple is None else f'{b_simple:.0f}'}\n")
         for optimizer in presets.OPTIMIZERS:
             largest = largest_batch_within(plan, found, optimizer)
-            no_tuning = [f"{b}: {'-' if found[optimizer, b]['no_tuning'] in (None, math.inf) else found[optimizer, b]['no_tuning']}"
+            no_tuning = [f"{b}: {_shown(found[optimizer, b]['no_tuning'])}"
                          for b in plan.batches if (optimizer, b) in found]
             lines.append(f"- {optimizer}: largest batch within 2x of perfect scaling: "
                          f"{largest if largest else 'n/a'}; with no tuning (square-root rule "
