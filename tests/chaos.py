@@ -1,7 +1,7 @@
 r"""SIGKILL at random moments, then the same command: the final weights must be bit-identical to
 an uninterrupted run's, for BERT and ResNet.
 
-    python -m tests.chaos [--kills=6] [--seed=0] [--workloads=bert,resnet]
+    python -m tests.chaos [--kills=8] [--seed=0] [--workloads=bert,resnet]
 
 Not part of the suite (a few minutes): each workload trains with a checkpoint after every update,
 so kills land inside saves, restores and retention as often as inside steps. Prints one line per
@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tests import bert_runs
 
-STEPS = 16
+STEPS = 30
 
 
 def _resnet_data(root):
@@ -53,25 +53,34 @@ def commands(workload, root):
             "--num_warmup_steps=2"] + common
 
 
-def run(command, model_dir, kill_after=None):
+def run(command, model_dir, kill_at_step=None, then_wait=0.0):
+    """Runs to the end, or SIGKILLs the run `then_wait` s after ckpt-`kill_at_step` appears."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=bert_runs.REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = subprocess.Popen(command + [f"--model_dir={model_dir}"], cwd=bert_runs.REPO,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
-    if kill_after is None:
+    if kill_at_step is None:
         _, error = process.communicate()
         if process.returncode:
             sys.exit(f"chaos: the run failed:\n{error[-3000:]}")
         return
-    time.sleep(kill_after)
+    marker = os.path.join(model_dir, f"ckpt-{kill_at_step}.index")
+    while not os.path.exists(marker) and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(then_wait)
     process.send_signal(signal.SIGKILL)
     process.wait()
 
 
+def latest_step(model_dir):
+    state = tf.train.get_checkpoint_state(model_dir) if os.path.isdir(model_dir) else None
+    return int(state.model_checkpoint_path.rsplit("-", 1)[1]) if state else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=6)
+    parser.add_argument("--kills", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workloads", default="bert,resnet")
     args = parser.parse_args()
@@ -81,24 +90,29 @@ def main():
         with tempfile.TemporaryDirectory() as root:
             command = commands(workload, root)
             reference = os.path.join(root, "uninterrupted")
-            started = time.monotonic()
             run(command, reference)
-            whole = time.monotonic() - started
             killed = os.path.join(root, "killed")
+            kills = 0
             for kill in range(args.kills):
-                delay = rng.uniform(0.3, 1.0) * whole
-                run(command, killed, kill_after=delay)
-                state = tf.train.get_checkpoint_state(killed)
-                print(f"{workload}: kill {kill + 1} after {delay:.1f} s of a {whole:.0f} s run; "
-                      f"latest {state.model_checkpoint_path if state else 'none'}", flush=True)
+                before = latest_step(killed)
+                if before >= STEPS - 1:
+                    break
+                # A few steps on, past that step's save, then up to a quarter second more: into
+                # the next step, its save, or the retention after it.
+                at_step = min(STEPS - 1, before + rng.randint(1, 3))
+                wait = rng.uniform(0.0, 0.25)
+                kills += 1
+                run(command, killed, kill_at_step=at_step, then_wait=wait)
+                print(f"{workload}: kill {kill + 1} {wait:.2f} s after ckpt-{at_step} appeared; "
+                      f"the newest checkpoint is then ckpt-{latest_step(killed)}", flush=True)
             run(command, killed)
             try:
                 bert_runs.assert_same_weights(os.path.join(killed, f"ckpt-{STEPS}"),
                                               os.path.join(reference, f"ckpt-{STEPS}"))
-                print(f"chaos: {workload} bit-identical after {args.kills} kills")
+                print(f"chaos: {workload} bit-identical after {kills} kills")
             except AssertionError as e:
                 failed = True
-                print(f"chaos: {workload} DIFFERS after {args.kills} kills: {str(e)[:300]}")
+                print(f"chaos: {workload} DIFFERS after {kills} kills: {str(e)[:300]}")
             left = sorted(os.listdir(killed))
             print(f"{workload}: model_dir holds {left}")
     sys.exit(1 if failed else 0)
