@@ -1,15 +1,16 @@
 """The ResNet task on the runner: trains on converted images, evaluates, excludes BN/bias."""
 
+import json
 import os
 import re
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 from lamb_tf import legacy
-from tests.test_image_data import COLORS, class_folder  # noqa: F401  (fixture)
+from tests.test_image_data import class_folder  # noqa: F401  (fixture)
 from trainers import config as config_lib
 from trainers import optimization, runner
 from trainers.data import images_to_tfrecords as converter
@@ -48,15 +49,28 @@ def test_a_small_resnet_learns_three_colours_with_lars(shards, tmp_path):
 
 
 def test_lamb_under_bfloat16_learns_and_keeps_weights_and_slots_float32(shards, tmp_path):
-    config = experiment(shards)
-    config.optimizer = config_lib.OptimizerConfig(
-        name="lamb", learning_rate=0.02, num_warmup_steps=3,
-        lamb=config_lib.LambConfig(weight_decay=1e-4))
-    config.runtime.dtype = "bfloat16"
+    # In a process of its own, without oneDNN: on this CPU oneDNN's bfloat16 convolution
+    # gradients hold NaN elements in some runs and not others (seen at steps 1 to 9 of this
+    # very run), which the runner rightly stops on; TensorFlow's own kernels give none.
     model_dir = str(tmp_path / "run")
-    results = runner.run(ResNetTask(config.task), config, model_dir, "train_and_eval")
-    assert tf_keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    assert results["top_1_accuracy"] == 1.0
+    override = ",".join([
+        "task.model.model_id=10", "task.model.num_classes=3", "task.model.image_size=16",
+        "task.model.norm_momentum=0.8", f"task.train_data.input_path={shards}",
+        "task.train_data.shuffle_buffer_size=16", f"task.eval_data.input_path={shards}",
+        "optimizer.name=lamb", "optimizer.lamb.weight_decay=0.0001", "optimizer.power=2.0"])
+    done = subprocess.run(
+        [sys.executable, "-m", "trainers.resnet", f"--params_override={override}",
+         "--dtype=bfloat16", "--learning_rate=0.02", "--num_warmup_steps=3",
+         "--train_batch_size=6", "--eval_batch_size=5", "--num_train_steps=60",
+         "--iterations_per_loop=10", "--save_checkpoints_steps=60", "--mode=train_and_eval",
+         f"--model_dir={model_dir}"], cwd=os.path.dirname(os.path.dirname(__file__)),
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(model_dir, "params.yaml")) as f:
+        assert "dtype: bfloat16" in f.read()
+    with open(os.path.join(model_dir, "eval_results.json")) as f:
+        assert json.load(f)["top_1_accuracy"] == 1.0
 
     reader = tf.train.load_checkpoint(model_dir)
     dtypes = reader.get_variable_to_dtype_map()

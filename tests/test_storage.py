@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests import bert_runs
-from trainers import checkpointing, model_dir_lock, recovery, runner, storage
+from trainers import checkpointing, model_dir_lock, runner, storage
 from trainers.bert import export
 from trainers.bert.task import BertPretrainingTask
 
@@ -162,10 +162,10 @@ def test_non_finite_weights_are_never_saved(data_dir, tmp_path, monkeypatch):
         return real_log(self, *args)
 
     monkeypatch.setattr(runner.Runner, "_log_train", poisoning_log)
-    with pytest.raises(runner.NonFiniteLossError, match=r"At step 4 the weights or optimizer "
-                                                        r"state hold NaN or Inf; nothing was "
-                                                        r"saved\. The last good checkpoint is "
-                                                        r".*ckpt-2\."):
+    with pytest.raises(runner.NonFiniteLossError, match=r"At step 4 the weights hold NaN or "
+                                                        r"Inf, or the optimizer state NaN; "
+                                                        r"nothing was saved\. The last good "
+                                                        r"checkpoint is .*ckpt-2\."):
         train(data_dir, tmp_path, steps=6)
     assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2]
 

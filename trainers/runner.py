@@ -152,7 +152,7 @@ class Runner:
                                               dropout_generators=_dropout_generators(self.model))
         self._train_iterator = None
         self._eval_loop = None
-        self._all_finite = None
+        self._savable = None
         self._writers = {}
 
     # ----------------------------------------------------------------------------- helpers
@@ -532,22 +532,28 @@ class Runner:
             "loss scaling.")
 
     def _check_savable(self, checkpoints):
-        """Refuses to save NaN or Inf weights or optimizer state: a checkpoint is what a
-        rollback, a resume and the error messages call good."""
-        if self._all_finite is None:
+        """Refuses to save NaN or Inf weights, or NaN optimizer state: a checkpoint is what a
+        rollback, a resume and the error messages call good.
+
+        An Inf in the optimizer state is not poison: a finite gradient element above 1.8e19
+        (bf16 training meets such) squares to Inf in a second moment, and that element's update
+        is then 0, as it was when the step ran.
+        """
+        if self._savable is None:
             optimizer_variables = self.optimizer.variables
             if callable(optimizer_variables):
                 optimizer_variables = optimizer_variables()
-            variables = [v for v in list(self.model.variables) + list(optimizer_variables)
-                         if v.dtype.is_floating]
-            self._all_finite = tf.function(lambda: tf.reduce_all(
-                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
-        if not bool(self._all_finite()):
+            weights = [v for v in self.model.variables if v.dtype.is_floating]
+            state = [v for v in optimizer_variables if v.dtype.is_floating]
+            self._savable = tf.function(lambda: tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in weights] +
+                [~tf.reduce_any(tf.math.is_nan(v)) for v in state]))
+        if not bool(self._savable()):
             last = checkpoints.latest or "none (no checkpoint was saved yet)"
             raise NonFiniteLossError(
-                f"At step {self.step} the weights or optimizer state hold NaN or Inf; nothing "
-                f"was saved. The last good checkpoint is {last}. Lower the learning rate or the "
-                "warmup's peak, or check the data.")
+                f"At step {self.step} the weights hold NaN or Inf, or the optimizer state NaN; "
+                f"nothing was saved. The last good checkpoint is {last}. Lower the learning rate "
+                "or the warmup's peak, or check the data.")
 
     def _add_noise_scale(self, estimate_sums):
         gradient_sq_norm, trace_sigma, updates = (float(v) for v in estimate_sums)
