@@ -160,8 +160,9 @@ class _Lease:
             if current is None:
                 return  # released meanwhile
             if current != seen:
-                raise _in_use(self.model_dir, f"{current.split(chr(10))[0]} (its lease "
-                                              f"{self.path} is being renewed)")
+                renewer = current.split("\n")[0]
+                raise _in_use(self.model_dir,
+                              f"{renewer} (its lease {self.path} is being renewed)")
         logging.warning("The lease of %s was not renewed for %.0f s: its run is gone; taking "
                         "over.", holder, LEASE_STALE_SECONDS)
 

@@ -440,7 +440,7 @@ class Runner:
             trainer.keep_checkpoint_max, num_pipelines, pipeline_id,
             worker_id=None if self.is_chief else self.strategy.cluster_resolver.task_id)
         latest = checkpoints.resume_from
-        if distribution.worker_count(self.strategy) > 1:
+        if cluster["workers"] > 1:
             resume_step = checkpointing.step_of(latest) if latest else 0
             distribution.check_same_on_every_worker(
                 self.strategy, "the checkpoint step to resume from", lambda _: resume_step)

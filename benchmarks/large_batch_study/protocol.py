@@ -22,6 +22,33 @@ def _score(value):
     return -math.inf if math.isnan(value) else value
 
 
+def search_every_cell(plan, search_cell, ensure):
+    """{(optimizer, batch): best rate} of every cell, batches in ascending order.
+
+    The smallest batch's grid is centred on the optimizer's initial centre, every larger one on
+    the square-root scaling of the smallest batch's best (the paper's rule). `search_cell(plan,
+    optimizer, batch, centre)` returns a cell's best rate, or None when no rate succeeded (then
+    larger batches have nothing to scale from and are None too); each best rate is run again
+    with the plan's further seeds through `ensure(plan, optimizer, batch, rate, seed)`.
+    """
+    best = {}
+    smallest = plan.batches[0]
+    for batch in plan.batches:
+        for optimizer in presets.OPTIMIZERS:
+            if batch == smallest:
+                centre = plan.initial_centres[optimizer]
+            elif best[optimizer, smallest] is None:
+                best[optimizer, batch] = None
+                continue
+            else:
+                centre = best[optimizer, smallest] * math.sqrt(batch / smallest)
+            best[optimizer, batch] = search_cell(plan, optimizer, batch, centre)
+            if best[optimizer, batch] is not None:
+                for seed in plan.seeds[1:]:
+                    ensure(plan, optimizer, batch, best[optimizer, batch], seed)
+    return best
+
+
 def widening_search(rates, score, factor, max_widenings, on_widen=lambda: None,
                     stop_if_all_fail=False):
     """(rate, score) of the highest `score(rate)` over `rates` (ties to the lower rate), trying
@@ -73,18 +100,7 @@ class Study:
         return chosen
 
     def run_plan(self, plan):
-        best = {}
-        smallest = plan.batches[0]
-        for batch in plan.batches:
-            for optimizer in presets.OPTIMIZERS:
-                if batch == smallest:
-                    centre = plan.initial_centres[optimizer]
-                else:  # the paper's square-root scaling of the smallest batch's best
-                    centre = best[optimizer, smallest] * math.sqrt(batch / smallest)
-                best[optimizer, batch] = self.search_cell(plan, optimizer, batch, centre)
-                for seed in plan.seeds[1:]:
-                    self.ensure(plan, optimizer, batch, best[optimizer, batch], seed)
-        return best
+        return search_every_cell(plan, self.search_cell, self.ensure)
 
     def search_cell(self, plan, optimizer, batch, centre):
         """The best rate (on the selection metric, first seed) of a grid widened off its edges."""

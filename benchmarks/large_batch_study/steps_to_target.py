@@ -12,7 +12,8 @@ import math
 import time
 
 from benchmarks.large_batch_study import presets
-from benchmarks.large_batch_study.protocol import format_duration, grid, widening_search
+from benchmarks.large_batch_study.protocol import (format_duration, grid,
+                                                   search_every_cell, widening_search)
 from benchmarks.large_batch_study.results import TargetRecord, target_key
 
 
@@ -34,22 +35,7 @@ class TargetStudy:
                 if not workloads or plan.workload in workloads}
 
     def run_plan(self, plan):
-        best = {}
-        smallest = plan.batches[0]
-        for batch in plan.batches:
-            for optimizer in presets.OPTIMIZERS:
-                if batch == smallest:
-                    centre = plan.initial_centres[optimizer]
-                elif best[optimizer, smallest] is None:
-                    best[optimizer, batch] = None  # nothing to scale from
-                    continue
-                else:
-                    centre = best[optimizer, smallest] * math.sqrt(batch / smallest)
-                best[optimizer, batch] = self.search_cell(plan, optimizer, batch, centre)
-                if best[optimizer, batch] is not None:
-                    for seed in plan.seeds[1:]:
-                        self.ensure(plan, optimizer, batch, best[optimizer, batch], seed)
-        return best
+        return search_every_cell(plan, self.search_cell, self.ensure)
 
     def search_cell(self, plan, optimizer, batch, centre):
         """The rate reaching the target in the fewest updates (first seed; ties to the lower
