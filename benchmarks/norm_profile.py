@@ -4,9 +4,10 @@
     python -m benchmarks.norm_profile --size=mini
 
 Three measurements, each interleaved round-robin in this one process:
-1. per distinct BERT matrix shape, the sum of squares as `square(rows) @ ones` (what
-   `core.l2_norm` takes under XLA on the CPU) against the plain `reduce_sum(square(x))`, both
-   compiled by XLA and both run by TensorFlow's graph kernels (where `l2_norm` stays plain);
+1. per distinct BERT matrix shape, the norm as `square(rows) @ ones` (what `core.l2_norm` takes
+   under XLA on the CPU), as the plain `reduce_sum(square(x))` and as TensorFlow's fused
+   `reduce_euclidean_norm` (what it takes without XLA), each compiled by XLA and each run by
+   TensorFlow's graph kernels;
 2. `core.lamb_step` over the whole BERT-shaped set with that norm, with the plain norm, and with
    no trust ratio at all (what the step costs without any norm);
 3. the optimized HLO of one 768x3072 update with each norm: the full-size arrays it writes
@@ -26,30 +27,34 @@ from lamb_tf import core
 HYPERPARAMETERS = dict(beta_1=0.9, beta_2=0.999, epsilon=1e-6, bias_correction=True)
 
 
+XLA_FORMS = ("matvec", "plain")  # XLA has no kernel for TensorFlow's fused EuclideanNorm
+GRAPH_FORMS = ("matvec", "plain", "fused")
+
+
 @contextlib.contextmanager
-def norm_form(matvec):
+def norm_form(form):
     """Traces `core.l2_norm` in one form whatever the context; plain is how XLA sees every other
     LAMB's norms."""
-    chosen = core._sum_squares_as_matvec
-    core._sum_squares_as_matvec = lambda tensor: matvec
+    chosen = core.norm_form
+    core.norm_form = lambda tensor: form
     try:
         yield
     finally:
-        core._sum_squares_as_matvec = chosen
+        core.norm_form = chosen
 
 
-def sum_of_squares_steps(shape, copies, jit_compile):
-    """(matrix-vector form, plain form) over `copies` tensors of `shape`, traced."""
+def norm_steps(shape, copies, jit_compile, forms):
+    """One step per form in `forms` over `copies` tensors of `shape`, traced."""
     tensors = [tf.random.normal(shape) for _ in range(copies)]
 
-    def traced(matvec):
+    def traced(form):
         step = tf.function(lambda: tf.stack([core.l2_norm(t) for t in tensors]),
                            jit_compile=jit_compile)
-        with norm_form(matvec):
+        with norm_form(form):
             step.get_concrete_function()
         return step
 
-    return traced(matvec=True), traced(matvec=False)
+    return [traced(form) for form in forms]
 
 
 def lamb_set_step(shapes, rng, adapt):
@@ -98,25 +103,23 @@ def main(argv=None):
     args = parser.parse_args(argv)
     shapes = [shape for _, shape in bert_shapes(args.size)]
 
-    print("1. sum of squares, ms for several copies of one shape (median, interleaved)")
-    print(f"{'':21s} {'XLA':>26s}   {'graph kernels':>26s}")
-    print(f"{'shape':>14s} {'copies':>6s}" + f" {'matvec':>8s} {'plain':>8s} {'ratio':>8s}" * 2)
+    print("1. norms, ms for several copies of one shape (median, interleaved)")
+    print(f"{'':21s} {'XLA':>17s} {'graph kernels':>26s}")
+    print(f"{'shape':>14s} {'copies':>6s}"
+          + "".join(f" {form:>8s}" for form in XLA_FORMS + GRAPH_FORMS))
     matrices = {s for s in shapes if len(s) == 2 and np.prod(s) >= 65536}  # not (2, hidden)
     for shape in sorted(matrices, key=lambda s: -np.prod(s)):
         copies = min(64, max(1, int(24e6 // np.prod(shape))))
-        steps = (sum_of_squares_steps(shape, copies, jit_compile=True)
-                 + sum_of_squares_steps(shape, copies, jit_compile=False))
-        xla_matvec, xla_plain, graph_matvec, graph_plain = time_round_robin(
-            steps, 2, args.rounds)
-        print(f"{str(shape):>14s} {copies:6d}"
-              f" {xla_matvec:8.2f} {xla_plain:8.2f} {xla_plain / xla_matvec:8.2f}"
-              f" {graph_matvec:8.2f} {graph_plain:8.2f} {graph_plain / graph_matvec:8.2f}")
+        steps = (norm_steps(shape, copies, jit_compile=True, forms=XLA_FORMS)
+                 + norm_steps(shape, copies, jit_compile=False, forms=GRAPH_FORMS))
+        milliseconds = time_round_robin(steps, 2, args.rounds)
+        print(f"{str(shape):>14s} {copies:6d}" + "".join(f" {m:8.2f}" for m in milliseconds))
 
     rng = np.random.default_rng(0)
     ours = lamb_set_step(shapes, rng, adapt=True)
     ours.get_concrete_function()
     plain = lamb_set_step(shapes, rng, adapt=True)
-    with norm_form(matvec=False):
+    with norm_form("plain"):
         plain.get_concrete_function()
     no_norms = lamb_set_step(shapes, rng, adapt=False)
     milliseconds = time_round_robin([ours, plain, no_norms], 2, args.rounds)
@@ -129,7 +132,7 @@ def main(argv=None):
     print("\n3. full-size arrays one 768x3072 update writes (besides m, v and x, each is "
           "traffic)")
     print("   our norms:  ", full_size_writes((768, 3072)))
-    with norm_form(matvec=False):
+    with norm_form("plain"):
         print("   plain norms:", full_size_writes((768, 3072)))
     return milliseconds
 

@@ -70,13 +70,11 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, tf_keras.optimizers.Optimi
 
     def update_step(self, gradient, variable):
         index = self._index_dict[self._var_key(variable)]
-        slots = [self._slots[name][index] for name in self._rule.slot_names]
+        slots = VariableSlots([self._slots[name][index] for name in self._rule.slot_names])
         step = self._rule.step(
-            core.as_float32(variable), core.as_float32(gradient), [s.read_value() for s in slots],
+            core.as_float32(variable), core.as_float32(gradient), slots,
             tf.cast(self.iterations + 1, tf.float32), self.learning_rate,
             self._weight_decay_of(index), self._adapts[index])
-        for slot, value in zip(slots, step.slots):
-            slot.assign(value)
         self._trust_ratios[index].assign(step.trust_ratio)
         variable.assign_sub(tf.cast(step.delta, variable.dtype))
 
@@ -85,6 +83,24 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, tf_keras.optimizers.Optimi
         config["learning_rate"] = self._serialize_hyperparameter(self._learning_rate)
         config.update(self._layerwise_config())
         return config
+
+
+class VariableSlots:
+    """`lamb_tf.rules.Slots` over tf.Variables."""
+
+    def __init__(self, variables):
+        self._variables = variables
+
+    def values(self):
+        return [variable.read_value() for variable in self._variables]
+
+    def add(self, increments):
+        return [variable.assign_add(increment, read_value=True)
+                for variable, increment in zip(self._variables, increments)]
+
+    def assign(self, values):
+        for variable, value in zip(self._variables, values):
+            variable.assign(value)
 
 
 @tf_keras.utils.register_keras_serializable(package="lamb_tf.legacy")

@@ -141,13 +141,11 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, keras.optimizers.Optimizer
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        slots = [self._slots[name][index] for name in self._rule.slot_names]
+        slots = VariableSlots(self, [self._slots[name][index] for name in self._rule.slot_names])
         step = self._rule.step(
-            core.as_float32(variable), core.as_float32(gradient), [s.value for s in slots],
+            core.as_float32(variable), core.as_float32(gradient), slots,
             self._update_step_number(), learning_rate, self._weight_decay_of(index),
             self._adapts[index])
-        for slot, value in zip(slots, step.slots):
-            self.assign(slot, value)
         self.assign(self._trust_ratios[index], step.trust_ratio)
         self.assign_sub(variable, step.delta)
 
@@ -155,6 +153,26 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, keras.optimizers.Optimizer
         config = super().get_config()
         config.update(self._layerwise_config())
         return config
+
+
+class VariableSlots:
+    """`lamb_tf.rules.Slots` over Keras 3 variables, written through the optimizer."""
+
+    def __init__(self, optimizer, variables):
+        self._optimizer = optimizer
+        self._variables = variables
+
+    def values(self):
+        return [variable.value for variable in self._variables]
+
+    def add(self, increments):
+        for variable, increment in zip(self._variables, increments):
+            self._optimizer.assign_add(variable, increment)
+        return self.values()
+
+    def assign(self, values):
+        for variable, value in zip(self._variables, values):
+            self._optimizer.assign(variable, value)
 
 
 @keras.saving.register_keras_serializable(package="lamb_tf")

@@ -3,17 +3,33 @@
 A rule knows nothing of Keras. Each Keras generation has one optimizer base class that owns the
 variables and calls `rule.step`; `Lamb` and `Lars` there only choose the rule. So the two
 generations cannot drift apart in what they compute or accept.
+
+A rule writes its slots through `Slots`, which each generation implements over its variables:
+LAMB adds its moment increments in place and reads the result back, because in TensorFlow's
+graph kernels an in-place add is cheaper than assigning a freshly computed tensor.
 """
 
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Protocol
 
 import tensorflow as tf
 
 from lamb_tf import core, hyperparameters
 
 
+class Slots(Protocol):
+    """One variable's slots, in the rule's `slot_names` order."""
+
+    def values(self) -> List[tf.Tensor]:
+        """Their current float32 values."""
+
+    def add(self, increments: List[tf.Tensor]) -> List[tf.Tensor]:
+        """Adds in place; returns the values after the add."""
+
+    def assign(self, values: List[tf.Tensor]) -> None:
+        """Overwrites them."""
+
+
 class RuleStep(NamedTuple):
-    slots: List[tf.Tensor]  # new slot values, in `slot_names` order
     delta: tf.Tensor  # the amount to subtract from the variable
     trust_ratio: tf.Tensor
 
@@ -40,16 +56,18 @@ class LambRule:
             "weight_norm_bounds": self.weight_norm_bounds,
         }
 
-    def step(self, variable, gradient, slots, step_number, learning_rate, weight_decay,
+    def step(self, variable, gradient, slots: Slots, step_number, learning_rate, weight_decay,
              adapt_layer) -> RuleStep:
-        first_moment, second_moment = slots
-        result = core.lamb_step(
-            variable, gradient, first_moment, second_moment, step_number, learning_rate,
+        first_moment, second_moment = slots.values()
+        increments = core.adam_moment_increments(
+            gradient, first_moment, second_moment, self.beta_1, self.beta_2)
+        first_moment, second_moment = slots.add(list(increments))
+        update = core.lamb_update(
+            variable, first_moment, second_moment, step_number, learning_rate,
             beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
             weight_decay=weight_decay, bias_correction=self.bias_correction,
             adapt_layer=adapt_layer, weight_norm_bounds=self.weight_norm_bounds)
-        return RuleStep([result.first_moment, result.second_moment], result.delta,
-                        result.trust_ratio)
+        return RuleStep(update.delta, update.trust_ratio)
 
 
 class LarsRule:
@@ -72,12 +90,13 @@ class LarsRule:
             "nesterov": self.nesterov,
         }
 
-    def step(self, variable, gradient, slots, step_number, learning_rate, weight_decay,
+    def step(self, variable, gradient, slots: Slots, step_number, learning_rate, weight_decay,
              adapt_layer) -> RuleStep:
         del step_number  # LARS has no bias correction
-        (momentum_buffer,) = slots
+        (momentum_buffer,) = slots.values()
         result = core.lars_step(
             variable, gradient, momentum_buffer, learning_rate, momentum=self.momentum,
             trust_coefficient=self.trust_coefficient, weight_decay=weight_decay,
             epsilon=self.epsilon, nesterov=self.nesterov, adapt_layer=adapt_layer)
-        return RuleStep([result.momentum], result.delta, result.trust_ratio)
+        slots.assign([result.momentum])
+        return RuleStep(result.delta, result.trust_ratio)

@@ -220,3 +220,46 @@ def test_l2_norm_under_xla_on_the_cpu_fuses_the_squares_into_one_read():
     written = full_size_results(hlo, (256, 512))
     assert not written, written
     assert "dot(" in hlo
+
+
+def test_l2_norm_in_graph_mode_is_one_fused_reduction():
+    """TensorFlow's graph kernels must not write the squares out (a full-size temporary)."""
+    from lamb_tf import core
+
+    graph = tf.function(core.l2_norm).get_concrete_function(tf.TensorSpec([256, 512])).graph
+    types = [op.type for op in graph.get_operations()]
+    assert "EuclideanNorm" in types and "Square" not in types, types
+
+
+def _write_ops_by_variable(concrete_function, named_variables):
+    """{name: the op types that write that variable} in a traced function's graph."""
+    names = {id(variable.handle): name for name, variable in named_variables.items()}
+    name_inside = {
+        internal.ref(): names.get(id(external))
+        for external, internal in zip(concrete_function.captured_inputs,
+                                      concrete_function.graph.internal_captures)}
+    writes = {}
+    for op in concrete_function.graph.get_operations():
+        if op.type in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
+            writes.setdefault(name_inside.get(op.inputs[0].ref()), set()).add(op.type)
+    return writes
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+def test_lamb_adds_its_moments_in_place_in_graph_mode(generation):
+    """Graph kernels: `assign_add` updates a slot's buffer where `assign` of a new tensor
+    allocates one; the moments must take the in-place path (the numeric tests above check that
+    the values still follow the paper)."""
+    variables = generation.make_variables([("dense/kernel", np.ones((8, 4), np.float32))])
+    optimizer = generation.Lamb(1e-3, weight_decay=0.01)
+    optimizer.build(variables)
+    grads = [tf.ones((8, 4))]
+    slots = {"m": optimizer._slots["m"][0], "v": optimizer._slots["v"][0]}
+    if generation.name == "keras3":
+        step = tf.function(lambda: optimizer.apply(grads, variables))
+        slots = {name: slot.value for name, slot in slots.items()}
+    else:
+        step = tf.function(lambda: optimizer.apply_gradients(zip(grads, variables)))
+    writes = _write_ops_by_variable(step.get_concrete_function(), slots)
+    assert writes.get("m") == {"AssignAddVariableOp"}, writes
+    assert writes.get("v") == {"AssignAddVariableOp"}, writes
