@@ -96,16 +96,34 @@ def test_mirrored_over_two_devices_equals_one_device_with_global_clipping():
     assert_weights_close(mirrored, single)
 
 
+class CountingReduction(tf.distribute.ReductionToOneDevice):
+    """Counts, as the step runs, the batch all-reduces of `width` values (a model's gradients;
+    Keras's metric reads are single reductions)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.width = width
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def batch_reduce_implementation(self, reduce_op, value_destination_pairs, options):
+        if len(value_destination_pairs) == self.width:
+            self.count.assign_add(1)  # stateful: runs exactly when this branch of the step runs
+        return super().batch_reduce_implementation(reduce_op, value_destination_pairs, options)
+
+
 @pytest.mark.parametrize("distributed", [False, True], ids=["one_device", "mirrored"])
 def test_accumulating_k_micro_batches_equals_one_k_times_larger_batch(distributed):
-    """Schedule and bias correction must count updates, not micro-batches."""
+    """Schedule and bias correction must count updates, not micro-batches; under Mirrored the
+    gradients are all-reduced once per update, not once per micro-batch."""
     steps = 4
     schedule = dict(peak_learning_rate=0.05, total_steps=8, warmup_steps=2)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    strategy = (two_device_mirrored_strategy() if distributed
-                else tf.distribute.get_strategy())
+    width = len(make_model().trainable_variables)
 
     def run(batch_size, accumulation):
+        reduction = CountingReduction(width)
+        strategy = (tf.distribute.MirroredStrategy(devices, cross_device_ops=reduction)
+                    if distributed else tf.distribute.get_strategy())
         with strategy.scope():
             model = make_model()
             compile_model(model, lamb(
@@ -113,12 +131,50 @@ def test_accumulating_k_micro_batches_equals_one_k_times_larger_batch(distribute
                 gradient_accumulation_steps=accumulation, global_clipnorm=0.5),
                 jit_compile=not distributed)
         weights = train(model, batch_size=batch_size)
-        return weights, int(model.optimizer.iterations.numpy())
+        return weights, int(model.optimizer.iterations.numpy()), int(reduction.count.numpy())
 
-    big, big_updates = run(batch_size=32, accumulation=None)
-    accumulated, accumulated_updates = run(batch_size=8, accumulation=steps)
+    big, big_updates, big_reductions = run(batch_size=32, accumulation=None)
+    accumulated, accumulated_updates, accumulated_reductions = run(batch_size=8,
+                                                                   accumulation=steps)
     assert big_updates == accumulated_updates == EXAMPLES // 32
     assert_weights_close(accumulated, big, rtol=1e-4, atol=1e-5)
+    if distributed:
+        assert big_reductions == EXAMPLES // 32
+        assert accumulated_reductions == EXAMPLES // 32, (
+            f"{accumulated_reductions} gradient all-reduces for {EXAMPLES // 32} updates")
+
+
+@pytest.mark.parametrize("distributed", [False, True], ids=["one_device", "mirrored"])
+def test_saving_between_micro_batches_of_an_update_resumes_the_accumulation(
+        distributed, tmp_path):
+    """16 micro-batches per epoch, k=3: the save falls after the first of an update's three.
+    The accumulator is saved as the sum over replicas and restored evenly across them."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+
+    def strategy():
+        return (tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+            if distributed else tf.distribute.get_strategy())
+
+    def fresh():
+        model = make_model()
+        compile_model(model, lamb(gradient_accumulation_steps=3), jit_compile=not distributed)
+        return model
+
+    with strategy().scope():
+        uninterrupted = fresh()
+    want = train(uninterrupted, batch_size=8, epochs=2)
+    with strategy().scope():
+        first_half = fresh()
+    train(first_half, batch_size=8, epochs=1)
+    accumulator = first_half.optimizer._accumulated_gradients[0]
+    assert np.any(accumulator.numpy() != 0.0)  # mid-accumulation: the case under test
+    path = str(tmp_path / "model.keras")
+    first_half.save(path)
+    with strategy().scope():
+        resumed = keras.models.load_model(path)
+    got = train(resumed, batch_size=8, epochs=1)
+    assert_weights_close(got, want)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
