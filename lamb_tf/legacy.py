@@ -110,7 +110,7 @@ class Lamb(LayerwiseOptimizer):
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
                  weight_decay=0.0, exclude_from_weight_decay=None,
                  exclude_from_layer_adaptation=None, bias_correction=True,
-                 weight_norm_bounds=None, name="lamb", **kwargs):
+                 weight_norm_bounds=None, name="Lamb", **kwargs):
         rule = rules.LambRule(beta_1, beta_2, epsilon, bias_correction, weight_norm_bounds)
         super().__init__(rule, learning_rate, weight_decay, exclude_from_weight_decay,
                          exclude_from_layer_adaptation, name, **kwargs)
@@ -122,7 +122,7 @@ class Lars(LayerwiseOptimizer):
 
     def __init__(self, learning_rate=1e-3, momentum=0.9, trust_coefficient=0.001,
                  weight_decay=0.0, epsilon=0.0, nesterov=False, exclude_from_weight_decay=None,
-                 exclude_from_layer_adaptation=None, name="lars", **kwargs):
+                 exclude_from_layer_adaptation=None, name="Lars", **kwargs):
         rule = rules.LarsRule(momentum, trust_coefficient, epsilon, nesterov)
         super().__init__(rule, learning_rate, weight_decay, exclude_from_weight_decay,
                          exclude_from_layer_adaptation, name, **kwargs)
