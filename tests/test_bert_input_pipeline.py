@@ -49,7 +49,9 @@ def test_train_batches_have_model_garden_names_static_shapes_and_file_values(dat
     assert dataset.element_spec["masked_lm_weights"].shape == (8, PREDICTIONS)
     assert sorted(dataset.element_spec) == sorted([
         "input_word_ids", "input_mask", "input_type_ids", "masked_lm_positions",
-        "masked_lm_ids", "masked_lm_weights", "next_sentence_labels"])
+        "masked_lm_ids", "masked_lm_weights", "next_sentence_labels",
+        "data_position"])  # the runner's: it pops it before the model sees the batch
+    assert dataset.element_spec["data_position"].shape == (8, 3)
     known = {input_ids_of(r) for r in records(data_dir / "train-*")}
     for batch in dataset.take(20):
         for row in batch["input_word_ids"].numpy():

@@ -24,7 +24,8 @@ class LinearInputs:
     def __init__(self, x, y):
         self.x, self.y = x, y
 
-    def train_dataset(self, global_batch_size, input_context=None, seed=None):
+    def train_dataset(self, global_batch_size, input_context=None, seed=None, after=None):
+        del after  # no data positions: the runner checkpoints this dataset's iterator
         per_replica = (input_context.get_per_replica_batch_size(global_batch_size)
                        if input_context else global_batch_size)
         return (tf.data.Dataset.from_tensor_slices({"x": self.x, "y": self.y})

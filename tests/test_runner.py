@@ -234,8 +234,8 @@ class SpikingBertTask(BertPretrainingTask):
         super().__init__(task_config)
         self.spikes, self.factor, self.skipped = list(spikes), factor, list(skipped)
 
-    def input_fn(self, mode, global_batch_size, input_context, seed=None):
-        dataset = super().input_fn(mode, global_batch_size, input_context, seed)
+    def input_fn(self, mode, global_batch_size, input_context, seed=None, after=None):
+        dataset = super().input_fn(mode, global_batch_size, input_context, seed, after)
         if mode != "train":
             return dataset
 

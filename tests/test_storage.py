@@ -107,8 +107,8 @@ class InfGradientTask(BertPretrainingTask):
         super().__init__(task_config)
         self.bad = bad
 
-    def input_fn(self, mode, global_batch_size, input_context, seed=None):
-        dataset = super().input_fn(mode, global_batch_size, input_context, seed)
+    def input_fn(self, mode, global_batch_size, input_context, seed=None, after=None):
+        dataset = super().input_fn(mode, global_batch_size, input_context, seed, after)
         if mode != "train":
             return dataset
 

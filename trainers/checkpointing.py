@@ -29,6 +29,8 @@ from trainers import storage
 
 BROKEN_DIR = "broken_checkpoints"
 DATA_POSITION_DIR = "train_data"
+DATA_POSITION_KEY = "train_data_position"  # (epoch, window, index): trainers.data.positions
+DATA_ITERATOR_KEY = "train_data"  # a whole tf.data iterator, for datasets with no position
 PARAMS_FILE = "params.yaml"
 PARAMS_HISTORY_FILE = "params_history.yaml"
 CLUSTER_KEY = "cluster"  # params.yaml's record of the shape that wrote the checkpoints
@@ -317,12 +319,16 @@ class RunCheckpoints:
     once, leaving the chief's the only one.
     """
 
-    def __init__(self, model_dir, checkpoint, train_iterator, step_counter, keep,
+    def __init__(self, model_dir, checkpoint, data_state, step_counter, keep,
                  num_pipelines, pipeline_id, worker_id=None):
+        """`data_state`: the worker's data-position variable (`trainers.data.positions`), or a
+        tf.data iterator for datasets that carry no position."""
         self.model_dir = model_dir
         self._is_chief = worker_id is None
         self._checkpoint = checkpoint
-        self._data_checkpoint = tf.train.Checkpoint(train_data=train_iterator)
+        self._data_key = (DATA_POSITION_KEY if isinstance(data_state, tf.Variable)
+                          else DATA_ITERATOR_KEY)
+        self._data_checkpoint = tf.train.Checkpoint(**{self._data_key: data_state})
         for root in (checkpoint, self._data_checkpoint):
             # `restore` makes it and then expects it; `write` saves it only if it exists.
             _ = root.save_counter
@@ -349,6 +355,14 @@ class RunCheckpoints:
             logging.warning("No saved training-data position for step %d in %s: this worker's "
                             "data starts again from the beginning of its shard.", step,
                             self._data_dir)
+            return
+        reader = storage.retrying(lambda: _open_reader(path), f"the training-data position {path}")
+        saved_keys = {name.split("/")[0] for name in reader.get_variable_to_shape_map()}
+        if self._data_key not in saved_keys:
+            logging.warning(
+                "The training-data position %s was saved by a version that checkpointed the "
+                "whole input iterator (or this task's dataset changed kind): this worker's data "
+                "starts again from the beginning of its shard.", path)
             return
         storage.retrying(lambda: self._data_checkpoint.restore(path).assert_consumed(),
                          f"the training-data position {path}")

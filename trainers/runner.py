@@ -24,6 +24,7 @@ from trainers import preemption as preemption_lib
 from trainers import recovery as recovery_lib
 from trainers import storage
 from trainers.data import files as files_lib
+from trainers.data import positions
 from lamb_tf import noise_scale
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
@@ -151,6 +152,10 @@ class Runner:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               dropout_generators=_dropout_generators(self.model))
         self._train_iterator = None
+        # This worker's position in its training data: not mirrored, each worker has its own.
+        with tf.device("/cpu:0"):
+            self._data_position = tf.Variable(positions.NOTHING_READ, dtype=tf.int64,
+                                              trainable=False, name="data_position")
         self._eval_loop = None
         self._savable = None
         self._writers = {}
@@ -318,6 +323,9 @@ class Runner:
         def read_batches(iterator):
             """One batch per local replica, already on its device where there is a copy."""
             batches = [next(iterator) for _ in range(local_replicas)]
+            if isinstance(batches[0], dict) and positions.POSITION_KEY in batches[0]:
+                read = [batch.pop(positions.POSITION_KEY) for batch in batches]
+                self._data_position.assign(read[-1][-1])  # the last record read
             if devices:
                 batches = [_copy_to(device, batch) for device, batch in zip(devices, batches)]
             return batches
@@ -394,18 +402,20 @@ class Runner:
                                               else 0)
         return num_pipelines, pipeline_id, local_replicas
 
-    def _train_dataset(self):
-        """This worker's training batches (one per local replica per step), not distributed.
+    def _train_dataset(self, after=positions.NOTHING_READ):
+        """This worker's training batches (one per local replica per step), not distributed,
+        starting after data position `after`.
 
-        tf.distribute's DistributedIterator cannot be checkpointed (tensorflow#56372); a plain
-        tf.data iterator can, shuffle buffer and all. So each worker iterates its own pipeline
-        and hands each local replica its batch, and the iterator is saved in every checkpoint:
-        a resumed run reads exactly the batches an uninterrupted one would.
+        tf.distribute's DistributedIterator cannot be checkpointed (tensorflow#56372). So each
+        worker iterates its own pipeline and hands each local replica its batch. Batches that
+        carry their data position (`trainers.data.positions`) are resumed from it; any other
+        dataset's iterator is checkpointed whole. Either way a resumed run reads exactly the
+        batches an uninterrupted one would.
         """
         num_pipelines, pipeline_id, _ = self._pipeline_layout()
         context = tf.distribute.InputContext(num_pipelines, pipeline_id, self.num_replicas)
         return self.task.input_fn("train", self.trainer.train_batch_size, context,
-                                  seed=self.experiment.runtime.seed)
+                                  seed=self.experiment.runtime.seed, after=after)
 
     def train(self, eval_each_checkpoint=False):
         """Trains to num_train_steps; returns the last eval results when evaluating.
@@ -433,10 +443,12 @@ class Runner:
         if eval_each_checkpoint:
             self.task.validate_inputs("eval")
         dataset = self._train_dataset()
-        self._train_iterator = iter(dataset)
+        positioned = (isinstance(dataset.element_spec, dict)
+                      and positions.POSITION_KEY in dataset.element_spec)
+        data_state = self._data_position if positioned else iter(dataset)
         num_pipelines, pipeline_id, _ = self._pipeline_layout()
         checkpoints = checkpointing.RunCheckpoints(
-            self.model_dir, self.checkpoint, self._train_iterator, self.inner_optimizer.iterations,
+            self.model_dir, self.checkpoint, data_state, self.inner_optimizer.iterations,
             trainer.keep_checkpoint_max, num_pipelines, pipeline_id,
             worker_id=None if self.is_chief else self.strategy.cluster_resolver.task_id)
         latest = checkpoints.resume_from
@@ -446,6 +458,9 @@ class Runner:
                 self.strategy, "the checkpoint step to resume from", lambda _: resume_step)
         self._restore_or_initialize(latest)
         checkpoints.restore_data_position(self.step)
+        self._train_iterator = (
+            iter(self._train_dataset(tuple(int(v) for v in self._data_position.numpy())))
+            if positioned else data_state)
         if self.step >= trainer.num_train_steps:
             logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
                          "to train.", self.model_dir, self.step, trainer.num_train_steps)

@@ -2,6 +2,8 @@
 
 import abc
 
+from trainers.data import positions
+
 
 class Task(abc.ABC):
     """A model, its inputs, and its losses and metrics; no strategies, loops or checkpoints.
@@ -22,7 +24,7 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def inputs(self, mode):
         """The checked input of `mode` ('train' or 'eval'): an object with
-        `train_dataset(global_batch_size, input_context, seed)`,
+        `train_dataset(global_batch_size, input_context, seed, after)`,
         `eval_dataset(global_batch_size, input_context)` and `eval_steps(global_batch_size)`.
         Making it validates the data, so it should be made once."""
 
@@ -30,11 +32,18 @@ class Task(abc.ABC):
         """Checks the data of `mode` before anything is compiled."""
         self.inputs(mode)
 
-    def input_fn(self, mode, global_batch_size, input_context, seed=None):
-        """Per-replica batches of `mode` ('train': endless, ordered by `seed`; 'eval': exactly
-        eval_steps batches with `is_real_example` marking padding)."""
+    def input_fn(self, mode, global_batch_size, input_context, seed=None, after=None):
+        """Per-replica batches of `mode` ('train': endless, ordered by `seed`, starting after
+        the data position `after`; 'eval': exactly eval_steps batches with `is_real_example`
+        marking padding).
+
+        Training batches that carry `trainers.data.positions.POSITION_KEY` are resumed from
+        their position (a few bytes per checkpoint); the runner checkpoints any other dataset's
+        whole iterator, shuffle buffer included."""
         if mode == "train":
-            return self.inputs(mode).train_dataset(global_batch_size, input_context, seed=seed)
+            after = positions.NOTHING_READ if after is None else after
+            return self.inputs(mode).train_dataset(global_batch_size, input_context, seed=seed,
+                                                   after=after)
         return self.inputs(mode).eval_dataset(global_batch_size, input_context)
 
     def input_files(self, mode):

@@ -10,6 +10,7 @@ files in either google-research/bert's or Model Garden's v2 naming. Eval batches
 import tensorflow as tf
 
 from trainers.data import batching
+from trainers.data import positions
 from trainers.data import pretraining_records
 
 
@@ -38,17 +39,25 @@ class PretrainingInput(batching.RecordFiles):
         self._parse = pretraining_records.parser(self.naming, max_seq_length,
                                                  max_predictions_per_seq)
 
-    def train_dataset(self, global_batch_size, input_context=None, seed=None):
-        """Endless shuffled batches of the per-replica size, the last partial batch dropped.
+    def train_dataset(self, global_batch_size, input_context=None, seed=None,
+                      after=positions.NOTHING_READ):
+        """Endless shuffled batches of the per-replica size, the last partial batch dropped,
+        starting after data position `after` (see `trainers.data.positions`).
 
         Each input pipeline reads its own files when there are at least as many files as
         pipelines. With `seed`, the order is the same on every run.
         """
         batch_size = batching.per_replica_batch_size(global_batch_size, input_context)
-        records = batching.training_records(self.files, input_context, seed, self.cycle_length,
-                                            self.shuffle_buffer_size)
+        records = positions.training_records(self.files, input_context, seed, self.cycle_length,
+                                             self.shuffle_buffer_size, after)
+
+        def parse(serialized, where):
+            inputs = self._parse(serialized)
+            inputs[positions.POSITION_KEY] = where
+            return inputs
+
         return (records.batch(batch_size, drop_remainder=True)
-                .map(self._parse, num_parallel_calls=tf.data.AUTOTUNE)
+                .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
 
     def eval_dataset(self, global_batch_size, input_context=None):

@@ -60,22 +60,3 @@ def padded_eval_batches(examples, padding, num_examples, global_batch_size, inpu
     padded = examples.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     return padded.take(per_pipeline).batch(
         per_replica_batch_size(global_batch_size, input_context), drop_remainder=True)
-
-
-def training_records(files, input_context, seed, cycle_length, shuffle_buffer_size):
-    """Endless shuffled serialized records for one input pipeline.
-
-    Each pipeline reads its own files when there are at least as many files as pipelines (else
-    all files, keeping every num_pipelines-th record). With `seed`, the order is the same on
-    every run.
-    """
-    pipeline_files = files_lib.files_for_pipeline(files, input_context)
-    if pipeline_files is None:
-        records = tf.data.TFRecordDataset(files).shard(
-            input_context.num_input_pipelines, input_context.input_pipeline_id).repeat()
-    else:
-        names = tf.data.Dataset.from_tensor_slices(pipeline_files)
-        records = names.shuffle(len(pipeline_files), seed=seed).repeat().interleave(
-            tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(pipeline_files)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
-    return records.shuffle(shuffle_buffer_size, seed=seed)

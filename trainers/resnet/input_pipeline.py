@@ -6,11 +6,14 @@ eval batches add `is_real_example`. `label_offset` is subtracted from the stored
 """
 
 
+import random
+
 import tensorflow as tf
 
 from trainers.data import batching
 from trainers.data import files as files_lib
 from trainers.data import image_records
+from trainers.data import positions
 from trainers.resnet import preprocessing
 
 
@@ -51,24 +54,25 @@ class ImageInput(batching.RecordFiles):
         with tf.control_dependencies(checks):
             return parsed["image/encoded"], tf.identity(label)
 
-    def train_dataset(self, global_batch_size, input_context=None, seed=None):
+    def train_dataset(self, global_batch_size, input_context=None, seed=None,
+                      after=positions.NOTHING_READ):
+        """Endless augmented batches, starting after data position `after`; each example's
+        augmentation is seeded by its position, so a resumed run augments as an uninterrupted
+        one does."""
+        if seed is None:
+            seed = random.SystemRandom().randrange(2 ** 31)
         batch_size = batching.per_replica_batch_size(global_batch_size, input_context)
-        records = batching.training_records(self.files, input_context, seed, self.cycle_length,
-                                            self.shuffle_buffer_size)
-        # Per-example seeds from a checkpointable random dataset: augmentation is reproducible
-        # and the iterator can be saved.
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        records = positions.training_records(self.files, input_context, seed, self.cycle_length,
+                                             self.shuffle_buffer_size, after)
         size = self.image_size
 
-        def preprocess(record, example_seed):
+        def preprocess(record, where):
             encoded, label = self._parse(record)
-            return {"image": preprocessing.train_image(encoded, size, example_seed,
-                                                       self.min_crop_area),
-                    "label": label}
+            image = preprocessing.train_image(encoded, size, positions.example_seed(seed, where),
+                                              self.min_crop_area)
+            return {"image": image, "label": label, positions.POSITION_KEY: where}
 
-        return (tf.data.Dataset.zip(records, seeds)
-                .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=seed is not None)
+        return (records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
     def eval_dataset(self, global_batch_size, input_context=None):

@@ -67,12 +67,12 @@ class ResNetTask(task_lib.Task):
             return []
         return super().input_files(mode)
 
-    def input_fn(self, mode, global_batch_size, input_context, seed=None):
+    def input_fn(self, mode, global_batch_size, input_context, seed=None, after=None):
         if mode == "train" and self.config.use_synthetic_data:
             model = self.config.model
             return synthetic_dataset(global_batch_size, model.image_size, model.num_classes,
                                      input_context)
-        return super().input_fn(mode, global_batch_size, input_context, seed)
+        return super().input_fn(mode, global_batch_size, input_context, seed, after)
 
     def model_inputs(self, features):
         return features["image"]
