@@ -44,7 +44,7 @@ def make_runner(args, accumulation, noise_scale, model_dir):
         "trainer": {"train_batch_size": args.train_batch_size, "noise_scale": noise_scale,
                     "num_accumulation_steps": accumulation}})
     built = runner.Runner(BertPretrainingTask(experiment.task), experiment, model_dir)
-    iterator = iter(built._train_dataset())
+    iterator = iter(built.train_input.dataset())
     loop = built._make_train_loop()
     return lambda steps: loop(iterator, tf.constant(steps))
 

@@ -13,7 +13,7 @@ HOST_OPS = re.compile(r"custom_call_target=\"[^\"]*(callback|PyFunc|py_func)[^\"
 
 def train_step_hlo(runner):
     """(HLO text of one replica's whole update compiled with XLA, the batch it was traced on)."""
-    features = next(iter(runner._train_dataset()))
+    features = next(iter(runner.train_input.dataset()))
     features.pop(positions.POSITION_KEY, None)  # the runner's, not the model's
     step = runner._train_step_fn()
     compiled = tf.function(lambda batch: runner.strategy.run(step, (batch,)), jit_compile=True)

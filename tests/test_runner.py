@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tests import bert_runs, compiled
 from tests.conftest import two_device_mirrored_strategy
-from trainers import distribution, recovery, runner
+from trainers import distribution, input as input_lib, recovery, runner
 from trainers.bert.task import BertPretrainingTask
 
 
@@ -52,8 +52,8 @@ def test_batches_copied_to_replica_devices_ahead_of_their_step_train_the_same(
     # On GPUs each batch is copied to its replica's device while the previous step computes;
     # here the copy path runs on the two logical CPUs and must not change what is trained.
     one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
-    monkeypatch.setattr(runner.Runner, "_input_devices",
-                        lambda self: list(self.strategy.extended.worker_devices))
+    monkeypatch.setattr(input_lib.TrainInput, "accelerator_devices",
+                        lambda self: list(self._strategy.extended.worker_devices))
     two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy())
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 

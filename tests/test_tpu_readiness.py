@@ -20,7 +20,7 @@ def bert_data(tmp_path_factory):
 
 
 def assert_tpu_ready(step_runner):
-    spec = step_runner._train_dataset().element_spec
+    spec = step_runner.train_input.dataset().element_spec
     for name, tensor_spec in spec.items():
         assert tensor_spec.shape.is_fully_defined(), (name, tensor_spec)
         assert tensor_spec.dtype != tf.string, name

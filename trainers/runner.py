@@ -23,8 +23,8 @@ from trainers import optimization
 from trainers import preemption as preemption_lib
 from trainers import recovery as recovery_lib
 from trainers import storage
+from trainers import input as input_lib
 from trainers.data import files as files_lib
-from trainers.data import positions
 from lamb_tf import noise_scale
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
@@ -56,11 +56,6 @@ def _split_batch(tensor, parts, part_size):
     else:
         shape = tf.concat([[parts, part_size], tf.shape(tensor)[1:]], 0)
     return tf.reshape(tensor, shape)
-
-
-def _copy_to(device, batch):
-    with tf.device(device):
-        return tf.nest.map_structure(tf.identity, batch)
 
 
 def _dropout_generators(model):
@@ -151,11 +146,8 @@ class Runner:
             self.metrics = task.build_metrics()
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               dropout_generators=_dropout_generators(self.model))
-        self._train_iterator = None
-        # This worker's position in its training data: not mirrored, each worker has its own.
-        with tf.device("/cpu:0"):
-            self._data_position = tf.Variable(positions.NOTHING_READ, dtype=tf.int64,
-                                              trainable=False, name="data_position")
+        self.train_input = input_lib.TrainInput(task, self.strategy,
+                                                self.trainer.train_batch_size, runtime.seed)
         self._eval_loop = None
         self._savable = None
         self._writers = {}
@@ -312,23 +304,12 @@ class Runner:
         def first_replica(value):
             return strategy.experimental_local_results(value)[0]
 
-        _, _, local_replicas = self._pipeline_layout()
+        train_input = self.train_input
+        local_replicas = train_input.local_replicas
 
         if self._jit_scope() == "step":
             # XLA compiles the update, not the loop: iterators cannot live inside XLA.
             replica_step = tf.function(replica_step, jit_compile=True)
-
-        devices = self._input_devices()
-
-        def read_batches(iterator):
-            """One batch per local replica, already on its device where there is a copy."""
-            batches = [next(iterator) for _ in range(local_replicas)]
-            if isinstance(batches[0], dict) and positions.POSITION_KEY in batches[0]:
-                read = [batch.pop(positions.POSITION_KEY) for batch in batches]
-                self._data_position.assign(read[-1][-1])  # the last record read
-            if devices:
-                batches = [_copy_to(device, batch) for device, batch in zip(devices, batches)]
-            return batches
 
         @tf.function
         def train_loop(iterator, num_steps):
@@ -337,14 +318,15 @@ class Runner:
             first_non_finite = tf.constant(-1, tf.int64)
             # Sums of the noise-scale estimates over the loop's finite updates, and their count.
             estimate_sums = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
-            batches = read_batches(iterator)
+            batches = train_input.read_batches(iterator)
             for i in tf.range(num_steps):
                 features = strategy.experimental_distribute_values_from_function(
                     lambda context: batches[context.replica_id_in_sync_group % local_replicas])
                 # The next step's batches are read (and copied to the devices) while this step
                 # computes: nothing orders the two. The last step reads none, so the saved
                 # iterator stands exactly after the batches trained on.
-                next_batches = tf.cond(i + 1 < num_steps, lambda: read_batches(iterator),
+                next_batches = tf.cond(i + 1 < num_steps,
+                                       lambda: train_input.read_batches(iterator),
                                        lambda: batches)
                 loss, gradient_norm, gradients_finite, estimates = strategy.run(
                     replica_step, args=(features,))
@@ -368,17 +350,6 @@ class Runner:
 
         return train_loop
 
-    def _input_devices(self):
-        """Local replica devices to copy each batch to ahead of its step: accelerators only.
-
-        On CPU the copy would be a no-op; a TPU takes its input through the strategy.
-        """
-        devices = list(self.strategy.extended.worker_devices)
-        if isinstance(self.strategy, tf.distribute.TPUStrategy) or not any(
-                "GPU" in device.upper() for device in devices):
-            return []
-        return devices
-
     def _jit_scope(self):
         """What --jit_compile puts in XLA: None without the flag; "step" (the whole update) on
         one replica or a TPU; "replica_pass" (each replica's forward and backward pass) under
@@ -389,33 +360,6 @@ class Runner:
         if self.num_replicas == 1 or isinstance(self.strategy, tf.distribute.TPUStrategy):
             return "step"
         return "replica_pass"
-
-    def _pipeline_layout(self):
-        """(input pipelines, this worker's pipeline index, replicas fed by this pipeline)."""
-        local_replicas = len(self.strategy.extended.worker_devices)
-        num_pipelines = self.num_replicas // local_replicas
-        resolver = getattr(self.strategy, "cluster_resolver", None)
-        pipeline_id = 0
-        if num_pipelines > 1 and resolver is not None:
-            has_chief = "chief" in resolver.cluster_spec().as_dict()
-            pipeline_id = resolver.task_id + (1 if has_chief and resolver.task_type == "worker"
-                                              else 0)
-        return num_pipelines, pipeline_id, local_replicas
-
-    def _train_dataset(self, after=positions.NOTHING_READ):
-        """This worker's training batches (one per local replica per step), not distributed,
-        starting after data position `after`.
-
-        tf.distribute's DistributedIterator cannot be checkpointed (tensorflow#56372). So each
-        worker iterates its own pipeline and hands each local replica its batch. Batches that
-        carry their data position (`trainers.data.positions`) are resumed from it; any other
-        dataset's iterator is checkpointed whole. Either way a resumed run reads exactly the
-        batches an uninterrupted one would.
-        """
-        num_pipelines, pipeline_id, _ = self._pipeline_layout()
-        context = tf.distribute.InputContext(num_pipelines, pipeline_id, self.num_replicas)
-        return self.task.input_fn("train", self.trainer.train_batch_size, context,
-                                  seed=self.experiment.runtime.seed, after=after)
 
     def train(self, eval_each_checkpoint=False):
         """Trains to num_train_steps; returns the last eval results when evaluating.
@@ -442,14 +386,11 @@ class Runner:
         self.task.validate_inputs("train")
         if eval_each_checkpoint:
             self.task.validate_inputs("eval")
-        dataset = self._train_dataset()
-        positioned = (isinstance(dataset.element_spec, dict)
-                      and positions.POSITION_KEY in dataset.element_spec)
-        data_state = self._data_position if positioned else iter(dataset)
-        num_pipelines, pipeline_id, _ = self._pipeline_layout()
+        train_input = self.train_input
         checkpoints = checkpointing.RunCheckpoints(
-            self.model_dir, self.checkpoint, data_state, self.inner_optimizer.iterations,
-            trainer.keep_checkpoint_max, num_pipelines, pipeline_id,
+            self.model_dir, self.checkpoint, train_input.checkpointed_state(),
+            self.inner_optimizer.iterations, trainer.keep_checkpoint_max,
+            train_input.num_pipelines, train_input.pipeline_id,
             worker_id=None if self.is_chief else self.strategy.cluster_resolver.task_id)
         latest = checkpoints.resume_from
         if cluster["workers"] > 1:
@@ -458,9 +399,7 @@ class Runner:
                 self.strategy, "the checkpoint step to resume from", lambda _: resume_step)
         self._restore_or_initialize(latest)
         checkpoints.restore_data_position(self.step)
-        self._train_iterator = (
-            iter(self._train_dataset(tuple(int(v) for v in self._data_position.numpy())))
-            if positioned else data_state)
+        iterator = train_input.iterator()
         if self.step >= trainer.num_train_steps:
             logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
                          "to train.", self.model_dir, self.step, trainer.num_train_steps)
@@ -500,7 +439,7 @@ class Runner:
                 started = time.monotonic()
                 with files_lib.naming_corrupt_file(train_files):
                     loss, gradient_norm, first_non_finite, estimate_sums = train_loop(
-                        self._train_iterator, tf.constant(num_steps))
+                        iterator, tf.constant(num_steps))
                 loss = float(loss)
                 seconds = time.monotonic() - started
                 spike = recovery.spike(self.step, loss, int(first_non_finite))
