@@ -5,8 +5,8 @@ variables and calls `rule.step`; `Lamb` and `Lars` there only choose the rule. S
 generations cannot drift apart in what they compute or accept.
 
 A rule writes its slots through `Slots`, which each generation implements over its variables:
-LAMB adds its moment increments in place and reads the result back, because in TensorFlow's
-graph kernels an in-place add is cheaper than assigning a freshly computed tensor.
+LAMB adds its moment increments in place and reads the result back (an in-place add updates
+the slot's buffer where an assign of a new tensor replaces it).
 """
 
 from typing import List, NamedTuple, Protocol

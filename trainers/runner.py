@@ -323,8 +323,8 @@ class Runner:
                 features = strategy.experimental_distribute_values_from_function(
                     lambda context: batches[context.replica_id_in_sync_group % local_replicas])
                 # The next step's batches are read (and copied to the devices) while this step
-                # computes: nothing orders the two. The last step reads none, so the saved
-                # iterator stands exactly after the batches trained on.
+                # computes: nothing orders the two. The last step reads none, so the saved data
+                # position stands exactly after the batches trained on.
                 next_batches = tf.cond(i + 1 < num_steps,
                                        lambda: train_input.read_batches(iterator),
                                        lambda: batches)

@@ -35,8 +35,7 @@ def training_records(files, input_context, seed, cycle_length, shuffle_buffer_si
     all files, keeping every num_pipelines-th record). `seed` fixes the order; None draws
     one, so each call then gives another order (the runner always passes its seed).
     """
-    if seed is None:
-        seed = random.SystemRandom().randrange(2 ** 31)
+    seed = seed_or_draw(seed)
     pipeline_files = files_lib.files_for_pipeline(files, input_context)
     shard = None
     if pipeline_files is None:
@@ -84,6 +83,11 @@ def training_records(files, input_context, seed, cycle_length, shuffle_buffer_si
     # read `shuffle_buffer_size` records.
     return (tf.data.Dataset.range(start_epoch, _EPOCHS).flat_map(windows_of)
             .flat_map(records_of).prefetch(shuffle_buffer_size))
+
+
+def seed_or_draw(seed):
+    """`seed`, or a freshly drawn one when it is None (another order on every call)."""
+    return random.SystemRandom().randrange(2 ** 31) if seed is None else seed
 
 
 def _window_seed(seed, epoch, window):

@@ -6,8 +6,6 @@ eval batches add `is_real_example`. `label_offset` is subtracted from the stored
 """
 
 
-import random
-
 import tensorflow as tf
 
 from trainers.data import batching
@@ -59,8 +57,7 @@ class ImageInput(batching.RecordFiles):
         """Endless augmented batches, starting after data position `after`; each example's
         augmentation is seeded by its position, so a resumed run augments as an uninterrupted
         one does."""
-        if seed is None:
-            seed = random.SystemRandom().randrange(2 ** 31)
+        seed = positions.seed_or_draw(seed)  # augmentation and order must share it
         batch_size = batching.per_replica_batch_size(global_batch_size, input_context)
         records = positions.training_records(self.files, input_context, seed, self.cycle_length,
                                              self.shuffle_buffer_size, after)
