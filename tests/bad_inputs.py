@@ -15,6 +15,8 @@ import sys
 from tests import bert_runs
 
 REPO = bert_runs.REPO
+_TABLES = ("task.train_data.input_path={table},task.eval_data.input_path={table},"
+           "task.train_data.max_seq_length=32,task.eval_data.max_seq_length=32")
 
 CASES = [
     # ------------------------------------------------------------------ flag syntax (exit 2)
@@ -159,6 +161,34 @@ CASES = [
      1, r"error: .*label_offset"),
     ("image_tool", "trainers.data.images_to_tfrecords", ["--output_dir={out}/i"],
      2, r"error: Give --image_dir"),
+    # ------------------------------------------------------------------------- fine-tuning
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={trained}", "--params_override=task.vocab_file={other_vocab}," + _TABLES],
+     1, r"error: task\.vocab_file .*other_vocab\.txt is not the vocab .*vocab\.txt that "
+        r".*trained was pretrained with"),
+    ("finetune", "trainers.bert.finetune", ["--params_override=" + _TABLES],
+     1, r"error: No vocab: pass --init_checkpoint"),
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={bert_data}", "--params_override=" + _TABLES],
+     1, r"error: init_checkpoint .* is neither a trainers\.bert model_dir"),
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={trained}", "--params_override=task.train_data.text_column=text,"
+      + _TABLES], 1, r"error: .*table\.tsv has no column 'text' \(its header: "),
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={trained}", "--params_override=task.labels=[a, b]," + _TABLES],
+     1, r"error: .*table\.tsv, line 2: label 'yes' is not one of task\.labels"),
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={trained}", "--params_override=task.train_data.max_seq_length=32,"
+      "task.eval_data.max_seq_length=32,task.train_data.input_path=bbc_news:validation"],
+     1, r"error: Unknown split 'validation' of bbc_news"),
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={trained}",
+      "--params_override=" + _TABLES + ",task.train_data.max_seq_length=64"],
+     1, r"error: task\.train_data\.max_seq_length=64 exceeds"),
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={trained}", "--params_override=" + _TABLES],
+     1, r"error: The training data has 2 examples per input pipeline, fewer than one "
+        r"per-replica batch \(32\); lower --train_batch_size"),
     # ---------------------------------------------------------------------------- export
     ("export", "trainers.bert.export", ["--model_dir={empty_dir}", "--output_dir={out}/j"],
      1, r"error: .*"),
@@ -218,6 +248,20 @@ class Files(dict):
     def _make_config_big_vocab(self):
         return bert_runs.write_config(self._path("vocab.yaml"), self["bert_data"], **self._TINY,
                                       task={"model": {"vocab_size": 50}})
+
+    def _make_other_vocab(self):
+        path = self._path("other_vocab.txt")
+        with open(self["vocab"]) as f:
+            tokens = f.read().split()
+        with open(path, "w") as f:
+            f.write("\n".join(tokens[:5] + tokens[:4:-1]) + "\n")
+        return path
+
+    def _make_table(self):
+        path = self._path("table.tsv")
+        with open(path, "w") as f:
+            f.write("sentence\tlabel\nd0w1 d0w2\tyes\nd1w1\tno\n")
+        return path
 
     def _make_corpus(self):
         from tests import synthetic_text

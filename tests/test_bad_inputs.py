@@ -19,7 +19,7 @@ def files(tmp_path_factory):
 def test_there_are_at_least_forty_cases_in_every_category_the_issue_names():
     assert len(bad_inputs.CASES) >= 40
     assert {"flags", "config", "override", "values", "cluster", "model_dir", "train_data",
-            "text_tool", "image_tool", "export"} == set(FIRST_OF_EACH_CATEGORY)
+            "text_tool", "image_tool", "finetune", "export"} == set(FIRST_OF_EACH_CATEGORY)
 
 
 @pytest.mark.parametrize("case", list(FIRST_OF_EACH_CATEGORY.values()),

@@ -379,3 +379,18 @@ class RunCheckpoints:
             tf.io.gfile.rmtree(self._own_dir)
         # Every worker names the chief's copy, which all of them restore from.
         self.latest = os.path.join(self.model_dir, f"ckpt-{step}")
+
+
+def checkpoint_in(path):
+    """`path` if it is a checkpoint prefix; else the newest checkpoint in folder `path` (its
+    state file's, or the newest ckpt-N); None if neither."""
+    if storage.index_exists(path):
+        return path
+    if not tf.io.gfile.isdir(path):
+        return None
+    state = tf.train.get_checkpoint_state(path)
+    if state and storage.index_exists(state.model_checkpoint_path):
+        return state.model_checkpoint_path
+    steps = [s for s, prefix in storage.checkpoint_steps(path).items()
+             if storage.index_exists(prefix)]
+    return os.path.join(path, f"ckpt-{max(steps)}") if steps else None

@@ -74,21 +74,6 @@ def _dropout_generators(model):
     return generators
 
 
-def _checkpoint_in(path):
-    """`path` if it is a checkpoint prefix; else the newest checkpoint in folder `path` (its
-    state file's, or the newest ckpt-N); None if neither."""
-    if storage.index_exists(path):
-        return path
-    if not tf.io.gfile.isdir(path):
-        return None
-    state = tf.train.get_checkpoint_state(path)
-    if state and storage.index_exists(state.model_checkpoint_path):
-        return state.model_checkpoint_path
-    steps = [s for s, prefix in storage.checkpoint_steps(path).items()
-             if storage.index_exists(prefix)]
-    return os.path.join(path, f"ckpt-{max(steps)}") if steps else None
-
-
 class Runner:
     """One experiment in one model_dir; `run` below is the usual entry point."""
 
@@ -187,19 +172,10 @@ class Runner:
             self.load_init_checkpoint(self.trainer.init_checkpoint)
 
     def load_init_checkpoint(self, path):
-        """Model weights only (not optimizer state or step) from a checkpoint of the same model."""
+        """What the task takes from `init_checkpoint` (by default, model weights only: not the
+        optimizer state or step)."""
         storage.check_path("init_checkpoint", path)
-        resolved = _checkpoint_in(path)
-        if not resolved:
-            raise FileNotFoundError(f"init_checkpoint {path!r} is not a checkpoint (no "
-                                    f"{path}.index, and it is not a directory holding one).")
-        try:
-            tf.train.Checkpoint(model=self.model).read(resolved).expect_partial() \
-                .assert_existing_objects_matched()
-        except (ValueError, AssertionError) as e:
-            raise ValueError(f"init_checkpoint {resolved} does not fit this model: {e} Start "
-                             "from a checkpoint of the same task and model size.") from None
-        logging.info("Initialized model weights from %s.", resolved)
+        self.task.initialize(self.model, path)
 
     # -------------------------------------------------------------------------- training
     def _train_step_fn(self):

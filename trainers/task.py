@@ -2,6 +2,10 @@
 
 import abc
 
+import tensorflow as tf
+from absl import logging
+
+from trainers import checkpointing
 from trainers.data import positions
 
 
@@ -16,6 +20,23 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def build_model(self):
         """A built tf_keras model (variables created)."""
+
+    def initialize(self, model, init_checkpoint):
+        """Loads what a fresh run takes from `init_checkpoint` (Model Garden's
+        `Task.initialize`): here, all model weights from a checkpoint of the same task and model
+        (a prefix, or a folder holding one), and not the optimizer state or step."""
+        resolved = checkpointing.checkpoint_in(init_checkpoint)
+        if not resolved:
+            raise FileNotFoundError(f"init_checkpoint {init_checkpoint!r} is not a checkpoint "
+                                    f"(no {init_checkpoint}.index, and it is not a directory "
+                                    "holding one).")
+        try:
+            tf.train.Checkpoint(model=model).read(resolved).expect_partial() \
+                .assert_existing_objects_matched()
+        except (ValueError, AssertionError) as e:
+            raise ValueError(f"init_checkpoint {resolved} does not fit this model: {e} Start "
+                             "from a checkpoint of the same task and model size.") from None
+        logging.info("Initialized model weights from %s.", resolved)
 
     @abc.abstractmethod
     def weight_decay_exclusions(self):

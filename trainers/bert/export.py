@@ -8,7 +8,8 @@ Writes into --output_dir:
   `init_checkpoint` (they restore `encoder`, and with `init_cls_pooler` the pooler).
 - `encoder_config.yaml`: Model Garden's `EncoderConfig` (type `bert_v2`), for a fine-tuning
   config's `model.encoder` or `official.nlp.configs.encoders.build_encoder`.
-- `vocab.txt`: the WordPiece vocab the pretraining data was made with.
+- `vocab.txt`: the WordPiece vocab the pretraining data was made with, and
+  `tokenization.json` (`do_lower_case`) when the data's description says how it was cased.
 - `saved_model/`: a SavedModel of the encoder: inputs `input_word_ids`, `input_mask`,
   `input_type_ids` (int32 [batch, seq]); outputs `sequence_output`, `pooled_output`.
 
@@ -17,6 +18,7 @@ the exported encoder carries the trained next-sentence pooler in its place: `poo
 the pooled [CLS] that pretraining actually learned.
 """
 
+import json
 import os
 
 import tensorflow as tf
@@ -25,51 +27,12 @@ from absl import flags
 
 from trainers import cli
 from trainers import checkpointing
-from trainers import config as config_lib
-from trainers.bert import builtin_data
-from trainers.bert import config as bert_config
-from trainers.bert.config import BertExperimentConfig
-from trainers.bert.task import BertPretrainingTask
-from trainers.data import files as files_lib
+from trainers.bert import pretrained
 
-CHECKPOINT_NAME = "bert_model.ckpt"
-ENCODER_CONFIG_FILE = "encoder_config.yaml"
+CHECKPOINT_NAME = pretrained.CHECKPOINT_NAME
+ENCODER_CONFIG_FILE = pretrained.ENCODER_CONFIG_FILE
 SAVED_MODEL_DIR = "saved_model"
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
-
-
-def _experiment(model_dir):
-    params = checkpointing.ParamsRecord(model_dir).previous()
-    if params is None:
-        raise FileNotFoundError(f"{model_dir} holds no readable params.yaml: give the model_dir "
-                                "of a trainers.bert run.")
-    return config_lib.merge(BertExperimentConfig(), params)
-
-
-def encoder_config(model_config):
-    """Model Garden's EncoderConfig for the encoder our task builds (approximate GELU)."""
-    num_layers, hidden = bert_config.SIZES[model_config.size]
-    return {"type": "bert_v2", "bert_v2": {
-        "vocab_size": model_config.vocab_size, "hidden_size": hidden, "num_layers": num_layers,
-        "num_attention_heads": max(1, hidden // 64), "intermediate_size": 4 * hidden,
-        "hidden_activation": "gelu", "dropout_rate": model_config.dropout_rate,
-        "attention_dropout_rate": model_config.attention_dropout_rate,
-        "max_position_embeddings": model_config.max_position_embeddings,
-        "type_vocab_size": model_config.type_vocab_size,
-        "initializer_range": model_config.initializer_range}}
-
-
-def _vocab_path(data_config):
-    if data_config.input_path.strip() == builtin_data.BUILTIN:
-        directory = builtin_data.ensure(data_config.max_seq_length,
-                                        data_config.max_predictions_per_seq)
-    else:
-        directory = os.path.dirname(files_lib.expand_patterns(data_config.input_path)[0])
-    path = os.path.join(directory, "vocab.txt")
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"No vocab.txt beside the training data ({path}); pass "
-                                "--vocab_file with the vocab the data was made with.")
-    return path
 
 
 class EncoderModule(tf.Module):
@@ -108,11 +71,11 @@ def export(model_dir, output_dir, vocab_file="", overwrite=False):
     leaves a previous one as it was.
     """
     _check_output_dir(model_dir, output_dir)
-    experiment = _experiment(model_dir)
+    experiment = pretrained.pretraining_experiment(model_dir)
     latest = checkpointing.newest_whole_checkpoint(model_dir, 0, move_broken=False)
     if latest is None:
         raise FileNotFoundError(f"No checkpoint in {model_dir} to export; train first.")
-    vocab = vocab_file or _vocab_path(experiment.task.train_data)
+    vocab = vocab_file or pretrained.pretraining_vocab(experiment.task.train_data)
     replacing = tf.io.gfile.exists(output_dir) and bool(tf.io.gfile.listdir(output_dir))
     if replacing and not overwrite:
         raise ValueError(f"{output_dir} is not empty; pass --overwrite to replace its "
@@ -138,17 +101,17 @@ def export(model_dir, output_dir, vocab_file="", overwrite=False):
 
 
 def _write_export(experiment, checkpoint, vocab, output_dir):
-    model = BertPretrainingTask(experiment.task).build_model()
-    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial() \
-        .assert_existing_objects_matched()
-    head = next(h for h in model.classification_heads if h.name == "next_sentence")
-    model.encoder_network.pooler_layer.set_weights(head.dense.get_weights())
-
+    model = pretrained.trained_pretrainer(experiment, checkpoint)
     tf.train.Checkpoint(**model.checkpoint_items).write(os.path.join(output_dir,
                                                                      CHECKPOINT_NAME))
     with tf.io.gfile.GFile(os.path.join(output_dir, ENCODER_CONFIG_FILE), "w") as f:
-        f.write(yaml.safe_dump(encoder_config(experiment.task.model), sort_keys=False))
-    tf.io.gfile.copy(vocab, os.path.join(output_dir, "vocab.txt"), overwrite=True)
+        f.write(yaml.safe_dump(pretrained.encoder_config(experiment.task.model),
+                               sort_keys=False))
+    tf.io.gfile.copy(vocab, os.path.join(output_dir, pretrained.VOCAB_FILE), overwrite=True)
+    do_lower_case = pretrained.pretraining_lower_case(experiment.task.train_data)
+    if do_lower_case is not None:
+        with tf.io.gfile.GFile(os.path.join(output_dir, pretrained.TOKENIZATION_FILE), "w") as f:
+            json.dump({"do_lower_case": do_lower_case}, f)
     module = EncoderModule(model.encoder_network)
     tf.saved_model.save(module, os.path.join(output_dir, SAVED_MODEL_DIR),
                         signatures={"serving_default": module.serve})

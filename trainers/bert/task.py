@@ -20,6 +20,24 @@ from trainers.data import create_pretraining_data as creator
 WEIGHT_DECAY_EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]
 
 
+def initializer_of(model_config):
+    return tf_keras.initializers.TruncatedNormal(stddev=model_config.initializer_range)
+
+
+def build_encoder(model_config, initializer):
+    """Model Garden's BERT encoder (v2) of `model_config`'s size: what pretraining trains and
+    fine-tuning starts from."""
+    num_layers, hidden = bert_config.SIZES[model_config.size]
+    return nlp_networks.BertEncoderV2(
+        vocab_size=model_config.vocab_size, hidden_size=hidden, num_layers=num_layers,
+        num_attention_heads=max(1, hidden // 64), inner_dim=4 * hidden,
+        max_sequence_length=model_config.max_position_embeddings,
+        type_vocab_size=model_config.type_vocab_size,
+        output_dropout=model_config.dropout_rate,
+        attention_dropout=model_config.attention_dropout_rate,
+        initializer=initializer)
+
+
 class BertPretrainingTask(task_lib.Task):
 
     def __init__(self, task_config):
@@ -32,16 +50,9 @@ class BertPretrainingTask(task_lib.Task):
     # ------------------------------------------------------------------------------ model
     def build_model(self):
         model_config = self.config.model
-        num_layers, hidden = bert_config.SIZES[model_config.size]
-        initializer = tf_keras.initializers.TruncatedNormal(
-            stddev=model_config.initializer_range)
-        encoder = nlp_networks.BertEncoderV2(
-            vocab_size=model_config.vocab_size, hidden_size=hidden, num_layers=num_layers,
-            num_attention_heads=max(1, hidden // 64), inner_dim=4 * hidden,
-            max_sequence_length=model_config.max_position_embeddings,
-            type_vocab_size=model_config.type_vocab_size,
-            output_dropout=model_config.dropout_rate,
-            attention_dropout=model_config.attention_dropout_rate, initializer=initializer)
+        hidden = bert_config.SIZES[model_config.size][1]
+        initializer = initializer_of(model_config)
+        encoder = build_encoder(model_config, initializer)
         model = nlp_models.BertPretrainerV2(
             encoder_network=encoder, mlm_initializer=initializer,
             classification_heads=[nlp_layers.ClassificationHead(

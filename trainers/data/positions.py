@@ -85,6 +85,23 @@ def training_records(files, input_context, seed, cycle_length, shuffle_buffer_si
             .flat_map(records_of).prefetch(shuffle_buffer_size))
 
 
+def permuted_indices(num_examples, seed, after=NOTHING_READ):
+    """Endless (example index, position) pairs over examples held in memory: each epoch a
+    permutation of range(num_examples) of its own, starting after position `after`
+    ((epoch, 0, index in the epoch's order)). `seed` fixes the orders; None draws one."""
+    seed = tf.constant(seed_or_draw(seed), tf.int64)
+    start_epoch, _, last_index = (tf.constant(v, tf.int64) for v in after)
+
+    def epoch_of(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_examples, dtype=tf.int64), seed=tf.stack([seed, epoch]))
+        first = tf.where(epoch == start_epoch, last_index + 1, 0)
+        return tf.data.Dataset.range(first, num_examples).map(
+            lambda j: (order[j], tf.stack([epoch, tf.constant(0, tf.int64), j])))
+
+    return tf.data.Dataset.range(start_epoch, _EPOCHS).flat_map(epoch_of)
+
+
 def seed_or_draw(seed):
     """`seed`, or a freshly drawn one when it is None (another order on every call)."""
     return random.SystemRandom().randrange(2 ** 31) if seed is None else seed

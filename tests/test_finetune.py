@@ -1,0 +1,310 @@
+"""Fine-tuning (trainers.bert.finetune): it starts from what pretraining trained, wherever that
+is given from, trains and evaluates on the runner, resumes exactly, reads tables as GLUE's are
+written, and Model Garden's own fine-tuning task accepts our export."""
+
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from official.nlp.configs import encoders
+from official.nlp.tasks import sentence_prediction
+
+from tests import bert_runs
+from trainers import config as config_lib
+from trainers import runner
+from trainers.bert import export
+from trainers.bert.finetune import data as data_lib
+from trainers.bert.finetune.config import (ClassificationDataConfig,
+                                           ClassificationExperimentConfig)
+from trainers.bert.finetune.task import ClassificationTask, resolve_pretrained
+from trainers.bert.task import BertPretrainingTask
+from trainers.data import positions
+
+NUM_DOCUMENTS = 40  # of tests.synthetic_text's corpus
+
+
+def _write_table(path, rows, header=("sentence", "label"), delimiter="\t"):
+    with open(path, "w") as f:
+        f.write(delimiter.join(header) + "\n")
+        for row in rows:
+            f.write(delimiter.join(row) + "\n")
+    return path
+
+
+def _topic_rows(rng, count):
+    """Sentences of the synthetic corpus's words, labelled by the half their document is in."""
+    rows = []
+    for _ in range(count):
+        document = rng.randrange(NUM_DOCUMENTS)
+        words = " ".join(f"d{document}w{rng.randrange(40)}" for _ in range(rng.randrange(3, 12)))
+        rows.append((words, "early" if document < NUM_DOCUMENTS // 2 else "late"))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    data_dir = bert_runs.make_data(str(root / "data"))
+    experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 3})
+    model_dir = str(root / "pretraining")
+    runner.run(BertPretrainingTask(experiment.task), experiment, model_dir, "train")
+    export_dir = str(root / "export")
+    export.export(model_dir, export_dir)
+    # The trained pretrainer, restored independently of the fine-tuning code.
+    trained = BertPretrainingTask(experiment.task).build_model()
+    tf.train.Checkpoint(model=trained).read(tf.train.latest_checkpoint(model_dir)) \
+        .expect_partial()
+    rng = random.Random(3)
+    tables = {split: _write_table(str(root / f"{split}.tsv"), _topic_rows(rng, count))
+              for split, count in (("train", 96), ("dev", 24))}
+    return {"model_dir": model_dir, "export": export_dir, "trained": trained,
+            "data_dir": data_dir, "tables": tables, "root": root}
+
+
+def _experiment(pretrained, init_checkpoint, **task):
+    settings = {
+        "task": dict({"train_data": {"input_path": pretrained["tables"]["train"],
+                                     "max_seq_length": bert_runs.SEQ},
+                      "eval_data": {"input_path": pretrained["tables"]["dev"],
+                                    "max_seq_length": bert_runs.SEQ},
+                      "model": {"dropout_rate": 0.0, "attention_dropout_rate": 0.0}}, **task),
+        "trainer": {"train_batch_size": 8, "eval_batch_size": 8, "num_train_steps": 4,
+                    "iterations_per_loop": 2, "save_checkpoints_steps": 2,
+                    "init_checkpoint": init_checkpoint},
+        "optimizer": {"name": "adamw", "learning_rate": 1e-3, "num_warmup_steps": 1},
+    }
+    experiment = config_lib.merge(ClassificationExperimentConfig(), settings)
+    resolve_pretrained(experiment)
+    return experiment
+
+
+def _inputs(vocab_size, seq=bert_runs.SEQ):
+    rng = np.random.default_rng(5)
+    mask = np.ones((3, seq), np.int32)
+    mask[1, seq // 2:] = 0
+    return {"input_word_ids": rng.integers(0, vocab_size, (3, seq)).astype(np.int32),
+            "input_mask": mask, "input_type_ids": np.zeros((3, seq), np.int32)}
+
+
+def _source(pretrained, kind):
+    if kind == "checkpoint":
+        return tf.train.latest_checkpoint(pretrained["model_dir"])
+    return pretrained["model_dir" if kind == "model_dir" else "export"]
+
+
+@pytest.mark.parametrize("kind", ["model_dir", "checkpoint", "export"])
+def test_the_encoder_starts_from_the_pretrained_weights(pretrained, kind):
+    experiment = _experiment(pretrained, _source(pretrained, kind))
+    assert experiment.task.model.size == "tiny"
+    assert experiment.task.do_lower_case is True
+    assert experiment.task.labels == ["early", "late"]
+    with open(experiment.task.vocab_file) as f, \
+            open(os.path.join(pretrained["data_dir"], "vocab.txt")) as expected:
+        assert f.read() == expected.read()
+    task = ClassificationTask(experiment.task)
+    model = task.build_model()
+    task.initialize(model, experiment.trainer.init_checkpoint)
+    inputs = _inputs(experiment.task.model.vocab_size)
+    expected = pretrained["trained"].encoder_network(inputs, training=False)["sequence_output"]
+    got = model.checkpoint_items["encoder"](inputs, training=False)["sequence_output"]
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_random_init_keeps_the_architecture_but_not_the_weights(pretrained):
+    experiment = _experiment(pretrained, pretrained["export"], random_init=True)
+    task = ClassificationTask(experiment.task)
+    model = task.build_model()
+    task.initialize(model, experiment.trainer.init_checkpoint)
+    inputs = _inputs(experiment.task.model.vocab_size)
+    expected = pretrained["trained"].encoder_network(inputs, training=False)["sequence_output"]
+    got = model.checkpoint_items["encoder"](inputs, training=False)["sequence_output"]
+    assert got.shape == expected.shape
+    assert np.abs(got.numpy() - expected.numpy()).max() > 0.1
+
+
+def test_fine_tuning_from_an_export_trains_evaluates_and_resumes_exactly(pretrained, tmp_path):
+    experiment = _experiment(pretrained, pretrained["export"])
+    whole = str(tmp_path / "whole")
+    results = runner.run(ClassificationTask(experiment.task), experiment, whole,
+                         "train_and_eval")
+    assert set(results) == {"accuracy", "loss"} and np.isfinite(results["loss"])
+    # The same run stopped after its first save and resumed: the same weights at the end.
+    halves = str(tmp_path / "halves")
+    first = _experiment(pretrained, pretrained["export"])
+    first.trainer.num_train_steps = 2
+    runner.run(ClassificationTask(first.task), first, halves, "train")
+    second = _experiment(pretrained, pretrained["export"])
+    runner.run(ClassificationTask(second.task), second, halves, "train")
+    expected = bert_runs.model_weights(os.path.join(whole, "ckpt-4"))
+    got = bert_runs.model_weights(os.path.join(halves, "ckpt-4"))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_the_command_fine_tunes_a_pretraining_model_dir(pretrained, tmp_path):
+    """As a user runs it after README command 1: the model_dir as --init_checkpoint."""
+    tables = pretrained["tables"]
+    code = subprocess.run(
+        [sys.executable, "-m", "trainers.bert.finetune", "--mode=train_and_eval",
+         f"--init_checkpoint={pretrained['model_dir']}", f"--model_dir={tmp_path / 'run'}",
+         "--train_batch_size=8", "--eval_batch_size=8", "--num_train_steps=2",
+         "--iterations_per_loop=2", "--save_checkpoints_steps=2",
+         f"--params_override=task.train_data.input_path={tables['train']},"
+         f"task.eval_data.input_path={tables['dev']},"
+         f"task.train_data.max_seq_length={bert_runs.SEQ},"
+         f"task.eval_data.max_seq_length={bert_runs.SEQ},optimizer.name=lamb"],
+        cwd=bert_runs.REPO, capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert code.returncode == 0, code.stderr[-3000:]
+    assert "eval: accuracy=" in code.stdout
+    params = config_lib.load_yaml(str(tmp_path / "run" / "params.yaml"))
+    assert params["task"]["labels"] == ["early", "late"]
+    assert params["task"]["model"]["size"] == "tiny"
+
+
+def test_model_garden_sentence_prediction_accepts_the_export(pretrained):
+    export_dir = pretrained["export"]
+    encoder = encoders.EncoderConfig.from_yaml(os.path.join(export_dir, "encoder_config.yaml"))
+    config = sentence_prediction.SentencePredictionConfig(
+        init_checkpoint=os.path.join(export_dir, "bert_model.ckpt"), init_cls_pooler=True,
+        model=sentence_prediction.ModelConfig(num_classes=2, encoder=encoder))
+    task = sentence_prediction.SentencePredictionTask(config)
+    model = task.build_model()
+    task.initialize(model)  # raises unless every encoder and pooler variable was found
+    trained = pretrained["trained"]
+    inputs = _inputs(encoder.get().vocab_size)
+    expected = trained.encoder_network(inputs, training=False)["sequence_output"]
+    got = model.checkpoint_items["encoder"](inputs, training=False)["sequence_output"]
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+    head = next(h for h in trained.classification_heads if h.name == "next_sentence")
+    for got_weight, expected_weight in zip(
+            model.checkpoint_items["sentence_prediction.pooler_dense"].get_weights(),
+            head.dense.get_weights()):
+        np.testing.assert_array_equal(got_weight, expected_weight)
+
+
+def test_a_vocab_that_is_not_the_checkpoints_is_refused(pretrained, tmp_path):
+    other = tmp_path / "other_vocab.txt"
+    vocab = open(os.path.join(pretrained["data_dir"], "vocab.txt")).read().split("\n")
+    other.write_text("\n".join(vocab[:5] + list(reversed(vocab[5:]))))
+    with pytest.raises(ValueError, match=r"is not the vocab .* was pretrained with"):
+        _experiment(pretrained, pretrained["export"], vocab_file=str(other))
+
+
+def test_a_vocab_larger_than_the_embedding_is_refused(pretrained, tmp_path):
+    bigger = tmp_path / "vocab.txt"
+    vocab = open(os.path.join(pretrained["data_dir"], "vocab.txt")).read().split()
+    bigger.write_text("\n".join(vocab + [f"extra{i}" for i in range(5000)]))
+    with pytest.raises(ValueError, match=r"has \d+ tokens but the encoder's embedding has"):
+        _experiment(pretrained, "", vocab_file=str(bigger), do_lower_case=True,
+                    model={"size": "tiny", "vocab_size": len(vocab)})
+
+
+# ------------------------------------------------------------------------------ data
+def _data_config(path, **columns):
+    return config_lib.merge(ClassificationDataConfig(), dict({"input_path": path}, **columns))
+
+
+def test_a_glue_tsv_keeps_quotes_and_a_csv_reads_quoted_commas(tmp_path):
+    tsv = _write_table(str(tmp_path / "a.tsv"), [('he said "no" , twice', "1")])
+    examples = data_lib.read(_data_config(tsv))
+    assert examples.texts == ['he said "no" , twice'] and examples.labels == ["1"]
+    csv_path = tmp_path / "b.csv"
+    csv_path.write_text('premise,hypothesis,gold\n"a, b",c,entailment\n')
+    examples = data_lib.read(_data_config(str(csv_path), text_column="premise",
+                                          text_b_column="hypothesis", label_column="gold"))
+    assert (examples.texts, examples.texts_b, examples.labels) == (["a, b"], ["c"],
+                                                                   ["entailment"])
+
+
+@pytest.mark.parametrize("content, columns, message", [
+    ("text\tlabel\nx\t1\n", {}, r"has no column 'sentence' \(its header: \['text', 'label'\]\)"),
+    ("sentence\tlabel\nx\t1\textra\n", {}, r"line 2: 3 fields where the header has 2"),
+    ("sentence\tlabel\n", {}, r"holds no examples below its header"),
+])
+def test_a_table_that_does_not_fit_the_config_is_named(tmp_path, content, columns, message):
+    path = tmp_path / "t.tsv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        data_lib.read(_data_config(str(path), **columns))
+
+
+def _pack_reference(a, b, max_len):
+    """google-research/bert run_classifier's _truncate_seq_pair and segment ids, by hand."""
+    a, b = list(a), list(b or [])
+    limit = max_len - 3 if b else max_len - 2
+    while len(a) + len(b) > limit:
+        if len(a) > len(b):
+            a.pop()
+        else:
+            b.pop()
+    tokens = ["C"] + a + ["S"] + (b + ["S"] if b else [])
+    segments = [0] * (len(a) + 2) + [1] * (len(b) + 1 if b else 0)
+    return tokens, segments
+
+
+@pytest.mark.parametrize("len_a, len_b", [(3, None), (20, None), (9, 9), (15, 2), (2, 15),
+                                          (6, 7)])
+def test_packing_truncates_as_google_research_bert(len_a, len_b):
+    a = [f"a{i}" for i in range(len_a)]
+    b = None if len_b is None else [f"b{i}" for i in range(len_b)]
+    words, types = data_lib.pack(a, b, 12, "C", "S")
+    assert (words, types) == _pack_reference(a, b, 12)
+
+
+def test_an_unknown_label_is_named_with_its_line(tmp_path):
+    path = _write_table(str(tmp_path / "t.tsv"), [("a b", "pos"), ("c", "neutral")])
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]
+    with pytest.raises(ValueError, match=r"t\.tsv, line 3: label 'neutral' is not one of"):
+        data_lib.ClassificationInput(data_lib.read(_data_config(path)), vocab, True,
+                                     ["neg", "pos"], 8)
+
+
+def test_training_batches_resume_after_their_position(tmp_path):
+    path = _write_table(str(tmp_path / "t.tsv"), [(f"w{i}", str(i % 2)) for i in range(13)])
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(13)]
+    data = data_lib.ClassificationInput(data_lib.read(_data_config(path)), vocab, True,
+                                        ["0", "1"], 4)
+    batches = list(data.train_dataset(4, seed=7).take(9).as_numpy_iterator())
+    words = [b["input_word_ids"][:, 1] for b in batches]
+    # Every epoch holds each example once.
+    stream = np.concatenate(words)
+    for epoch in range(2):
+        assert sorted(stream[13 * epoch:13 * (epoch + 1)]) == list(range(5, 18))
+    # From the position of the last record of batch 4 on, the same batches follow.
+    after = tuple(batches[4][positions.POSITION_KEY][-1])
+    resumed = list(data.train_dataset(4, seed=7, after=after).take(4).as_numpy_iterator())
+    for got, expected in zip(resumed, batches[5:]):
+        np.testing.assert_array_equal(got["input_word_ids"], expected["input_word_ids"])
+
+
+def test_eval_batches_hold_every_example_once_with_padding_flagged(tmp_path):
+    path = _write_table(str(tmp_path / "t.tsv"), [(f"w{i}", str(i % 2)) for i in range(7)])
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(7)]
+    data = data_lib.ClassificationInput(data_lib.read(_data_config(path)), vocab, True,
+                                        ["0", "1"], 4)
+    batches = list(data.eval_dataset(4).as_numpy_iterator())
+    assert len(batches) == data.eval_steps(4) == 2
+    real = np.concatenate([b["is_real_example"] for b in batches])
+    words = np.concatenate([b["input_word_ids"][:, 1] for b in batches])
+    assert real.tolist() == [1] * 7 + [0]
+    assert sorted(words[:7]) == list(range(5, 12))
+
+
+def test_bbc_news_splits_are_fixed_disjoint_and_free_of_duplicates():
+    splits = {split: data_lib.bbc_news(split) for split in data_lib.BBC_NEWS_SPLITS}
+    sizes = {split: len(examples.texts) for split, examples in splits.items()}
+    # 2,225 articles less 100 repeats (98 byte for byte, 2 more up to whitespace); 80/10/10 of
+    # each topic's 503, 369, 403, 503 and 347, rounded.
+    assert sizes == {"train": 1699, "dev": 212, "test": 214}
+    texts = [set(examples.texts) for examples in splits.values()]
+    assert sum(len(t) for t in texts) == 2125 == len(set.union(*texts))
+    assert sorted(set(splits["test"].labels)) == data_lib.bbc_news_labels() == [
+        "business", "entertainment", "politics", "sports", "tech"]
+    again = data_lib.bbc_news("test")
+    assert again.texts == splits["test"].texts

@@ -1,0 +1,1 @@
+"""Fine-tuning a pretrained BERT for text classification (single sentences and pairs)."""

@@ -1,0 +1,150 @@
+"""Text classification on a pretrained BERT: Model Garden's encoder and BertClassifier.
+
+The classification head reads the [CLS] token's sequence output through a pooler of its own,
+freshly initialized, as Model Garden's sentence-prediction task does by default
+(`init_cls_pooler=False`): the next-sentence pooler of a short pretraining is saturated (tanh
+outputs of +-1 for every input after README command 1), which leaves a head on it nothing to
+learn from.
+"""
+
+import tensorflow as tf
+import tf_keras
+from absl import logging
+from official.nlp.modeling import models as nlp_models
+
+from trainers import task as task_lib
+from trainers.bert import config as bert_config
+from trainers.bert import pretrained
+from trainers.bert.finetune import data as data_lib
+from trainers.bert.task import WEIGHT_DECAY_EXCLUSIONS, build_encoder, initializer_of
+from trainers.data import wordpiece
+
+
+def resolve_pretrained(experiment):
+    """Fills the task's architecture, vocab, casing and labels from `trainer.init_checkpoint`
+    and the training data, so that params.yaml records them; refuses a vocab or casing that
+    does not belong to the checkpoint."""
+    task = experiment.task
+    if experiment.trainer.init_checkpoint:
+        source = pretrained.locate(experiment.trainer.init_checkpoint)
+        dropout = (task.model.dropout_rate, task.model.attention_dropout_rate)
+        task.model = source.model
+        task.model.dropout_rate, task.model.attention_dropout_rate = dropout
+        if task.vocab_file and wordpiece.read_vocab(task.vocab_file) != wordpiece.read_vocab(
+                source.vocab_file):
+            raise ValueError(
+                f"task.vocab_file {task.vocab_file} is not the vocab {source.vocab_file} that "
+                f"{experiment.trainer.init_checkpoint} was pretrained with: token ids would mean "
+                "other words to the encoder. Leave task.vocab_file empty to use the "
+                "checkpoint's.")
+        task.vocab_file = source.vocab_file
+        if source.do_lower_case is not None:
+            if task.do_lower_case not in (None, source.do_lower_case):
+                raise ValueError(
+                    f"task.do_lower_case={task.do_lower_case} but "
+                    f"{experiment.trainer.init_checkpoint} was pretrained on text with "
+                    f"do_lower_case={source.do_lower_case}; leave it unset.")
+            task.do_lower_case = source.do_lower_case
+    elif task.random_init:
+        raise ValueError("task.random_init takes the architecture and vocab of "
+                         "--init_checkpoint, and none is given; pass one.")
+    if not task.vocab_file:
+        raise ValueError("No vocab: pass --init_checkpoint (a trainers.bert model_dir, "
+                         "checkpoint or export), or set task.vocab_file and task.model.")
+    if task.do_lower_case is None:
+        raise ValueError(f"It is not known whether {task.vocab_file}'s text was lower-cased; "
+                         "set task.do_lower_case to true or false as in pretraining.")
+    vocab_size = len(wordpiece.read_vocab(task.vocab_file))
+    if vocab_size > task.model.vocab_size:
+        raise ValueError(f"The vocab {task.vocab_file} has {vocab_size} tokens but the encoder's "
+                         f"embedding has {task.model.vocab_size} rows: the vocab does not "
+                         "belong to this encoder. Use the vocab it was pretrained with.")
+    for mode, data in (("train", task.train_data), ("eval", task.eval_data)):
+        if data.max_seq_length > task.model.max_position_embeddings:
+            raise ValueError(f"task.{mode}_data.max_seq_length={data.max_seq_length} exceeds the "
+                             "encoder's max_position_embeddings="
+                             f"{task.model.max_position_embeddings}; lower it.")
+    if not task.labels:
+        task.labels = sorted(set(data_lib.read(task.train_data).labels))
+    if len(task.labels) < 2:
+        raise ValueError(f"task.labels {task.labels}: classification needs at least two "
+                         "classes.")
+
+
+class ClassificationTask(task_lib.Task):
+
+    def __init__(self, task_config):
+        if task_config.model.size not in bert_config.SIZES:
+            raise ValueError(f"Unknown BERT size {task_config.model.size!r}; choose one of "
+                             f"{list(bert_config.SIZES)}.")
+        self.config = task_config
+        self._inputs = {}
+
+    # ------------------------------------------------------------------------------ model
+    def build_model(self):
+        model_config = self.config.model
+        initializer = initializer_of(model_config)
+        model = nlp_models.BertClassifier(
+            network=build_encoder(model_config, initializer),
+            num_classes=len(self.config.labels), initializer=initializer,
+            dropout_rate=model_config.dropout_rate, use_encoder_pooler=False)
+        seq = self.config.train_data.max_seq_length
+        # A training-mode call also creates the dropout layers' random generators, so that
+        # checkpoints carry their state.
+        model({name: tf.zeros([1, seq], tf.int32) for name in data_lib.FEATURES},
+              training=True)
+        return model
+
+    def initialize(self, model, init_checkpoint):
+        if self.config.random_init:
+            logging.info("task.random_init: the encoder starts from random weights, not from "
+                         "%s.", init_checkpoint)
+            return
+        source = pretrained.locate(init_checkpoint)
+        try:
+            source.restore(model.checkpoint_items["encoder"])
+        except (ValueError, AssertionError) as e:
+            raise ValueError(f"The encoder of {source.checkpoint} does not fit "
+                             f"task.model: {e}") from None
+        logging.info("Encoder weights from %s.", source.checkpoint)
+
+    def weight_decay_exclusions(self):
+        return list(WEIGHT_DECAY_EXCLUSIONS)
+
+    # ------------------------------------------------------------------------------ data
+    def inputs(self, mode):
+        if mode not in self._inputs:
+            data = self.config.train_data if mode == "train" else self.config.eval_data
+            vocab = wordpiece.read_vocab(self.config.vocab_file)
+            self._inputs[mode] = data_lib.ClassificationInput(
+                data_lib.read(data), vocab, self.config.do_lower_case, self.config.labels,
+                data.max_seq_length)
+        return self._inputs[mode]
+
+    def model_inputs(self, features):
+        return {name: features[name] for name in data_lib.FEATURES}
+
+    # ---------------------------------------------------------------------------- losses
+    def loss_normalizers(self, features):
+        return {"classification": tf.cast(tf.shape(features[data_lib.LABEL_KEY])[0],
+                                          tf.float32)}
+
+    @staticmethod
+    def _per_example_loss(features, outputs):
+        return tf_keras.losses.sparse_categorical_crossentropy(
+            features[data_lib.LABEL_KEY], tf.cast(outputs, tf.float32), from_logits=True)
+
+    def loss_sums(self, features, outputs):
+        return {"classification": tf.reduce_sum(self._per_example_loss(features, outputs))}
+
+    # --------------------------------------------------------------------------- metrics
+    def build_metrics(self):
+        return [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                tf_keras.metrics.Mean(name="loss")]
+
+    def update_metrics(self, metrics, features, outputs):
+        accuracy, loss = metrics
+        real = features["is_real_example"]
+        accuracy.update_state(features[data_lib.LABEL_KEY], tf.cast(outputs, tf.float32),
+                              sample_weight=real)
+        loss.update_state(self._per_example_loss(features, outputs), sample_weight=real)

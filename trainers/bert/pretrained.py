@@ -1,0 +1,170 @@
+"""What fine-tuning starts from: the encoder of a trainers.bert pretraining run, or of its export.
+
+`locate(path)` takes a pretraining model_dir, one of its checkpoints, or a folder written by
+`python -m trainers.bert.export`, and answers what a fine-tuning run needs to agree with
+pretraining: the encoder's architecture, the vocab and casing its data was tokenized with, and
+where the trained weights are.
+"""
+
+import dataclasses
+import json
+import os
+import typing
+
+import tensorflow as tf
+import yaml
+
+from trainers import checkpointing
+from trainers import config as config_lib
+from trainers import storage
+from trainers.bert import builtin_data
+from trainers.bert import config as bert_config
+from trainers.data import create_pretraining_data as creator
+from trainers.data import files as files_lib
+
+# The export's files (trainers.bert.export).
+CHECKPOINT_NAME = "bert_model.ckpt"
+ENCODER_CONFIG_FILE = "encoder_config.yaml"
+TOKENIZATION_FILE = "tokenization.json"
+VOCAB_FILE = "vocab.txt"
+
+
+def encoder_config(model_config):
+    """Model Garden's EncoderConfig for the encoder our tasks build (approximate GELU)."""
+    num_layers, hidden = bert_config.SIZES[model_config.size]
+    return {"type": "bert_v2", "bert_v2": {
+        "vocab_size": model_config.vocab_size, "hidden_size": hidden, "num_layers": num_layers,
+        "num_attention_heads": max(1, hidden // 64), "intermediate_size": 4 * hidden,
+        "hidden_activation": "gelu", "dropout_rate": model_config.dropout_rate,
+        "attention_dropout_rate": model_config.attention_dropout_rate,
+        "max_position_embeddings": model_config.max_position_embeddings,
+        "type_vocab_size": model_config.type_vocab_size,
+        "initializer_range": model_config.initializer_range}}
+
+
+def model_config_of(encoder_yaml, source):
+    """The BertModelConfig back from an export's `encoder_config.yaml` contents."""
+    encoder = (encoder_yaml or {}).get("bert_v2") or {}
+    shape = (encoder.get("num_layers"), encoder.get("hidden_size"))
+    sizes = {v: k for k, v in bert_config.SIZES.items()}
+    if shape not in sizes:
+        raise ValueError(f"{source} describes an encoder of {shape[0]} layers and hidden size "
+                         f"{shape[1]}, not one of the BERT sizes {list(bert_config.SIZES)}; "
+                         "fine-tune it with the tool that pretrained it.")
+    return bert_config.BertModelConfig(
+        size=sizes[shape], vocab_size=encoder["vocab_size"],
+        max_position_embeddings=encoder["max_position_embeddings"],
+        type_vocab_size=encoder["type_vocab_size"], dropout_rate=encoder["dropout_rate"],
+        attention_dropout_rate=encoder["attention_dropout_rate"],
+        initializer_range=encoder["initializer_range"])
+
+
+def pretraining_experiment(model_dir):
+    """The BertExperimentConfig a pretraining model_dir was written with."""
+    from trainers.bert.config import BertExperimentConfig  # pylint: disable=g-import-not-at-top
+    params = checkpointing.ParamsRecord(model_dir).previous()
+    if params is None:
+        raise FileNotFoundError(f"{model_dir} holds no readable params.yaml: give the model_dir "
+                                "of a trainers.bert run.")
+    return config_lib.merge(BertExperimentConfig(), params)
+
+
+def _data_directory(data_config):
+    if data_config.input_path.strip() == builtin_data.BUILTIN:
+        return builtin_data.ensure(data_config.max_seq_length,
+                                   data_config.max_predictions_per_seq)
+    return os.path.dirname(files_lib.expand_patterns(data_config.input_path)[0])
+
+
+def pretraining_vocab(data_config):
+    """The vocab.txt beside a pretraining run's training data."""
+    path = os.path.join(_data_directory(data_config), VOCAB_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"No vocab.txt beside the training data ({path}); pass "
+                                "--vocab_file with the vocab the data was made with.")
+    return path
+
+
+def pretraining_lower_case(data_config):
+    """Whether the pretraining data was lower-cased, from its description; None if the data
+    does not say (made by another tool)."""
+    path = os.path.join(_data_directory(data_config), creator.DATA_DESCRIPTION_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f).get("settings", {}).get("do_lower_case")
+
+
+def trained_pretrainer(experiment, checkpoint):
+    """The pretraining model restored from `checkpoint`, its encoder's pooler replaced by the
+    trained next-sentence pooler (the encoder's own gets no gradient in pretraining)."""
+    from trainers.bert.task import BertPretrainingTask  # pylint: disable=g-import-not-at-top
+    model = BertPretrainingTask(experiment.task).build_model()
+    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial() \
+        .assert_existing_objects_matched()
+    head = next(h for h in model.classification_heads if h.name == "next_sentence")
+    model.encoder_network.pooler_layer.set_weights(head.dense.get_weights())
+    return model
+
+
+@dataclasses.dataclass
+class PretrainedEncoder:
+    """A pretrained encoder as fine-tuning sees it."""
+    model: bert_config.BertModelConfig  # the encoder's architecture
+    vocab_file: str                     # the vocab its pretraining data was tokenized with
+    do_lower_case: typing.Optional[bool]  # None: the source does not say
+    checkpoint: str                     # where the weights are
+    experiment: typing.Any = None       # the pretraining config (None for an export)
+
+    def restore(self, encoder):
+        """Loads the pretrained weights (pooler included) into `encoder`, an encoder built
+        from `self.model`."""
+        if self.experiment is None:
+            tf.train.Checkpoint(encoder=encoder).read(self.checkpoint).expect_partial() \
+                .assert_existing_objects_matched()
+            return
+        pretrainer = trained_pretrainer(self.experiment, self.checkpoint)
+        encoder.set_weights(pretrainer.encoder_network.get_weights())
+
+
+def locate(path):
+    """The PretrainedEncoder at `path`: an export folder, a pretraining model_dir (its newest
+    whole checkpoint), or a checkpoint prefix inside one."""
+    storage.check_path("init_checkpoint", path)
+    if (tf.io.gfile.exists(os.path.join(path, ENCODER_CONFIG_FILE))
+            and storage.index_exists(os.path.join(path, CHECKPOINT_NAME))):
+        return _from_export(path)
+    if tf.io.gfile.exists(os.path.join(path, checkpointing.PARAMS_FILE)):
+        checkpoint = checkpointing.newest_whole_checkpoint(path, 0, move_broken=False)
+        if checkpoint is None:
+            raise FileNotFoundError(f"init_checkpoint {path} holds no checkpoint yet; pretrain "
+                                    "first.")
+        return _from_pretraining(path, checkpoint)
+    model_dir = os.path.dirname(path.rstrip("/"))
+    if storage.index_exists(path) and tf.io.gfile.exists(
+            os.path.join(model_dir, checkpointing.PARAMS_FILE)):
+        return _from_pretraining(model_dir, path)
+    raise FileNotFoundError(
+        f"init_checkpoint {path} is neither a trainers.bert model_dir, a checkpoint in one "
+        "(model_dir/ckpt-N), nor an export folder (python -m trainers.bert.export).")
+
+
+def _from_export(path):
+    with tf.io.gfile.GFile(os.path.join(path, ENCODER_CONFIG_FILE)) as f:
+        model = model_config_of(yaml.safe_load(f), os.path.join(path, ENCODER_CONFIG_FILE))
+    do_lower_case = None
+    tokenization = os.path.join(path, TOKENIZATION_FILE)
+    if tf.io.gfile.exists(tokenization):
+        with tf.io.gfile.GFile(tokenization) as f:
+            do_lower_case = json.load(f).get("do_lower_case")
+    return PretrainedEncoder(model=model, vocab_file=os.path.join(path, VOCAB_FILE),
+                             do_lower_case=do_lower_case,
+                             checkpoint=os.path.join(path, CHECKPOINT_NAME))
+
+
+def _from_pretraining(model_dir, checkpoint):
+    experiment = pretraining_experiment(model_dir)
+    data = experiment.task.train_data
+    return PretrainedEncoder(model=experiment.task.model, vocab_file=pretraining_vocab(data),
+                             do_lower_case=pretraining_lower_case(data), checkpoint=checkpoint,
+                             experiment=experiment)
