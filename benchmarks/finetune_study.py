@@ -1,0 +1,134 @@
+r"""Is the pretraining worth it downstream? Fine-tune each pretrained encoder and the same
+architecture from random weights on the built-in BBC News task, with the same budget and rate
+grid, and report test accuracy at each one's best dev rate.
+
+    python -m benchmarks.finetune_study --init_checkpoint=runs/tiny_wiki_lamb
+
+Each run is `python -m trainers.bert.finetune --config_file=finetune_bbc_news` (train, then
+`--mode=eval` on bbc_news:dev and on bbc_news:test), one row of --output per (init, rate, seed)
+as it finishes; rerunning the command skips finished rows. The table goes to the .md beside it.
+"""
+
+import csv
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELDS = ("init", "learning_rate", "seed", "dev_accuracy", "test_accuracy")
+RANDOM = "random"
+
+flags.DEFINE_multi_string("init_checkpoint", [], "Pretraining model_dirs, checkpoints or "
+                          "exports to compare (the first one's architecture is also trained "
+                          "from random weights).")
+flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3"], "Peak rates to try.")
+flags.DEFINE_list("seeds", ["1", "2"], "Seeds of each (init, rate).")
+flags.DEFINE_string("optimizer", "adamw", "trainers optimizer name.")
+flags.DEFINE_string("params_override", "", "Passed on to every run.")
+flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
+                                           "finetune_bbc_news.csv"), "The results table.")
+flags.DEFINE_string("work_dir", "/tmp/finetune_study", "Where the runs' model_dirs go (each "
+                    "is deleted once its row is written).")
+FLAGS = flags.FLAGS
+
+_ACCURACY = re.compile(r"^eval: accuracy=([0-9.]+)", re.MULTILINE)
+
+
+def _label(path):
+    return os.path.basename(os.path.normpath(path))
+
+
+def _finetune(arguments):
+    done = subprocess.run([sys.executable, "-m", "trainers.bert.finetune",
+                           "--config_file=finetune_bbc_news", *arguments],
+                          cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if done.returncode != 0:
+        sys.exit(f"error: fine-tuning failed ({' '.join(arguments)}):\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def run_one(init_checkpoint, random_init, learning_rate, seed, model_dir):
+    """(dev accuracy, test accuracy) of one fine-tuning run."""
+    override = f"task.random_init={str(random_init).lower()}"
+    if FLAGS.params_override:
+        override += "," + FLAGS.params_override
+    common = [f"--init_checkpoint={init_checkpoint}", f"--model_dir={model_dir}",
+              f"--learning_rate={learning_rate}", f"--seed={seed}",
+              f"--params_override=optimizer.name={FLAGS.optimizer},{override}"]
+    shutil.rmtree(model_dir, ignore_errors=True)
+    dev = float(_ACCURACY.search(_finetune(common + ["--mode=train_and_eval"])).group(1))
+    test_override = common[-1] + ",task.eval_data.input_path=bbc_news:test"
+    test = float(_ACCURACY.search(_finetune(common[:-1] + [test_override, "--mode=eval"]))
+                 .group(1))
+    shutil.rmtree(model_dir, ignore_errors=True)
+    return dev, test
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def table(rows):
+    """Markdown: per init, the best rate by mean dev accuracy and its test accuracies."""
+    lines = ["| encoder | best rate (by dev) | dev accuracy | test accuracy | rates tried: "
+             "mean dev accuracy |", "|---|---|---|---|---|"]
+    for init in dict.fromkeys(r["init"] for r in rows):
+        mine = [r for r in rows if r["init"] == init]
+        by_rate = {}
+        for r in mine:
+            by_rate.setdefault(r["learning_rate"], []).append(r)
+        mean_dev = {rate: statistics.mean(float(r["dev_accuracy"]) for r in rs)
+                    for rate, rs in by_rate.items()}
+        best = max(mean_dev, key=mean_dev.get)
+        tests = [float(r["test_accuracy"]) for r in by_rate[best]]
+        devs = [float(r["dev_accuracy"]) for r in by_rate[best]]
+        lines.append(
+            f"| {init} | {best} | {statistics.mean(devs):.1%} | "
+            f"{statistics.mean(tests):.1%} ({', '.join(f'{t:.1%}' for t in tests)}) | "
+            + ", ".join(f"{rate}: {mean_dev[rate]:.1%}" for rate in by_rate) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    if not FLAGS.init_checkpoint:
+        sys.exit("error: pass --init_checkpoint (e.g. runs/tiny_wiki_lamb, README command 1).")
+    rows = _read(FLAGS.output)
+    done = {(r["init"], r["learning_rate"], r["seed"]) for r in rows}
+    inits = [(_label(p), p, False) for p in FLAGS.init_checkpoint]
+    inits.append((f"{RANDOM} ({_label(FLAGS.init_checkpoint[0])}'s shape)",
+                  FLAGS.init_checkpoint[0], True))
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    for label, path, random_init in inits:
+        for rate in FLAGS.learning_rates:
+            for seed in FLAGS.seeds:
+                if (label, rate, seed) in done:
+                    continue
+                dev, test = run_one(path, random_init, rate, seed,
+                                    os.path.join(FLAGS.work_dir, "run"))
+                new = not os.path.exists(FLAGS.output)
+                with open(FLAGS.output, "a", newline="") as f:
+                    writer = csv.DictWriter(f, FIELDS)
+                    if new:
+                        writer.writeheader()
+                    writer.writerow({"init": label, "learning_rate": rate, "seed": seed,
+                                     "dev_accuracy": dev, "test_accuracy": test})
+                print(f"{label} rate {rate} seed {seed}: dev {dev:.2%}, test {test:.2%}",
+                      flush=True)
+    summary = table(_read(FLAGS.output))
+    with open(os.path.splitext(FLAGS.output)[0] + ".md", "w") as f:
+        f.write(summary)
+    print(summary)
+
+
+if __name__ == "__main__":
+    app.run(main)
