@@ -93,3 +93,21 @@ def test_a_global_seed_of_zero_does_not_break_the_pipeline(tmp_path):
         assert len(stream(files, 12)) == 12
     finally:
         tf.random.set_seed(None)
+
+
+@pytest.mark.parametrize("how", ["experimental_distribute_dataset",
+                                 "distribute_datasets_from_function"])
+def test_a_distributed_iterator_cannot_be_checkpointed_so_positions_are_needed(how):
+    """Why each worker iterates its own pipeline and saves its position (trainers/input.py):
+    tf.distribute's iterator is not trackable in TF 2.20 (tensorflow#56372). If this starts
+    failing, TensorFlow can checkpoint it now, and the input could be distributed by it."""
+    from tests.conftest import two_device_mirrored_strategy
+    strategy = two_device_mirrored_strategy()
+    dataset = tf.data.Dataset.range(64).batch(4)
+    if how == "experimental_distribute_dataset":
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    else:
+        iterator = iter(strategy.distribute_datasets_from_function(lambda context: dataset))
+    next(iterator)
+    with pytest.raises(ValueError, match="expecting iterator to be a trackable object"):
+        tf.train.Checkpoint(iterator=iterator)
