@@ -47,14 +47,22 @@ def test_jit_compile_under_mirrored_strategy_trains_as_one_device_does(data_dir,
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
 
-def test_batches_copied_to_replica_devices_ahead_of_their_step_train_the_same(
+def test_each_input_worker_reads_through_tf_distribute_and_trains_as_one_device(
         data_dir, tmp_path, monkeypatch):
-    # On GPUs each batch is copied to its replica's device while the previous step computes;
-    # here the copy path runs on the two logical CPUs and must not change what is trained.
+    # Batches that carry their data position go through tf.distribute's own input
+    # (distribute_datasets_from_function: a pipeline per input worker, a TPU pod's hosts,
+    # prefetched to the devices), and training is unchanged by it.
+    made = []
+    real = tf.distribute.MirroredStrategy.distribute_datasets_from_function
+
+    def spy(strategy, dataset_fn, options=None):
+        made.append(dataset_fn)
+        return real(strategy, dataset_fn, options)
+
+    monkeypatch.setattr(tf.distribute.MirroredStrategy, "distribute_datasets_from_function", spy)
     one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
-    monkeypatch.setattr(input_lib.TrainInput, "accelerator_devices",
-                        lambda self: list(self._strategy.extended.worker_devices))
     two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy())
+    assert len(made) == 1  # the mirrored run's training input
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
 

@@ -1,11 +1,17 @@
-"""A worker's training input: which pipeline it is, its batches for its local replicas, and
+"""A worker's training input: which pipelines it runs, the batches it gives its replicas, and
 where it stands in its data (what a checkpoint saves of it).
 
-tf.distribute's DistributedIterator cannot be checkpointed (tensorflow#56372), so each worker
-iterates its own pipeline and hands each local replica its batch. Batches that carry their data
-position (`trainers.data.positions`) are resumed from it: a checkpoint saves a few bytes. Any
-other dataset's iterator is checkpointed whole. Either way a resumed run reads exactly the
-batches an uninterrupted one would.
+Batches that carry their data position (`trainers.data.positions`) are distributed by
+tf.distribute itself (`distribute_datasets_from_function`): one pipeline per input worker,
+which is each host of a TPU pod slice and each worker of a multi-worker cluster, prefetched to
+the replicas' devices. tf.distribute's iterator cannot be checkpointed (TF 2.20; pinned by
+tests/test_data_positions.py), so the position travels with the batches instead: each replica
+step hands back the position of its batch's last record, and the last replica of each pipeline
+says where that pipeline stands. A checkpoint saves these few bytes and a resumed run starts
+each pipeline after its own.
+
+Any other dataset's iterator is checkpointed whole: the worker then iterates its one pipeline
+itself and hands each local replica its batch.
 """
 
 import tensorflow as tf
@@ -22,58 +28,98 @@ class TrainInput:
         self._global_batch_size = global_batch_size
         self._seed = seed
         self.local_replicas = len(strategy.extended.worker_devices)
+        # Processes that save a data position: each worker of a cluster. A TPU pod slice is
+        # one process whose input pipelines are its hosts.
         self.num_pipelines = strategy.num_replicas_in_sync // self.local_replicas
         self.pipeline_id = _pipeline_id(strategy, self.num_pipelines)
+        self.local_pipelines = _input_hosts(strategy)
+        shape = [3] if self.local_pipelines == 1 else [self.local_pipelines, 3]
         # Not mirrored: each worker has its own position.
         with tf.device("/cpu:0"):
-            self.position = tf.Variable(positions.NOTHING_READ, dtype=tf.int64,
-                                        trainable=False, name="data_position")
+            self.position = tf.Variable(tf.broadcast_to(
+                tf.constant(positions.NOTHING_READ, tf.int64), shape), trainable=False,
+                name="data_position")
         self._iterator = None
+        self.carries_position = None
 
-    def dataset(self, after=positions.NOTHING_READ):
-        """This worker's batches (one per local replica per step), starting after `after`."""
-        context = tf.distribute.InputContext(self.num_pipelines, self.pipeline_id,
-                                             self._strategy.num_replicas_in_sync)
-        return self._task.input_fn("train", self._global_batch_size, context, seed=self._seed,
-                                   after=after)
+    def _context(self, pipelines=None, pipeline_id=None):
+        return tf.distribute.InputContext(
+            pipelines or self.num_pipelines * self.local_pipelines,
+            self.pipeline_id if pipeline_id is None else pipeline_id,
+            self._strategy.num_replicas_in_sync)
+
+    def dataset(self, after=positions.NOTHING_READ, context=None):
+        """The batches of one pipeline (this worker's first, by default) after `after`."""
+        return self._task.input_fn("train", self._global_batch_size, context or self._context(),
+                                   seed=self._seed, after=after)
 
     def checkpointed_state(self):
         """What a data-position checkpoint saves and restores: the position variable, or the
         whole iterator of a dataset that carries no position."""
-        dataset = self.dataset()
-        if isinstance(dataset.element_spec, dict) and positions.POSITION_KEY in dataset.element_spec:
+        spec = self.dataset().element_spec
+        self.carries_position = isinstance(spec, dict) and positions.POSITION_KEY in spec
+        if self.carries_position:
             return self.position
-        self._iterator = iter(dataset)
+        if self.local_pipelines > 1:
+            raise ValueError("This task's training batches carry no data position "
+                             "(trainers.data.positions.POSITION_KEY), which a TPU pod slice "
+                             "needs to read on every host and resume exactly.")
+        self._iterator = iter(self.dataset())
         return self._iterator
+
+    def _saved(self, local_index):
+        saved = self.position.numpy()
+        return tuple(int(v) for v in (saved if saved.ndim == 1 else saved[local_index]))
 
     def iterator(self):
         """The iterator to train from, after the checkpointed state was restored (or not)."""
-        if self._iterator is None:
-            self._iterator = iter(self.dataset(tuple(int(v) for v in self.position.numpy())))
-        return self._iterator
+        if self.carries_position is None:
+            self.checkpointed_state()
+        if not self.carries_position:
+            return self._iterator
+        first_local = self.pipeline_id * self.local_pipelines
 
-    def read_batches(self, iterator):
-        """One batch per local replica, already on its device where there is a copy; records
-        the position of the last record read. Traced inside the training loop."""
+        def pipeline(context):
+            local_index = context.input_pipeline_id - first_local
+            if not 0 <= local_index < self.local_pipelines:
+                raise ValueError(
+                    f"tf.distribute gave input pipeline {context.input_pipeline_id} to the worker "
+                    f"that saves pipelines {first_local}..."
+                    f"{first_local + self.local_pipelines - 1}; their data positions would be "
+                    "mixed up.")
+            return self.dataset(self._saved(local_index), context)
+
+        return iter(self._strategy.distribute_datasets_from_function(pipeline))
+
+    def next_batch(self, iterator):
+        """The next per-replica batch (traced inside the training loop)."""
+        if self.carries_position:
+            return next(iterator)
         batches = [next(iterator) for _ in range(self.local_replicas)]
-        if isinstance(batches[0], dict) and positions.POSITION_KEY in batches[0]:
-            read = [batch.pop(positions.POSITION_KEY) for batch in batches]
-            self.position.assign(read[-1][-1])
-        devices = self.accelerator_devices()
-        if devices:
-            batches = [_copy_to(device, batch) for device, batch in zip(devices, batches)]
-        return batches
+        return self._strategy.experimental_distribute_values_from_function(
+            lambda context: batches[context.replica_id_in_sync_group % self.local_replicas])
 
-    def accelerator_devices(self):
-        """Local replica devices to copy each batch to ahead of its step: accelerators only.
+    @staticmethod
+    def take_position(batch):
+        """(the batch without its positions, the position of its last record); inside a replica.
+        A batch without positions gives a placeholder."""
+        batch = dict(batch) if isinstance(batch, dict) else batch
+        if isinstance(batch, dict) and positions.POSITION_KEY in batch:
+            return batch, batch.pop(positions.POSITION_KEY)[-1]
+        return batch, tf.constant(positions.NOTHING_READ, tf.int64)
 
-        On CPU the copy would be a no-op; a TPU takes its input through the strategy.
-        """
-        devices = list(self._strategy.extended.worker_devices)
-        if isinstance(self._strategy, tf.distribute.TPUStrategy) or not any(
-                "GPU" in device.upper() for device in devices):
-            return []
-        return devices
+    def record_position(self, last_positions):
+        """Saves, per local pipeline, the position its last replica's batch ended at.
+
+        Local replicas come in host order (tf.distribute lists a pod slice's cores host by
+        host), each host's `local_replicas / local_pipelines` of them fed by its pipeline, one
+        batch each in replica order."""
+        if not self.carries_position:
+            return
+        local = self._strategy.experimental_local_results(last_positions)
+        per_pipeline = self.local_replicas // self.local_pipelines
+        ends = [local[(p + 1) * per_pipeline - 1] for p in range(self.local_pipelines)]
+        self.position.assign(ends[0] if self.local_pipelines == 1 else tf.stack(ends))
 
 
 def _pipeline_id(strategy, num_pipelines):
@@ -85,6 +131,8 @@ def _pipeline_id(strategy, num_pipelines):
     return resolver.task_id + (1 if has_chief and resolver.task_type == "worker" else 0)
 
 
-def _copy_to(device, batch):
-    with tf.device(device):
-        return tf.nest.map_structure(tf.identity, batch)
+def _input_hosts(strategy):
+    """Input pipelines this process runs: a TPU pod slice's hosts; one anywhere else."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return max(1, int(getattr(strategy.extended, "num_hosts", 1)))
+    return 1

@@ -281,11 +281,13 @@ class Runner:
             return strategy.experimental_local_results(value)[0]
 
         train_input = self.train_input
-        local_replicas = train_input.local_replicas
-
         if self._jit_scope() == "step":
             # XLA compiles the update, not the loop: iterators cannot live inside XLA.
             replica_step = tf.function(replica_step, jit_compile=True)
+
+        def replica_step_and_position(batch):
+            batch, last_position = train_input.take_position(batch)
+            return replica_step(batch) + (last_position,)
 
         @tf.function
         def train_loop(iterator, num_steps):
@@ -294,19 +296,12 @@ class Runner:
             first_non_finite = tf.constant(-1, tf.int64)
             # Sums of the noise-scale estimates over the loop's finite updates, and their count.
             estimate_sums = (tf.constant(0.0), tf.constant(0.0), tf.constant(0.0))
-            batches = train_input.read_batches(iterator)
-            for i in tf.range(num_steps):
-                features = strategy.experimental_distribute_values_from_function(
-                    lambda context: batches[context.replica_id_in_sync_group % local_replicas])
-                # The next step's batches are read (and copied to the devices) while this step
-                # computes: nothing orders the two. The last step reads none, so the saved data
-                # position stands exactly after the batches trained on.
-                next_batches = tf.cond(i + 1 < num_steps,
-                                       lambda: train_input.read_batches(iterator),
-                                       lambda: batches)
-                loss, gradient_norm, gradients_finite, estimates = strategy.run(
-                    replica_step, args=(features,))
-                batches = next_batches
+            for _ in tf.range(num_steps):
+                # tf.distribute prefetches the next batches to the devices while this step
+                # computes; each batch says where its pipeline stands after it.
+                loss, gradient_norm, gradients_finite, estimates, last_positions = strategy.run(
+                    replica_step_and_position, args=(train_input.next_batch(iterator),))
+                train_input.record_position(last_positions)
                 loss, gradient_norm = first_replica(loss), first_replica(gradient_norm)
                 gradients_finite = first_replica(gradients_finite)
                 estimates = [first_replica(e) for e in estimates]
