@@ -102,3 +102,14 @@ def test_a_non_empty_output_dir_is_refused(exported, tmp_path):
     with pytest.raises(ValueError, match="is not empty; pass --overwrite"):
         export.export(model_dir, str(tmp_path))
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_an_export_in_process_leaves_logging_as_it_was(exported, tmp_path):
+    # tf.saved_model.save sets absl's logger to WARNING; a training run after an in-process
+    # export would then log no progress.
+    import logging
+    _, _, output_dir = exported
+    absl_logger = logging.getLogger("absl")
+    absl_logger.setLevel(logging.INFO)
+    export.export(os.path.join(os.path.dirname(output_dir), "run"), str(tmp_path / "again"))
+    assert absl_logger.level == logging.INFO

@@ -19,6 +19,7 @@ the pooled [CLS] that pretraining actually learned.
 """
 
 import json
+import logging as python_logging
 import os
 
 import tensorflow as tf
@@ -113,8 +114,15 @@ def _write_export(experiment, checkpoint, vocab, output_dir):
         with tf.io.gfile.GFile(os.path.join(output_dir, pretrained.TOKENIZATION_FILE), "w") as f:
             json.dump({"do_lower_case": do_lower_case}, f)
     module = EncoderModule(model.encoder_network)
-    tf.saved_model.save(module, os.path.join(output_dir, SAVED_MODEL_DIR),
-                        signatures={"serving_default": module.serve})
+    # tf.saved_model.save leaves absl's logger at WARNING, which would silence the INFO
+    # progress of everything the calling process runs after an in-process export.
+    absl_logger = python_logging.getLogger("absl")
+    level = absl_logger.level
+    try:
+        tf.saved_model.save(module, os.path.join(output_dir, SAVED_MODEL_DIR),
+                            signatures={"serving_default": module.serve})
+    finally:
+        absl_logger.setLevel(level)
 
 
 def main(argv):
