@@ -111,3 +111,22 @@ def test_a_distributed_iterator_cannot_be_checkpointed_so_positions_are_needed(h
     next(iterator)
     with pytest.raises(ValueError, match="expecting iterator to be a trackable object"):
         tf.train.Checkpoint(iterator=iterator)
+
+
+def test_each_input_host_saves_the_position_of_its_last_replica(monkeypatch):
+    """A TPU pod slice is one process with an input pipeline per host: its checkpoint holds one
+    position per host, each from the batch of that host's last replica (replicas in host
+    order). Two logical devices stand in for two hosts of one core each."""
+    from tests.conftest import two_device_mirrored_strategy
+    from trainers import input as input_lib
+    monkeypatch.setattr(input_lib, "_input_hosts", lambda strategy: 2)
+    strategy = two_device_mirrored_strategy()
+    train_input = input_lib.TrainInput(task=None, strategy=strategy, global_batch_size=8, seed=0)
+    train_input.carries_position = True
+    assert train_input.position.shape == (2, 3)
+    ends = {0: [1, 0, 7], 1: [1, 2, 5]}
+    last = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(ends[context.replica_id_in_sync_group], tf.int64))
+    train_input.record_position(last)
+    np.testing.assert_array_equal(train_input.position.numpy(), [ends[0], ends[1]])
+    assert train_input._saved(1) == (1, 2, 5)
