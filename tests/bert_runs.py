@@ -26,6 +26,22 @@ def make_data(directory, num_output_files=4):
     return os.path.join(directory, "data")
 
 
+def pretrain(root, num_train_steps=3):
+    """A tiny pretraining run in `root`: (data_dir, model_dir, the trained pretrainer restored
+    from its last checkpoint by a plain tf.train.Checkpoint, independently of any exporting or
+    fine-tuning code)."""
+    from trainers import runner
+    from trainers.bert.task import BertPretrainingTask
+    data_dir = make_data(os.path.join(root, "data"))
+    pretraining = experiment(data_dir, trainer={"num_train_steps": num_train_steps})
+    model_dir = os.path.join(root, "run")
+    runner.run(BertPretrainingTask(pretraining.task), pretraining, model_dir, "train")
+    trained = BertPretrainingTask(pretraining.task).build_model()
+    tf.train.Checkpoint(model=trained).read(tf.train.latest_checkpoint(model_dir)) \
+        .expect_partial()
+    return data_dir, model_dir, trained
+
+
 def settings(data_dir, **sections):
     """A nested dict config for a tiny BERT on the synthetic data; `sections` override."""
     vocab_size = len(open(os.path.join(data_dir, "vocab.txt")).read().split())

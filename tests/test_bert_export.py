@@ -10,22 +10,13 @@ import tensorflow as tf
 from official.nlp.configs import encoders
 
 from tests import bert_runs
-from trainers import runner
 from trainers.bert import export
-from trainers.bert.task import BertPretrainingTask
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    data_dir = bert_runs.make_data(str(root / "data"))
-    experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 3})
-    model_dir = str(root / "run")
-    runner.run(BertPretrainingTask(experiment.task), experiment, model_dir, "train")
-    # The trained pretrainer, restored independently of the export code.
-    trained = BertPretrainingTask(experiment.task).build_model()
-    tf.train.Checkpoint(model=trained).read(tf.train.latest_checkpoint(model_dir)) \
-        .expect_partial()
+    data_dir, model_dir, trained = bert_runs.pretrain(str(root))
     output_dir = str(root / "exported")
     code = subprocess.run(
         [sys.executable, "-m", "trainers.bert.export", f"--model_dir={model_dir}",

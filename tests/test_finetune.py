@@ -21,7 +21,6 @@ from trainers.bert.finetune import data as data_lib
 from trainers.bert.finetune.config import (ClassificationDataConfig,
                                            ClassificationExperimentConfig)
 from trainers.bert.finetune.task import ClassificationTask, resolve_pretrained
-from trainers.bert.task import BertPretrainingTask
 from trainers.data import positions
 
 NUM_DOCUMENTS = 40  # of tests.synthetic_text's corpus
@@ -48,16 +47,9 @@ def _topic_rows(rng, count):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
-    data_dir = bert_runs.make_data(str(root / "data"))
-    experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 3})
-    model_dir = str(root / "pretraining")
-    runner.run(BertPretrainingTask(experiment.task), experiment, model_dir, "train")
+    data_dir, model_dir, trained = bert_runs.pretrain(str(root))
     export_dir = str(root / "export")
     export.export(model_dir, export_dir)
-    # The trained pretrainer, restored independently of the fine-tuning code.
-    trained = BertPretrainingTask(experiment.task).build_model()
-    tf.train.Checkpoint(model=trained).read(tf.train.latest_checkpoint(model_dir)) \
-        .expect_partial()
     rng = random.Random(3)
     tables = {split: _write_table(str(root / f"{split}.tsv"), _topic_rows(rng, count))
               for split, count in (("train", 96), ("dev", 24))}
@@ -96,6 +88,18 @@ def _source(pretrained, kind):
     return pretrained["model_dir" if kind == "model_dir" else "export"]
 
 
+def _initialized_and_trained_outputs(pretrained, experiment):
+    """The sequence outputs of the fine-tuning encoder after `initialize`, and of the trained
+    pretrainer's encoder, on the same inputs."""
+    task = ClassificationTask(experiment.task)
+    model = task.build_model()
+    task.initialize(model, experiment.trainer.init_checkpoint)
+    inputs = _inputs(experiment.task.model.vocab_size)
+    expected = pretrained["trained"].encoder_network(inputs, training=False)["sequence_output"]
+    got = model.checkpoint_items["encoder"](inputs, training=False)["sequence_output"]
+    return got.numpy(), expected.numpy()
+
+
 @pytest.mark.parametrize("kind", ["model_dir", "checkpoint", "export"])
 def test_the_encoder_starts_from_the_pretrained_weights(pretrained, kind):
     experiment = _experiment(pretrained, _source(pretrained, kind))
@@ -105,25 +109,15 @@ def test_the_encoder_starts_from_the_pretrained_weights(pretrained, kind):
     with open(experiment.task.vocab_file) as f, \
             open(os.path.join(pretrained["data_dir"], "vocab.txt")) as expected:
         assert f.read() == expected.read()
-    task = ClassificationTask(experiment.task)
-    model = task.build_model()
-    task.initialize(model, experiment.trainer.init_checkpoint)
-    inputs = _inputs(experiment.task.model.vocab_size)
-    expected = pretrained["trained"].encoder_network(inputs, training=False)["sequence_output"]
-    got = model.checkpoint_items["encoder"](inputs, training=False)["sequence_output"]
-    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+    got, expected = _initialized_and_trained_outputs(pretrained, experiment)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_random_init_keeps_the_architecture_but_not_the_weights(pretrained):
     experiment = _experiment(pretrained, pretrained["export"], random_init=True)
-    task = ClassificationTask(experiment.task)
-    model = task.build_model()
-    task.initialize(model, experiment.trainer.init_checkpoint)
-    inputs = _inputs(experiment.task.model.vocab_size)
-    expected = pretrained["trained"].encoder_network(inputs, training=False)["sequence_output"]
-    got = model.checkpoint_items["encoder"](inputs, training=False)["sequence_output"]
+    got, expected = _initialized_and_trained_outputs(pretrained, experiment)
     assert got.shape == expected.shape
-    assert np.abs(got.numpy() - expected.numpy()).max() > 0.1
+    assert np.abs(got - expected).max() > 0.1
 
 
 def test_fine_tuning_from_an_export_trains_evaluates_and_resumes_exactly(pretrained, tmp_path):
