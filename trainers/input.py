@@ -42,11 +42,11 @@ class TrainInput:
         self._iterator = None
         self.carries_position = None
 
-    def _context(self, pipelines=None, pipeline_id=None):
-        return tf.distribute.InputContext(
-            pipelines or self.num_pipelines * self.local_pipelines,
-            self.pipeline_id if pipeline_id is None else pipeline_id,
-            self._strategy.num_replicas_in_sync)
+    def _context(self):
+        """This worker's first pipeline, as tf.distribute numbers them."""
+        return tf.distribute.InputContext(self.num_pipelines * self.local_pipelines,
+                                          self.pipeline_id * self.local_pipelines,
+                                          self._strategy.num_replicas_in_sync)
 
     def dataset(self, after=positions.NOTHING_READ, context=None):
         """The batches of one pipeline (this worker's first, by default) after `after`."""
@@ -56,7 +56,8 @@ class TrainInput:
     def checkpointed_state(self):
         """What a data-position checkpoint saves and restores: the position variable, or the
         whole iterator of a dataset that carries no position."""
-        spec = self.dataset().element_spec
+        dataset = self.dataset()
+        spec = dataset.element_spec
         self.carries_position = isinstance(spec, dict) and positions.POSITION_KEY in spec
         if self.carries_position:
             return self.position
@@ -64,7 +65,7 @@ class TrainInput:
             raise ValueError("This task's training batches carry no data position "
                              "(trainers.data.positions.POSITION_KEY), which a TPU pod slice "
                              "needs to read on every host and resume exactly.")
-        self._iterator = iter(self.dataset())
+        self._iterator = iter(dataset)
         return self._iterator
 
     def _saved(self, local_index):
@@ -103,8 +104,8 @@ class TrainInput:
     def take_position(batch):
         """(the batch without its positions, the position of its last record); inside a replica.
         A batch without positions gives a placeholder."""
-        batch = dict(batch) if isinstance(batch, dict) else batch
         if isinstance(batch, dict) and positions.POSITION_KEY in batch:
+            batch = dict(batch)
             return batch, batch.pop(positions.POSITION_KEY)[-1]
         return batch, tf.constant(positions.NOTHING_READ, tf.int64)
 
