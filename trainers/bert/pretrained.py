@@ -113,17 +113,25 @@ class PretrainedEncoder:
     model: bert_config.BertModelConfig  # the encoder's architecture
     vocab_file: str                     # the vocab its pretraining data was tokenized with
     do_lower_case: typing.Optional[bool]  # None: the source does not say
-    checkpoint: str                     # where the weights are
+    checkpoint: str = ""                # where the weights are; "": model_dir's newest whole one
     experiment: typing.Any = None       # the pretraining config (None for an export)
+    model_dir: str = ""                 # the pretraining run, when `checkpoint` is ""
 
-    def restore(self, encoder):
-        """Loads the pretrained weights (pooler included) into `encoder`, an encoder built
-        from `self.model`."""
+    def weights_checkpoint(self):
+        """The checkpoint the weights are read from. A model_dir's newest whole checkpoint is
+        found here, when the weights are wanted, because finding it verifies every file: the
+        architecture, vocab and casing, wanted on every start, need none of that."""
+        return self.checkpoint or checkpointing.newest_whole_checkpoint(self.model_dir, 0,
+                                                                        move_broken=False)
+
+    def restore(self, encoder, checkpoint):
+        """Loads the pretrained weights (pooler included) from `checkpoint` (see
+        `weights_checkpoint`) into `encoder`, an encoder built from `self.model`."""
         if self.experiment is None:
-            tf.train.Checkpoint(encoder=encoder).read(self.checkpoint).expect_partial() \
+            tf.train.Checkpoint(encoder=encoder).read(checkpoint).expect_partial() \
                 .assert_existing_objects_matched()
             return
-        pretrainer = trained_pretrainer(self.experiment, self.checkpoint)
+        pretrainer = trained_pretrainer(self.experiment, checkpoint)
         encoder.set_weights(pretrainer.encoder_network.get_weights())
 
 
@@ -135,11 +143,10 @@ def locate(path):
             and storage.index_exists(os.path.join(path, CHECKPOINT_NAME))):
         return _from_export(path)
     if tf.io.gfile.exists(os.path.join(path, checkpointing.PARAMS_FILE)):
-        checkpoint = checkpointing.newest_whole_checkpoint(path, 0, move_broken=False)
-        if checkpoint is None:
+        if not checkpointing.checkpoint_steps(path):
             raise FileNotFoundError(f"init_checkpoint {path} holds no checkpoint yet; pretrain "
                                     "first.")
-        return _from_pretraining(path, checkpoint)
+        return _from_pretraining(path)
     model_dir = os.path.dirname(path.rstrip("/"))
     if storage.index_exists(path) and tf.io.gfile.exists(
             os.path.join(model_dir, checkpointing.PARAMS_FILE)):
@@ -162,9 +169,9 @@ def _from_export(path):
                              checkpoint=os.path.join(path, CHECKPOINT_NAME))
 
 
-def _from_pretraining(model_dir, checkpoint):
+def _from_pretraining(model_dir, checkpoint=""):
     experiment = pretraining_experiment(model_dir)
     data = experiment.task.train_data
     return PretrainedEncoder(model=experiment.task.model, vocab_file=pretraining_vocab(data),
                              do_lower_case=pretraining_lower_case(data), checkpoint=checkpoint,
-                             experiment=experiment)
+                             experiment=experiment, model_dir=model_dir)

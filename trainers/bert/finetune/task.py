@@ -7,6 +7,8 @@ outputs of +-1 for every input after README command 1), which leaves a head on i
 learn from.
 """
 
+import dataclasses
+
 import tensorflow as tf
 import tf_keras
 from absl import logging
@@ -27,9 +29,10 @@ def resolve_pretrained(experiment):
     task = experiment.task
     if experiment.trainer.init_checkpoint:
         source = pretrained.locate(experiment.trainer.init_checkpoint)
-        dropout = (task.model.dropout_rate, task.model.attention_dropout_rate)
-        task.model = source.model
-        task.model.dropout_rate, task.model.attention_dropout_rate = dropout
+        # The architecture is the checkpoint's; dropout stays a fine-tuning choice.
+        task.model = dataclasses.replace(
+            source.model, dropout_rate=task.model.dropout_rate,
+            attention_dropout_rate=task.model.attention_dropout_rate)
         if task.vocab_file and wordpiece.read_vocab(task.vocab_file) != wordpiece.read_vocab(
                 source.vocab_file):
             raise ValueError(
@@ -101,12 +104,13 @@ class ClassificationTask(task_lib.Task):
                          "%s.", init_checkpoint)
             return
         source = pretrained.locate(init_checkpoint)
+        checkpoint = source.weights_checkpoint()
         try:
-            source.restore(model.checkpoint_items["encoder"])
+            source.restore(model.checkpoint_items["encoder"], checkpoint)
         except (ValueError, AssertionError) as e:
-            raise ValueError(f"The encoder of {source.checkpoint} does not fit "
+            raise ValueError(f"The encoder of {checkpoint} does not fit "
                              f"task.model: {e}") from None
-        logging.info("Encoder weights from %s.", source.checkpoint)
+        logging.info("Encoder weights from %s.", checkpoint)
 
     def weight_decay_exclusions(self):
         return list(WEIGHT_DECAY_EXCLUSIONS)
