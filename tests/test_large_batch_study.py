@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import json
 import math
 import os
 import subprocess
@@ -184,6 +185,34 @@ def test_bert_workload_trains_through_the_trainers_runner(tmp_path):
     assert outcome.finite and 0.0 <= outcome.metric <= 1.0
     assert outcome.metric == outcome.selection_metric
     assert not os.listdir(tmp_path / "runs")  # the run's model_dir is removed once recorded
+
+
+def test_bert_runs_to_its_target_through_the_trainers_and_resumes_after_a_kill(
+        tmp_path, monkeypatch):
+    from benchmarks.large_batch_study import workloads
+    data_dir = bert_runs.make_data(str(tmp_path / "data"))
+    workload = Bert(str(tmp_path / "runs"), data_dir=data_dir, max_seq_length=bert_runs.SEQ,
+                    max_predictions_per_seq=bert_runs.PREDICTIONS, max_eval_steps=2)
+    run = dict(optimizer="lamb", batch=8, peak_lr=0.01, warmup_updates=1, seed=0)
+    reached = workload.run_to_target(cap_updates=8, eval_every=2, target=0.0, **run)
+    assert (reached.updates_to_target, reached.updates_trained) == (2, 2)  # first eval
+    assert reached.finite and math.isfinite(reached.b_simple) and reached.b_simple != 0
+    assert not os.listdir(tmp_path / "runs")
+
+    # Killed after its last checkpoint, before its row was written: the rerun trains nothing
+    # more and still knows the accuracies it saw.
+    monkeypatch.setattr(workloads.shutil, "rmtree", lambda *a, **k: None)
+    missed = workload.run_to_target(cap_updates=4, eval_every=2, target=1.0, **run)
+    assert (missed.updates_to_target, missed.updates_trained) == (-1, 4)
+    [model_dir] = os.listdir(tmp_path / "runs")
+    seen_path = tmp_path / "runs" / model_dir / "target_evals.json"
+    assert len(json.loads(seen_path.read_text())) == 2  # evaluated at updates 2 and 4
+    seen_path.write_text("[0.42, 0.125]")  # as if these were seen before the kill
+    monkeypatch.undo()
+    again = workload.run_to_target(cap_updates=4, eval_every=2, target=1.0, **run)
+    assert (again.updates_to_target, again.updates_trained) == (-1, 4)
+    assert again.best_validation == 0.42
+    assert not os.listdir(tmp_path / "runs")
 
 
 def test_a_cell_whose_search_has_not_ended_is_shown_in_progress():

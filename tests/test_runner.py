@@ -117,6 +117,24 @@ def test_train_and_eval_reports_the_bert_metrics_and_writes_summaries(data_dir, 
     assert tf.io.gfile.glob(str(tmp_path / "eval" / "events*"))
 
 
+def test_stop_when_ends_training_at_the_first_checkpoint_whose_eval_it_accepts(
+        data_dir, tmp_path):
+    experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 10})
+    trained = runner.Runner(BertPretrainingTask(experiment.task), experiment, str(tmp_path))
+    judged = []
+
+    def third_eval(results):
+        judged.append((trained.step, results["masked_lm_accuracy"]))
+        return len(judged) == 3
+
+    results = trained.train(eval_each_checkpoint=True, stop_when=third_eval)
+    assert [step for step, _ in judged] == [2, 4, 6]
+    assert trained.step == 6 and results["masked_lm_accuracy"] == judged[-1][1]
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
+    with pytest.raises(ValueError, match="needs eval_each_checkpoint=True"):
+        trained.train(stop_when=third_eval)
+
+
 def test_warmup_longer_than_training_is_named_by_flag(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"--num_warmup_steps=10 \(optimizer\.num_warmup_steps\) "
                                          r"is longer than --num_train_steps=4"):

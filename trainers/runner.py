@@ -332,18 +332,24 @@ class Runner:
             return "step"
         return "replica_pass"
 
-    def train(self, eval_each_checkpoint=False):
+    def train(self, eval_each_checkpoint=False, stop_when=None):
         """Trains to num_train_steps; returns the last eval results when evaluating.
+
+        `stop_when(results)`, with `eval_each_checkpoint`, ends training early after the first
+        checkpoint whose eval results it accepts (e.g. a steps-to-target measurement). Eval
+        metrics are reduced over the cluster, so every worker stops after the same loop.
 
         The chief holds the model_dir lock throughout, which also proves model_dir writable
         before any training time is spent.
         """
+        if stop_when is not None and not eval_each_checkpoint:
+            raise ValueError("stop_when judges eval results: it needs eval_each_checkpoint=True.")
         if not self.is_chief:
-            return self._train(eval_each_checkpoint)
+            return self._train(eval_each_checkpoint, stop_when)
         with model_dir_lock.ModelDirLock(self.model_dir):
-            return self._train(eval_each_checkpoint)
+            return self._train(eval_each_checkpoint, stop_when)
 
-    def _train(self, eval_each_checkpoint):
+    def _train(self, eval_each_checkpoint, stop_when):
         trainer = self.trainer
         results = None
         params = checkpointing.ParamsRecord(self.model_dir)
@@ -387,14 +393,17 @@ class Runner:
         # iterations_per_loop would otherwise never hit a multiple and save only at the end.
         last_save = first_step = self.step
 
+        stop_requested = False
+
         def save(evaluate=eval_each_checkpoint):
-            nonlocal last_save, results
+            nonlocal last_save, results, stop_requested
             if last_save != self.step:
                 self._check_savable(checkpoints)
                 checkpoints.save()
                 last_save = self.step
                 if evaluate:
                     results = self.evaluate()
+                    stop_requested = stop_when is not None and bool(stop_when(results))
             return self.step
 
         recovery = recovery_lib.LossSpikeRecovery(trainer, self.loss_scaling)
@@ -428,6 +437,10 @@ class Runner:
                     timed_seconds += seconds
                 if self.step >= trainer.num_train_steps or self.step - last_save >= save_every:
                     save()
+                    if stop_requested:
+                        logging.info("Stopping at step %d: stop_when accepted the eval "
+                                     "results.", self.step)
+                        break
                 # Every worker, every loop: the cluster agrees on the loop to stop after.
                 # No eval then: a preempted machine has seconds, not minutes.
                 preemption.save_and_exit_if_requested(lambda: save(evaluate=False))

@@ -70,10 +70,7 @@ def write_report(preset, results, output_dir, module=report, name="study"):
 def run_study(preset, output_dir, only=(), log=print, fashion_mnist_dir=None,
               bert_data_dir=None):
     """The whole study (or the named workloads), resumed from output_dir/results.csv."""
-    unknown = set(only) - {p.workload for p in preset.plans}
-    if unknown:
-        raise ValueError(f"Unknown workload(s) {sorted(unknown)}; preset {preset.name} has "
-                         f"{[p.workload for p in preset.plans]}.")
+    _check_workloads(preset, only)
     os.makedirs(output_dir, exist_ok=True)
     results = ResultsFile(os.path.join(output_dir, "results.csv"))
     study = protocol.Study(
@@ -89,12 +86,22 @@ def write_target_report(preset, results, output_dir):
     write_report(preset, results, output_dir, target_report, "targets")
 
 
-def run_target_study(preset, output_dir, only=(), log=print, fashion_mnist_dir=None):
+def _check_workloads(preset, only):
+    unknown = set(only) - {p.workload for p in preset.plans}
+    if unknown:
+        raise ValueError(f"Unknown workload(s) {sorted(unknown)}; preset {preset.name} has "
+                         f"{[p.workload for p in preset.plans]}.")
+
+
+def run_target_study(preset, output_dir, only=(), log=print, fashion_mnist_dir=None,
+                     bert_data_dir=None):
     """The steps-to-target study, resumed from output_dir/targets.csv."""
+    _check_workloads(preset, only)
     os.makedirs(output_dir, exist_ok=True)
     results = ResultsFile(os.path.join(output_dir, "targets.csv"), TargetRecord)
     study = steps_to_target.TargetStudy(
-        preset, results, make_workloads(preset, output_dir, fashion_mnist_dir), log=log,
+        preset, results,
+        make_workloads(preset, output_dir, fashion_mnist_dir, bert_data_dir), log=log,
         after_run=lambda: write_target_report(preset, results, output_dir))
     chosen = study.run(only or None)
     write_target_report(preset, results, output_dir)
@@ -155,7 +162,8 @@ def _steps_to_target():
     try:
         run_target_study(preset, output_dir, FLAGS.workloads,
                          log=lambda line: print(line, flush=True),
-                         fashion_mnist_dir=FLAGS.fashion_mnist_dir)
+                         fashion_mnist_dir=FLAGS.fashion_mnist_dir,
+                         bert_data_dir=FLAGS.bert_data_dir)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"done: {os.path.join(output_dir, 'targets.md')}, targets.png, targets.csv")

@@ -11,7 +11,7 @@ also "no tuning" at this batch), widened one rate at a time while the best sits 
 import math
 import time
 
-from benchmarks.large_batch_study import presets
+from benchmarks.large_batch_study import presets, target_report
 from benchmarks.large_batch_study.protocol import (format_duration, grid,
                                                    search_every_cell, widening_search)
 from benchmarks.large_batch_study.results import TargetRecord, target_key
@@ -89,8 +89,9 @@ def describe(preset):
     """The dry run: each plan's batches, caps, evaluation intervals and first grids."""
     lines = [f"steps-to-target preset {preset.name}: optimizers {', '.join(presets.OPTIMIZERS)}"]
     for plan in preset.plans:
-        lines.append(f"\n{plan.workload}: target {plan.target:g} on the validation split, rate "
-                     f"warmed up over {plan.warmup_fraction:.0%} of the cap, then constant")
+        lines.append(f"\n{plan.workload}: target {plan.target:g} "
+                     f"{target_report.METRICS[plan.workload]}, rate warmed up over "
+                     f"{plan.warmup_fraction:.0%} of the cap, then constant")
         lines.append(f"  {'batch':>6} {'cap':>8} {'eval every':>11} {'warmup':>7}")
         for batch in plan.batches:
             lines.append(f"  {batch:>6} {plan.cap_updates(batch):>8} "

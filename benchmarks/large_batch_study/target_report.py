@@ -6,6 +6,9 @@ import statistics
 
 from benchmarks.large_batch_study import presets
 
+# What each workload's target is measured on.
+METRICS = {"fashion_cnn": "validation accuracy", "bert": "held-out masked-LM accuracy"}
+
 
 def cells(plan, records):
     """{(optimizer, batch): {"best": rate, "updates": [per seed], "no_tuning": updates}}."""
@@ -78,8 +81,8 @@ def markdown(preset, records):
     for plan in preset.plans:
         found = cells(plan, records)
         mine = [r for r in records if r.workload == plan.workload]
-        lines.append(f"## {plan.workload}: updates to {100 * plan.target:.0f}% validation "
-                     f"accuracy ({len(mine)} runs)\n")
+        lines.append(f"## {plan.workload}: updates to {100 * plan.target:.0f}% "
+                     f"{METRICS[plan.workload]} ({len(mine)} runs)\n")
         lines.append("Best rate's updates (mean of seeds; each in brackets; `-`: not reached "
                      "by any rate of the grid within the cap):\n")
         lines.append("| optimizer | " + " | ".join(str(b) for b in plan.batches) + " |")
@@ -139,7 +142,7 @@ def plot(preset, records, path):
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
         axis.set_xlabel("global batch")
-        axis.set_ylabel(f"updates to {100 * plan.target:.0f}% validation accuracy")
+        axis.set_ylabel(f"updates to {100 * plan.target:.0f}% {METRICS[plan.workload]}")
         axis.set_title(plan.workload)
         axis.legend(fontsize=8)
     figure.tight_layout()

@@ -5,6 +5,7 @@ through the trainers' own API (`trainers.runner`), the way the recipes run.
 """
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -283,3 +284,55 @@ class Bert:
         shutil.rmtree(model_dir, ignore_errors=True)
         return Outcome(metric=accuracy, selection_metric=accuracy,
                        examples_per_sec=updates * batch / seconds, finite=finite)
+
+    def run_to_target(self, optimizer, batch, peak_lr, cap_updates, warmup_updates, eval_every,
+                      target, seed):
+        """Trains at `peak_lr` (after a linear warmup, constant) until the held-out masked-LM
+        accuracy, evaluated at a checkpoint every `eval_every` updates, first reaches `target`,
+        or `cap_updates` pass. B_simple is the trainer's own estimate (each batch cut in two
+        halves), smoothed over the run's last ~100 updates.
+
+        A killed run resumes from its last checkpoint; the accuracies it saw before are kept
+        in the model_dir beside it.
+        """
+        from trainers import runner as runner_lib
+        from trainers.bert import builtin_data
+        from trainers.bert.task import BertPretrainingTask
+        from trainers import config as config_lib
+        data_dir = self.data_dir or builtin_data.ensure(self.max_seq_length,
+                                                        self.max_predictions_per_seq)
+        experiment = self.experiment(optimizer, batch, peak_lr, cap_updates, warmup_updates,
+                                     seed, data_dir)
+        config_lib.merge(experiment, {
+            "trainer": {"save_checkpoints_steps": eval_every, "keep_checkpoint_max": 1,
+                        "iterations_per_loop": math.gcd(eval_every, 32),
+                        "noise_scale": "split"},
+            "optimizer": {"end_learning_rate": peak_lr}})
+        model_dir = os.path.join(self.work_dir, f"to_target_{target:g}_{optimizer}_b{batch}_"
+                                 f"u{cap_updates}_lr{peak_lr:.5g}_s{seed}")
+        seen_path = os.path.join(model_dir, "target_evals.json")
+        seen = json.load(open(seen_path)) if os.path.exists(seen_path) else []
+
+        def reached(results):
+            seen.append(float(results["masked_lm_accuracy"]))
+            with open(seen_path, "w") as f:
+                json.dump(seen, f)
+            return seen[-1] >= target
+
+        runner = runner_lib.Runner(BertPretrainingTask(experiment.task), experiment, model_dir)
+        start_step, start = runner.step, time.perf_counter()
+        finite = True
+        try:
+            runner.train(eval_each_checkpoint=True, stop_when=reached)
+        except runner_lib.NonFiniteLossError:
+            finite = False
+        seconds = time.perf_counter() - start
+        updates = runner.step
+        b_simple = runner.noise_scale.b_simple if runner.noise_scale.ready else float("nan")
+        shutil.rmtree(model_dir, ignore_errors=True)
+        reached_target = finite and bool(seen) and seen[-1] >= target
+        return TargetOutcome(
+            updates_to_target=updates if reached_target else -1,
+            best_validation=max(seen, default=0.0), updates_trained=updates,
+            b_simple=float(b_simple) if finite else float("nan"),
+            examples_per_sec=(updates - start_step) * batch / seconds, finite=finite)
