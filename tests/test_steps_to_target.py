@@ -97,7 +97,10 @@ def test_the_report_states_the_scaling_and_no_tuning_per_optimizer(tmp_path):
     text = target_report.markdown(PRESET, records)
     assert "| adamw | 1005 (1000/1010) @ 0.04 |" in text
     assert "B_simple at the end of the smallest batch's runs (median): 60" in text
-    assert "- adamw: largest batch within 2x of perfect scaling: 64;" in text
+    assert "- adamw: largest batch within 2x of perfect scaling: 64; fitted critical batch " \
+        "(S = S_min (1 + B_crit / B)): 64;" in text
+    assert 62 < target_report.fitted_critical_batch(PLAN, found, "adamw") < 66
+    assert "within 2x of perfect scaling up to batch ~92 (2 x 16 + B_simple)" in text
     target_report.plot(PRESET, records, str(tmp_path / "targets.png"))
     assert os.path.getsize(tmp_path / "targets.png") > 10_000
 

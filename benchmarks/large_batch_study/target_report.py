@@ -4,6 +4,8 @@
 import math
 import statistics
 
+import numpy as np
+
 from benchmarks.large_batch_study import presets
 
 # What each workload's target is measured on.
@@ -65,6 +67,25 @@ def largest_batch_within(plan, found, optimizer, factor=2.0):
     return largest
 
 
+def fitted_critical_batch(plan, found, optimizer):
+    """B_crit of McCandlish et al.'s model S = S_min (1 + B_crit / B), fitted over the cells
+    that reached the target (linear in 1 / B; relative residuals, as S spans orders of
+    magnitude); None without two such cells or a fit with S_min <= 0."""
+    points = [(1.0 / b, _mean(found[optimizer, b]["updates"])) for b in plan.batches
+              if (optimizer, b) in found and math.isfinite(_mean(found[optimizer, b]["updates"]))]
+    if len(points) < 2:
+        return None
+    inverse_batch, updates = (np.array(v) for v in zip(*points))
+    slope, s_min = np.polyfit(inverse_batch, updates, 1, w=1.0 / updates)
+    return slope / s_min if s_min > 0 else None
+
+
+def predicted_largest_within(plan, b_simple, factor=2.0):
+    """The largest batch within `factor` of perfect scaling from the smallest batch if B_simple
+    were the critical batch: S B = S_min (B + B_crit) <= factor S_min (b0 + B_crit)."""
+    return factor * plan.batches[0] + (factor - 1) * b_simple
+
+
 def b_simple_at_smallest(plan, records):
     """Median B_simple at the end of the smallest batch's runs that reached the target."""
     values = [r.b_simple for r in records if r.workload == plan.workload
@@ -103,13 +124,21 @@ def markdown(preset, records):
         b_simple = b_simple_at_smallest(plan, records)
         lines.append(f"B_simple at the end of the smallest batch's runs (median): "
                      f"{'n/a' if b_simple is None else f'{b_simple:.0f}'}\n")
+        if b_simple is not None:
+            lines.append(f"If B_simple were the critical batch, updates would stay within 2x of "
+                         f"perfect scaling up to batch ~"
+                         f"{predicted_largest_within(plan, b_simple):.0f} (2 x "
+                         f"{plan.batches[0]} + B_simple).\n")
         for optimizer in presets.OPTIMIZERS:
             largest = largest_batch_within(plan, found, optimizer)
+            critical = fitted_critical_batch(plan, found, optimizer)
             no_tuning = [f"{b}: {_shown(found[optimizer, b]['no_tuning'])}"
                          for b in plan.batches if (optimizer, b) in found]
             lines.append(f"- {optimizer}: largest batch within 2x of perfect scaling: "
-                         f"{largest if largest else 'n/a'}; with no tuning (square-root rule "
-                         f"from the smallest batch's best rate), updates: {', '.join(no_tuning)}")
+                         f"{largest if largest else 'n/a'}; fitted critical batch (S = S_min (1 "
+                         f"+ B_crit / B)): {'n/a' if critical is None else f'{critical:.0f}'}; "
+                         f"with no tuning (square-root rule from the smallest batch's best "
+                         f"rate), updates: {', '.join(no_tuning)}")
         lines.append("")
     return "\n".join(lines) + "\n"
 
