@@ -101,8 +101,15 @@ def test_the_report_states_the_scaling_and_no_tuning_per_optimizer(tmp_path):
         "(S = S_min (1 + B_crit / B)): 64;" in text
     assert 62 < target_report.fitted_critical_batch(PLAN, found, "adamw") < 66
     assert "within 2x of perfect scaling up to batch ~92 (2 x 16 + B_simple)" in text
+    assert "incomplete" not in text
     target_report.plot(PRESET, records, str(tmp_path / "targets.png"))
     assert os.path.getsize(tmp_path / "targets.png") > 10_000
+
+    # Killed after the first batch: later cells are "not run yet", not "not reached".
+    partial = target_report.markdown(PRESET, [r for r in records if r.batch == 16])
+    assert "| adamw | 1005 (1000/1010) @ 0.04 | not run yet | not run yet | not run yet |" \
+        in partial
+    assert "- incomplete: 12 (optimizer, batch) cells not run yet" in partial
 
 
 def test_a_keras_run_stops_at_its_target_and_measures_the_noise_scale(fashion_dir):  # noqa: F811

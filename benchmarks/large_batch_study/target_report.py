@@ -104,8 +104,9 @@ def markdown(preset, records):
         mine = [r for r in records if r.workload == plan.workload]
         lines.append(f"## {plan.workload}: updates to {100 * plan.target:.0f}% "
                      f"{METRICS[plan.workload]} ({len(mine)} runs)\n")
+        ran = {(r.optimizer, r.batch) for r in mine}
         lines.append("Best rate's updates (mean of seeds; each in brackets; `-`: not reached "
-                     "by any rate of the grid within the cap):\n")
+                     "by any rate run so far within the cap):\n")
         lines.append("| optimizer | " + " | ".join(str(b) for b in plan.batches) + " |")
         lines.append("|---|" + "---:|" * len(plan.batches))
         for optimizer in presets.OPTIMIZERS:
@@ -113,7 +114,7 @@ def markdown(preset, records):
             for batch in plan.batches:
                 cell = found.get((optimizer, batch))
                 if cell is None:
-                    row.append("-")
+                    row.append("-" if (optimizer, batch) in ran else "not run yet")
                     continue
                 shown = "/".join("-" if math.isinf(u) else str(u) for u in cell["updates"])
                 mean = _mean(cell["updates"])
@@ -139,6 +140,10 @@ def markdown(preset, records):
                          f"+ B_crit / B)): {'n/a' if critical is None else f'{critical:.0f}'}; "
                          f"with no tuning (square-root rule from the smallest batch's best "
                          f"rate), updates: {', '.join(no_tuning)}")
+        missing = sum((o, b) not in ran for o in presets.OPTIMIZERS for b in plan.batches)
+        if missing:
+            lines.append(f"- incomplete: {missing} (optimizer, batch) cells not run yet; the "
+                         "statements above cover the cells run so far")
         lines.append("")
     return "\n".join(lines) + "\n"
 
