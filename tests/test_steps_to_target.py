@@ -110,6 +110,11 @@ def test_the_report_states_the_scaling_and_no_tuning_per_optimizer(tmp_path):
     assert "| adamw | 1005 (1000/1010) @ 0.04 | not run yet | not run yet | not run yet |" \
         in partial
     assert "- incomplete: 12 (optimizer, batch) cells not run yet" in partial
+    # Batch 32's first rate only: its square-root-rule run has not happened yet.
+    first_of_32 = [r for r in records if r.batch == 16] + [next(
+        r for r in records if (r.optimizer, r.batch) == ("adamw", 32))]
+    assert "(square-root rule from the smallest batch's best rate), updates: 16: 1000, " \
+        "32: not run yet" in target_report.markdown(PRESET, first_of_32)
 
 
 def test_a_keras_run_stops_at_its_target_and_measures_the_noise_scale(fashion_dir):  # noqa: F811

@@ -94,7 +94,9 @@ def b_simple_at_smallest(plan, records):
 
 
 def _shown(updates):
-    return "-" if updates is None or math.isinf(updates) else str(updates)
+    if updates is None:
+        return "not run yet"
+    return "-" if math.isinf(updates) else str(updates)
 
 
 def markdown(preset, records):
