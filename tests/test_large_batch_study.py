@@ -214,6 +214,16 @@ def test_bert_runs_to_its_target_through_the_trainers_and_resumes_after_a_kill(
     assert again.best_validation == 0.42
     assert not os.listdir(tmp_path / "runs")
 
+    # Killed right after the eval that reached the target: the rerun reports that checkpoint
+    # instead of training on past it.
+    monkeypatch.setattr(workloads.shutil, "rmtree", lambda *a, **k: None)
+    workload.run_to_target(cap_updates=8, eval_every=2, target=0.0, **run)
+    monkeypatch.undo()
+    done = workload.run_to_target(cap_updates=8, eval_every=2, target=0.0, **run)
+    assert (done.updates_to_target, done.updates_trained) == (2, 2)
+    assert done.best_validation == reached.best_validation
+    assert not os.listdir(tmp_path / "runs")
+
 
 def test_a_cell_whose_search_has_not_ended_is_shown_in_progress():
     from benchmarks.large_batch_study import report

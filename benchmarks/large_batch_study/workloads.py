@@ -259,12 +259,15 @@ class Bert:
         return {"name": name, "learning_rate": peak_lr, "num_warmup_steps": warmup_updates,
                 name: settings}
 
+    def _data_dir(self):
+        from trainers.bert import builtin_data
+        return self.data_dir or builtin_data.ensure(self.max_seq_length,
+                                                    self.max_predictions_per_seq)
+
     def run(self, optimizer, batch, peak_lr, updates, warmup_updates, seed):
         from trainers import runner
-        from trainers.bert import builtin_data
         from trainers.bert.task import BertPretrainingTask
-        data_dir = self.data_dir or builtin_data.ensure(self.max_seq_length,
-                                                        self.max_predictions_per_seq)
+        data_dir = self._data_dir()
         experiment = self.experiment(optimizer, batch, peak_lr, updates, warmup_updates, seed,
                                      data_dir)
         model_dir = os.path.join(self.work_dir, f"{optimizer}_b{batch}_u{updates}_lr{peak_lr:.5g}_s{seed}")
@@ -295,12 +298,9 @@ class Bert:
         A killed run resumes from its last checkpoint; the accuracies it saw before are kept
         in the model_dir beside it.
         """
-        from trainers import runner as runner_lib
-        from trainers.bert import builtin_data
+        from trainers import checkpointing, config as config_lib, runner as runner_lib
         from trainers.bert.task import BertPretrainingTask
-        from trainers import config as config_lib
-        data_dir = self.data_dir or builtin_data.ensure(self.max_seq_length,
-                                                        self.max_predictions_per_seq)
+        data_dir = self._data_dir()
         experiment = self.experiment(optimizer, batch, peak_lr, cap_updates, warmup_updates,
                                      seed, data_dir)
         config_lib.merge(experiment, {
@@ -312,6 +312,14 @@ class Bert:
                                  f"u{cap_updates}_lr{peak_lr:.5g}_s{seed}")
         seen_path = os.path.join(model_dir, "target_evals.json")
         seen = json.load(open(seen_path)) if os.path.exists(seen_path) else []
+        if seen and seen[-1] >= target:
+            # Killed after the eval that reached the target, before the row was written: that
+            # eval was of the newest checkpoint (one is kept). Its B_simple died with the run.
+            updates = max(checkpointing.checkpoint_steps(model_dir))
+            shutil.rmtree(model_dir, ignore_errors=True)
+            return TargetOutcome(updates_to_target=updates, best_validation=max(seen),
+                                 updates_trained=updates, b_simple=float("nan"),
+                                 examples_per_sec=float("nan"), finite=True)
 
         def reached(results):
             seen.append(float(results["masked_lm_accuracy"]))
