@@ -180,7 +180,8 @@ def plot(preset, records, path):
         axis.set_xlabel("global batch")
         axis.set_ylabel(f"updates to {100 * plan.target:.0f}% {METRICS[plan.workload]}")
         axis.set_title(plan.workload)
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
