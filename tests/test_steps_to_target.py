@@ -60,6 +60,30 @@ def test_each_cell_finds_the_rate_reaching_the_target_first(tmp_path):
     assert record.updates_to_target == 1000 and record.eval_every == 10  # 200 (1 + 64 / 16)
 
 
+def test_a_cell_whose_whole_grid_misses_widens_toward_the_rate_that_came_closest(tmp_path):
+    class LowerRatesAtBatch64(KnownWorkload):
+        """AdamW at batch 64 (grid 0.04, 0.08, 0.16 by the square-root rule) misses above 0.01,
+        less badly the lower the rate (as Adam does with too short a warmup), and reaches the
+        target at 0.01 and below, in more updates the lower the rate."""
+
+        def run_to_target(self, optimizer, batch, peak_lr, cap_updates, **kwargs):
+            if (optimizer, batch) != ("adamw", 64):
+                return super().run_to_target(optimizer, batch, peak_lr, cap_updates, **kwargs)
+            self.calls.append((optimizer, batch, peak_lr, kwargs["seed"]))
+            if peak_lr > 0.0101:
+                return TargetOutcome(-1, 0.5 - peak_lr, cap_updates, 60.0, 1000.0, True)
+            return TargetOutcome(int(400 * 0.01 / peak_lr), 0.95, 400, 60.0, 1000.0, True)
+
+    workload = LowerRatesAtBatch64()
+    chosen = TargetStudy(PRESET, ResultsFile(str(tmp_path / "targets.csv"), TargetRecord),
+                         {"fashion_cnn": workload}, log=lambda _: None).run()["fashion_cnn"]
+    tried = [lr for o, b, lr, seed in workload.calls if (o, b, seed) == ("adamw", 64, 0)]
+    # Two widenings down from 0.04 reach 0.01; the third confirms 0.005 is slower.
+    assert tried == pytest.approx([0.04, 0.08, 0.16, 0.02, 0.01, 0.005])
+    assert chosen["adamw", 64] == pytest.approx(0.01)
+    assert ("adamw", 64, pytest.approx(0.01), 1) in workload.calls
+
+
 def test_a_killed_study_resumes_without_training_a_finished_run_again(tmp_path):
     class Killed(Exception):
         pass

@@ -49,18 +49,15 @@ def search_every_cell(plan, search_cell, ensure):
     return best
 
 
-def widening_search(rates, score, factor, max_widenings, on_widen=lambda: None,
-                    stop_if_all_fail=False):
+def widening_search(rates, score, factor, max_widenings, on_widen=lambda: None):
     """(rate, score) of the highest `score(rate)` over `rates` (ties to the lower rate), trying
     one more rate a `factor` past an edge while the best sits on it, at most `max_widenings`
-    times per side. With `stop_if_all_fail`, a grid scoring -inf everywhere ends at once."""
+    times per side."""
     rates = list(rates)
     scores = [score(lr) for lr in rates]
     widened = {"low": 0, "high": 0}
     while True:
         best = max(range(len(rates)), key=lambda i: scores[i])
-        if stop_if_all_fail and scores[best] == -math.inf:
-            return rates[best], scores[best]
         if best == 0 and widened["low"] < max_widenings:
             side, lr = "low", rates[0] / factor
         elif best == len(rates) - 1 and widened["high"] < max_widenings:

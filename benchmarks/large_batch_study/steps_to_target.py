@@ -5,7 +5,8 @@ Like the fixed-budget search (`protocol`), the plan is recomputed from targets.c
 a run whose row exists is read back, any other is trained and appended, so a killed study
 resumes where it was and runs in the same order. A cell's grid is centred on the smallest
 batch's best rate scaled by sqrt(batch / smallest) (the square-root rule: that centre run is
-also "no tuning" at this batch), widened one rate at a time while the best sits on an edge.
+also "no tuning" at this batch), widened one rate at a time while the best sits on an edge;
+when no rate reaches the target, the best is the one that came closest.
 """
 
 import math
@@ -17,9 +18,14 @@ from benchmarks.large_batch_study.protocol import (format_duration, grid,
 from benchmarks.large_batch_study.results import TargetRecord, target_key
 
 
-def _updates(record):
-    """The score to minimize: updates to target, infinite when not reached."""
-    return record.updates_to_target if record.reached else math.inf
+def _score(record):
+    """Higher is better: any run reaching the target beats every run that does not, fewer
+    updates first; among runs that miss, the one that came closest, so that a grid missing
+    everywhere widens toward the rate most likely to reach it."""
+    if record.reached:
+        return (1, -record.updates_to_target)
+    closest = record.best_validation if math.isfinite(record.best_validation) else -math.inf
+    return (0, closest)
 
 
 class TargetStudy:
@@ -39,12 +45,12 @@ class TargetStudy:
 
     def search_cell(self, plan, optimizer, batch, centre):
         """The rate reaching the target in the fewest updates (first seed; ties to the lower
-        rate), or None if no rate of the grid reaches it."""
-        rate, fewest = widening_search(
+        rate), or None if no rate of the grid, widened, reaches it."""
+        rate, (reached, _) = widening_search(
             grid(centre, plan.grid_size, plan.grid_factor),
-            lambda lr: -_updates(self.ensure(plan, optimizer, batch, lr, plan.seeds[0])),
-            plan.grid_factor, plan.max_widenings, stop_if_all_fail=True)
-        return None if fewest == -math.inf else rate
+            lambda lr: _score(self.ensure(plan, optimizer, batch, lr, plan.seeds[0])),
+            plan.grid_factor, plan.max_widenings)
+        return rate if reached else None
 
     def ensure(self, plan, optimizer, batch, lr, seed):
         """The record of this run: read back if it exists, else trained now and appended."""
