@@ -60,28 +60,41 @@ def test_each_cell_finds_the_rate_reaching_the_target_first(tmp_path):
     assert record.updates_to_target == 1000 and record.eval_every == 10  # 200 (1 + 64 / 16)
 
 
-def test_a_cell_whose_whole_grid_misses_widens_toward_the_rate_that_came_closest(tmp_path):
+def test_a_cell_whose_whole_grid_misses_widens_on_both_sides_lower_first(tmp_path):
     class LowerRatesAtBatch64(KnownWorkload):
-        """AdamW at batch 64 (grid 0.04, 0.08, 0.16 by the square-root rule) misses above 0.01,
-        less badly the lower the rate (as Adam does with too short a warmup), and reaches the
-        target at 0.01 and below, in more updates the lower the rate."""
+        """At batch 64, AdamW (grid 0.04, 0.08, 0.16 by the square-root rule) and LAMB (0.02,
+        0.04, 0.08) miss above 0.01, as Adam does with too short a warmup, and reach the target
+        at 0.01 and below, in more updates the lower the rate. LAMB's misses come closer the
+        higher the rate (noise on a plateau), so how close a miss came must not steer the
+        search. LARS at 64 misses everywhere."""
 
         def run_to_target(self, optimizer, batch, peak_lr, cap_updates, **kwargs):
-            if (optimizer, batch) != ("adamw", 64):
+            if batch != 64 or optimizer == "nesterov":
                 return super().run_to_target(optimizer, batch, peak_lr, cap_updates, **kwargs)
             self.calls.append((optimizer, batch, peak_lr, kwargs["seed"]))
-            if peak_lr > 0.0101:
-                return TargetOutcome(-1, 0.5 - peak_lr, cap_updates, 60.0, 1000.0, True)
+            if peak_lr > 0.0101 or optimizer == "lars":
+                closeness = peak_lr if optimizer == "lamb" else -peak_lr
+                return TargetOutcome(-1, 0.5 + closeness, cap_updates, 60.0, 1000.0, True)
             return TargetOutcome(int(400 * 0.01 / peak_lr), 0.95, 400, 60.0, 1000.0, True)
 
     workload = LowerRatesAtBatch64()
     chosen = TargetStudy(PRESET, ResultsFile(str(tmp_path / "targets.csv"), TargetRecord),
                          {"fashion_cnn": workload}, log=lambda _: None).run()["fashion_cnn"]
-    tried = [lr for o, b, lr, seed in workload.calls if (o, b, seed) == ("adamw", 64, 0)]
-    # Two widenings down from 0.04 reach 0.01; the third confirms 0.005 is slower.
-    assert tried == pytest.approx([0.04, 0.08, 0.16, 0.02, 0.01, 0.005])
+
+    def tried(optimizer):
+        return [lr for o, b, lr, seed in workload.calls if (o, b, seed) == (optimizer, 64, 0)]
+
+    # Down from the grid to 0.01, which reaches the target; then once more, slower.
+    assert tried("adamw") == pytest.approx([0.04, 0.08, 0.16, 0.02, 0.01, 0.005])
     assert chosen["adamw", 64] == pytest.approx(0.01)
     assert ("adamw", 64, pytest.approx(0.01), 1) in workload.calls
+    assert tried("lamb") == pytest.approx([0.02, 0.04, 0.08, 0.01, 0.005])
+    assert chosen["lamb", 64] == pytest.approx(0.01)
+    # Every widening on both sides (3 each in this plan), then the cell counts as missed.
+    lars_grid = 0.04 * 2
+    assert tried("lars") == pytest.approx([lars_grid * 2 ** k for k in (-1, 0, 1, -2, -3, -4,
+                                                                         2, 3, 4)])
+    assert chosen["lars", 64] is None
 
 
 def test_a_killed_study_resumes_without_training_a_finished_run_again(tmp_path):

@@ -49,18 +49,21 @@ def search_every_cell(plan, search_cell, ensure):
     return best
 
 
-def widening_search(rates, score, factor, max_widenings, on_widen=lambda: None):
+def widening_search(rates, score, factor, max_widenings, on_widen=lambda: None,
+                    succeeded=lambda score: True):
     """(rate, score) of the highest `score(rate)` over `rates` (ties to the lower rate), trying
     one more rate a `factor` past an edge while the best sits on it, at most `max_widenings`
-    times per side."""
+    times per side. While no score has `succeeded`, the best says nothing about where to look:
+    every widening is tried, the low side first (too high a rate is the commoner failure)."""
     rates = list(rates)
     scores = [score(lr) for lr in rates]
     widened = {"low": 0, "high": 0}
     while True:
         best = max(range(len(rates)), key=lambda i: scores[i])
-        if best == 0 and widened["low"] < max_widenings:
+        lost = not succeeded(scores[best])
+        if (best == 0 or lost) and widened["low"] < max_widenings:
             side, lr = "low", rates[0] / factor
-        elif best == len(rates) - 1 and widened["high"] < max_widenings:
+        elif (best == len(rates) - 1 or lost) and widened["high"] < max_widenings:
             side, lr = "high", rates[-1] * factor
         else:
             return rates[best], scores[best]

@@ -5,8 +5,8 @@ Like the fixed-budget search (`protocol`), the plan is recomputed from targets.c
 a run whose row exists is read back, any other is trained and appended, so a killed study
 resumes where it was and runs in the same order. A cell's grid is centred on the smallest
 batch's best rate scaled by sqrt(batch / smallest) (the square-root rule: that centre run is
-also "no tuning" at this batch), widened one rate at a time while the best sits on an edge;
-when no rate reaches the target, the best is the one that came closest.
+also "no tuning" at this batch), widened one rate at a time while the best sits on an edge,
+and on both sides (the lower first) while no rate reaches the target.
 """
 
 import math
@@ -19,13 +19,10 @@ from benchmarks.large_batch_study.results import TargetRecord, target_key
 
 
 def _score(record):
-    """Higher is better: any run reaching the target beats every run that does not, fewer
-    updates first; among runs that miss, the one that came closest, so that a grid missing
-    everywhere widens toward the rate most likely to reach it."""
-    if record.reached:
-        return (1, -record.updates_to_target)
-    closest = record.best_validation if math.isfinite(record.best_validation) else -math.inf
-    return (0, closest)
+    """Higher is better: any run reaching the target beats every run that does not, and among
+    those the fewest updates wins. Runs that miss all tie: how close a run came is no guide
+    (runs stuck on a plateau differ by noise)."""
+    return (1, -record.updates_to_target) if record.reached else (0, 0)
 
 
 class TargetStudy:
@@ -49,7 +46,7 @@ class TargetStudy:
         rate, (reached, _) = widening_search(
             grid(centre, plan.grid_size, plan.grid_factor),
             lambda lr: _score(self.ensure(plan, optimizer, batch, lr, plan.seeds[0])),
-            plan.grid_factor, plan.max_widenings)
+            plan.grid_factor, plan.max_widenings, succeeded=lambda score: score[0] == 1)
         return rate if reached else None
 
     def ensure(self, plan, optimizer, batch, lr, seed):
