@@ -18,11 +18,10 @@ from benchmarks.large_batch_study.protocol import (format_duration, grid,
 from benchmarks.large_batch_study.results import TargetRecord, target_key
 
 
-def _score(record):
-    """Higher is better: any run reaching the target beats every run that does not, and among
-    those the fewest updates wins. Runs that miss all tie: how close a run came is no guide
-    (runs stuck on a plateau differ by noise)."""
-    return (1, -record.updates_to_target) if record.reached else (0, 0)
+def _updates(record):
+    """The score to minimize: updates to target, infinite when not reached. Runs that miss all
+    tie: how close a run came is no guide (runs stuck on a plateau differ by noise)."""
+    return record.updates_to_target if record.reached else math.inf
 
 
 class TargetStudy:
@@ -43,11 +42,11 @@ class TargetStudy:
     def search_cell(self, plan, optimizer, batch, centre):
         """The rate reaching the target in the fewest updates (first seed; ties to the lower
         rate), or None if no rate of the grid, widened, reaches it."""
-        rate, (reached, _) = widening_search(
+        rate, fewest = widening_search(
             grid(centre, plan.grid_size, plan.grid_factor),
-            lambda lr: _score(self.ensure(plan, optimizer, batch, lr, plan.seeds[0])),
-            plan.grid_factor, plan.max_widenings, succeeded=lambda score: score[0] == 1)
-        return rate if reached else None
+            lambda lr: -_updates(self.ensure(plan, optimizer, batch, lr, plan.seeds[0])),
+            plan.grid_factor, plan.max_widenings, succeeded=math.isfinite)
+        return rate if math.isfinite(fewest) else None
 
     def ensure(self, plan, optimizer, batch, lr, seed):
         """The record of this run: read back if it exists, else trained now and appended."""
