@@ -107,9 +107,17 @@ def adam_moment_increments(gradient, first_moment, second_moment, beta_1, beta_2
     increments in place (`assign_add`), so TensorFlow's graph kernels update the slot's buffer
     instead of assigning a new tensor (measured within noise of the old form on this CPU; the
     graph-mode gain came from `norm_form`'s fused norm). XLA compiles both forms alike.
+
+    A second moment that overflowed to Inf (a finite gradient element above ~1.8e19 squares to
+    Inf in float32) stays Inf, as b2 v + (1 - b2) g^2 keeps it, so LAMB's update for that
+    element stays 0; the plain increment would be Inf - Inf = NaN there.
     """
     first_increment = (1.0 - beta_1) * (gradient - first_moment)
-    second_increment = (1.0 - beta_2) * (tf.square(gradient) - second_moment)
+    # min(v, float32 max) is v itself wherever v is finite, and keeps the increment finite
+    # where v is Inf, so Inf + increment stays Inf: one elementwise op in the same pass (XLA
+    # fuses it; TensorFlow's graph kernels read v once more), no branch.
+    bounded = tf.minimum(second_moment, tf.float32.max)
+    second_increment = (1.0 - beta_2) * (tf.square(gradient) - bounded)
     return first_increment, second_increment
 
 

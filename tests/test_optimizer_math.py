@@ -120,6 +120,36 @@ def test_lamb_under_xla_with_schedule_matches_reference(generation, rng):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_inf_second_moment_stays_inf_and_its_update_zero(generation, mode):
+    """README, Reliability: a finite gradient element above ~1.8e19 squares to Inf in float32;
+    v stays Inf on later steps (never NaN) and LAMB's update for that element is 0."""
+    variables = generation.make_variables([("kernel", np.ones(2, np.float32))])
+    optimizer = generation.Lamb(learning_rate=0.01)
+    grads = [np.array([3e19, 0.1], np.float32), np.array([0.1, 0.1], np.float32)]
+    if mode == "eager":
+        def apply(tensors):
+            generation.apply(optimizer, tensors, variables)
+    elif mode == "graph":
+        optimizer.build(variables)
+        apply = tf.function(lambda tensors: generation.apply(optimizer, tensors, variables))
+    else:
+        apply = generation.compiled_apply(optimizer, variables)
+    for g in grads:
+        apply([tf.constant(g)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        (expected,), _ = lamb_reference([np.ones(2, np.float32)], [[g] for g in grads],
+                                        lr=0.01, dtype=np.float32)
+        expected_v = np.float32(0.999) * (np.float32(0.001) * np.square(grads[0])) + \
+            np.float32(0.001) * np.square(grads[1])
+    assert expected[0] == 1.0 and np.isinf(expected_v[0])  # the reference's own premise
+    np.testing.assert_allclose(variables[0].numpy(), expected, rtol=1e-6)
+    v = optimizer._slots["v"][0].numpy()
+    assert np.isinf(v[0]) and v[0] > 0, v
+    np.testing.assert_allclose(v[1], expected_v[1], rtol=1e-6)
+
+
 def test_lamb_equals_keras_lamb_where_semantics_coincide():
     """With weight_decay=0 the paper and Keras 3's own Lamb agree; ours must match it."""
     kwargs = dict(learning_rate=0.01, beta_1=0.85, beta_2=0.99, epsilon=1e-6)
