@@ -15,6 +15,8 @@ import time
 import tensorflow as tf
 import tf_keras
 from absl import logging
+from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+from tensorflow.python.eager import context as eager_context
 
 from trainers import checkpointing
 from trainers import distribution
@@ -46,6 +48,36 @@ def _set_precision(dtype):
 
 def _dense(gradient):
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+def _without_addn_scheduling(function):
+    """`function`, called with Grappler's memory optimizer kept from scheduling AddN ops.
+
+    By default that optimizer rewrites an AddN of 3+ inputs with a static shape into a
+    TemporaryVariable, AssignAdds and a DestroyTemporaryVariable whenever its static peak-memory
+    estimate passes 80% of the device's memory (a GPU's, or 256 MB for a CPU). Inside a lowered
+    while loop the temporary can be created in the loop's exit iteration, whose destroy never
+    runs; it stays in the eager context's step container ("__per_step_0"), which outlives the
+    call, so the next call of the loop creates the same name and fails with AlreadyExistsError.
+    The micro-batch loop's static shapes (needed under XLA) made its AddNs eligible.
+    Swapping heuristics, the rest of the default, stay on; only this call's options change.
+    """
+    def call(*args):
+        ctx = eager_context.context()
+        options = ctx.function_call_options
+        config = config_pb2.ConfigProto()
+        config.ParseFromString(options.config_proto_serialized)
+        rewrite = config.graph_options.rewrite_options
+        if rewrite.memory_optimization == rewriter_config_pb2.RewriterConfig.DEFAULT_MEM_OPT:
+            rewrite.memory_optimization = rewriter_config_pb2.RewriterConfig.SWAPPING_HEURISTICS
+        ctx.function_call_options = eager_context.FunctionCallOptions(
+            executor_type=options.executor_type, config_proto=config)
+        try:
+            return function(*args)
+        finally:
+            ctx.function_call_options = options
+
+    return call
 
 
 def _split_batch(tensor, parts, part_size):
@@ -319,7 +351,7 @@ class Runner:
             return (loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite,
                     estimate_sums)
 
-        return train_loop
+        return _without_addn_scheduling(train_loop)
 
     def _jit_scope(self):
         """What --jit_compile puts in XLA: None without the flag; "step" (the whole update) on
