@@ -35,7 +35,7 @@ setup(
     install_requires=["keras>=3.15,<3.16"],
     extras_require={
         "tensorflow": TENSORFLOW,
-        # Keras on JAX without TensorFlow (tests/test_jax_install.py).
+        # Keras on JAX without TensorFlow (tests/test_jax_backend.py).
         "jax": JAX,
         # lamb_tf.legacy: the tf_keras twins for Model Garden models.
         "legacy": LEGACY,

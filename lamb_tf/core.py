@@ -107,8 +107,8 @@ def _keras_plain_norm(tensor):
 
 
 # Other backends (JAX): the form of a matrix's norm. "plain" until the matrix-vector form is
-# measured to pay there (python -m benchmarks.jax_optimizer_step --norm_form=matvec); XLA's
-# CPU compiler is shared with TensorFlow's, so it may.
+# measured to pay there (benchmarks/jax_optimizer_step.py times both); JAX's XLA CPU compiler
+# is TensorFlow's, so it may.
 KERAS_NORM_FORMS = {"matvec": _keras_matvec_norm, "plain": _keras_plain_norm}
 KERAS_NORM_FORM = "plain"
 

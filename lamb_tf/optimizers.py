@@ -36,7 +36,8 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, BackendApply,
                          keras.optimizers.Optimizer):
     """A layer-wise adaptive optimizer driven by a `lamb_tf.rules` rule.
 
-    Owns what Lamb and Lars share: exclusions, float32 slots, trust ratios, distributed apply.
+    Owns what Lamb and Lars share: exclusions, float32 slots, trust ratios, the update count;
+    `BackendApply` adds how the backend applies gradients.
     """
 
     def __init__(self, rule, learning_rate, weight_decay, exclude_from_weight_decay,

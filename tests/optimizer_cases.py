@@ -1,5 +1,6 @@
 """The optimizer-math cases and the problems the numpy references solve, with no TensorFlow
-import: the TensorFlow tests (test_optimizer_math) and the JAX checks (jax_checks) share them."""
+import: the TensorFlow tests (test_optimizer_math) and the JAX and PyTorch checks
+(backend_checks) share them."""
 
 import numpy as np
 
