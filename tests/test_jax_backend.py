@@ -56,10 +56,12 @@ def jax_venv(tmp_path_factory):
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
           "-w", str(root / "dist"), str(source)], cwd=root)
     wheel = glob.glob(str(root / "dist" / "*.whl"))[0]
-    _run([sys.executable, "-m", "venv", str(root / "venv")], cwd=root)
+    # No pip of its own (seeding one costs ~10 s): this pip installs into it with --python.
+    _run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], cwd=root)
     python = str(root / "venv" / "bin" / "python")
     # --no-compile: byte-compiling jax and scipy is most of a cached install's time.
-    _run([python, "-m", "pip", "install", "-q", "--no-compile", f"{wheel}[jax]"], cwd=root)
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile",
+          f"{wheel}[jax]"], cwd=root)
     checks = root / "checks"
     (checks / "tests").mkdir(parents=True)
     for name in TEST_MODULES:
@@ -84,7 +86,8 @@ def outcomes(jax_venv):
 
 def test_the_jax_extra_brings_keras_and_jax_and_no_tensorflow(jax_venv, outcomes):
     python, work_dir, _ = jax_venv
-    listed = _run([python, "-m", "pip", "list", "--format=freeze"], cwd=work_dir).stdout.lower()
+    listed = _run([sys.executable, "-m", "pip", "--python", python, "list", "--format=freeze"],
+                  cwd=work_dir).stdout.lower()
     assert "jax==" in listed and "keras==" in listed
     assert "tensorflow" not in listed and "tf-keras" not in listed, listed
     assert "/venv/" in outcomes["lamb_tf"]  # the checks ran the wheel's lamb_tf, not the clone's
