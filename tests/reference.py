@@ -22,6 +22,8 @@ def lamb_reference(params, grads_per_step, lr, beta_1=0.9, beta_2=0.999, epsilon
     adapt_mask = adapt_mask or [True] * len(params)
     ratios = [1.0] * len(params)
     for t, grads in enumerate(grads_per_step, start=1):
+        if callable(grads):  # the gradient at the current parameters (a loss trained by fit)
+            grads = grads(params)
         step_lr = lr_per_step[t - 1] if lr_per_step is not None else lr
         for i, g in enumerate(grads):
             g = np.asarray(g, dtype)
@@ -55,6 +57,8 @@ def lars_reference(params, grads_per_step, lr, momentum=0.9, trust_coefficient=0
     adapt_mask = adapt_mask or [True] * len(params)
     ratios = [1.0] * len(params)
     for grads in grads_per_step:
+        if callable(grads):
+            grads = grads(params)
         for i, g in enumerate(grads):
             g = np.asarray(g, np.float64)
             wd = weight_decay if decay_mask[i] else 0.0
