@@ -94,10 +94,11 @@ def index_exists(prefix):
     return tf.io.gfile.exists(prefix + ".index")
 
 
-def write_text(path, text):
-    """Replaces the file at `path` whole: written beside it, then renamed over it, so a reader
-    never sees half of it (and ram://, whose "w" appends, gets a replacement too)."""
-    temporary = f"{path}.partial"
+def write_text(path, text, temporary=None):
+    """Replaces the file at `path` whole: written beside it (at `temporary`, by default
+    `path`.partial), then renamed over it, so a reader never sees half of it (and ram://, whose
+    "w" appends, gets a replacement too)."""
+    temporary = temporary or f"{path}.partial"
     with tf.io.gfile.GFile(temporary, "w") as f:
         f.write(text)
     tf.io.gfile.rename(temporary, path, overwrite=True)
