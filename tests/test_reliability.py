@@ -167,6 +167,52 @@ def test_a_batch_size_change_is_refused_before_anything_is_written(data_dir, tmp
     assert sorted(os.listdir(tmp_path)) == before
 
 
+def test_a_resume_with_another_seed_is_refused_naming_both(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    with pytest.raises(ValueError, match=r"written with another config \(runtime\.seed: 42 -> "
+                                         r"7\).*--init_checkpoint to start from these weights"):
+        train(data_dir, tmp_path, steps=4, runtime={"seed": 7})
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2]
+
+
+def _one_more_shard(directory):
+    shards = sorted(tf.io.gfile.glob(os.path.join(directory, "train-*")))
+    tf.io.gfile.copy(shards[0], os.path.join(directory, "train-extra.tfrecord"))
+    return os.path.join(directory, "train-extra.tfrecord")
+
+
+def _a_shard_doubled(directory):
+    shard = sorted(tf.io.gfile.glob(os.path.join(directory, "train-*")))[1]
+    content = open(shard, "rb").read()
+    open(shard, "wb").write(content + content)  # still valid records, twice as many
+    return shard
+
+
+@pytest.mark.parametrize("change, difference", [
+    (_one_more_shard, r"1 file\(s\) added: {}"),
+    (_a_shard_doubled, r"1 file\(s\) of another size: {} \((\d+) -> \d+ bytes\)"),
+], ids=["one more file under the pattern", "a file rewritten"])
+def test_a_resume_on_other_training_files_is_refused_naming_them(
+        data_dir, tmp_path, change, difference):
+    data = tmp_path / "data"
+    tf.io.gfile.makedirs(str(data))
+    for name in os.listdir(data_dir):
+        tf.io.gfile.copy(os.path.join(data_dir, name), str(data / name))
+    model_dir = tmp_path / "run"
+    train(str(data), model_dir, steps=2)
+    params = (model_dir / "params.yaml").read_text()
+    changed = change(str(data))
+    with pytest.raises(ValueError, match=r"The training-data positions saved in .*run belong to "
+                                         r"other data than this run reads \(" +
+                                         difference.format(re.escape(changed)) +
+                                         r"\): resumed here they would repeat some records and "
+                                         r"skip others\..*--init_checkpoint=.*run to start a new "
+                                         r"data stream from these weights"):
+        train(str(data), model_dir, steps=4)
+    assert (model_dir / "params.yaml").read_text() == params
+    assert sorted(checkpointing.checkpoint_steps(str(model_dir))) == [2]
+
+
 def _corrupt_mid_file(path):
     """Flips a byte well past the first record, so input validation (first record) passes."""
     content = bytearray(open(path, "rb").read())

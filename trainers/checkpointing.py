@@ -34,6 +34,8 @@ DATA_ITERATOR_KEY = "train_data"  # a whole tf.data iterator, for datasets with 
 PARAMS_FILE = "params.yaml"
 PARAMS_HISTORY_FILE = "params_history.yaml"
 CLUSTER_KEY = "cluster"  # params.yaml's record of the shape that wrote the checkpoints
+STREAM_KEY = "train_data_stream"  # ... and of the training data its positions point into
+_LISTED_FILES = 3  # files named per kind of difference in an error
 _VERIFY_BYTES = 256 << 20  # tensors read per RestoreV2 call while verifying
 # What TensorFlow's checkpoint reader says (with no error code) of an index that is not one.
 _DAMAGED_INDEX = re.compile(r"sstable|too short|corrupt|Unable to (read|open)|checksum|"
@@ -199,9 +201,10 @@ def remove_interrupted_writes(model_dir):
 
 # -------------------------------------------------------------------------------- params
 # Keys the checkpoints depend on: the model's variables and the saved training-data position
-# (its batch shape and files). Everything else (steps, rates, eval settings) may change.
+# (its batch shape, files and the seed that orders them). Everything else (steps, rates, eval
+# settings) may change.
 INCOMPATIBLE_KEYS = (
-    "task.model.", "task.train_data.", "trainer.train_batch_size",
+    "task.model.", "task.train_data.", "runtime.seed", "trainer.train_batch_size",
     "trainer.num_accumulation_steps", "optimizer.name", "runtime.dtype",
     "runtime.distribution_strategy", "runtime.num_gpus", "runtime.num_cpu_devices",
 )
@@ -239,6 +242,7 @@ class ParamsRecord:
         recorded = self._load()
         if recorded is not None:
             recorded.pop(CLUSTER_KEY, None)
+            recorded.pop(STREAM_KEY, None)
         return recorded
 
     def previous_cluster(self):
@@ -261,6 +265,25 @@ class ParamsRecord:
             "to the old shape, so this run would read other records. Resume on the old shape, "
             "or pass another --model_dir with --init_checkpoint set to this one to go on from "
             "its weights (the optimizer state and data position start anew).")
+
+    def check_same_stream(self, stream):
+        """Refuses to resume on other training data: a saved position (epoch, window, index)
+        applied to other files or another layout repeats some records and skips others."""
+        recorded = self._load() or {}
+        if STREAM_KEY not in recorded:
+            logging.warning("%s records no training-data stream (it was written by an older "
+                            "version): this resume cannot check that its data files are the "
+                            "ones its saved positions point into.", self.path)
+            return
+        differences = _stream_differences(recorded[STREAM_KEY] or {}, stream)
+        if differences:
+            model_dir = os.path.dirname(self.path)
+            raise ValueError(
+                f"The training-data positions saved in {model_dir} belong to other data than "
+                f"this run reads ({'; '.join(differences)}): resumed here they would repeat "
+                f"some records and skip others. Resume with the data recorded in {self.path}, "
+                f"or pass another --model_dir with --init_checkpoint={model_dir} to start a new "
+                "data stream from these weights.")
 
     def changes(self, experiment):
         """{dotted key: (old, new)} between params.yaml and `experiment`."""
@@ -287,9 +310,9 @@ class ParamsRecord:
                 "from these weights).")
         return changed
 
-    def write(self, experiment, step, cluster):
-        """Records the config in force and the cluster's shape; changes against the previous
-        config go to the history."""
+    def write(self, experiment, step, cluster, stream):
+        """Records the config in force, the cluster's shape and the training data's stream
+        (`Task.train_stream`); changes against the previous config go to the history."""
         changed = self.changes(experiment)
         if changed and tf.io.gfile.exists(self.path):
             entry = {"step": step,
@@ -304,7 +327,33 @@ class ParamsRecord:
             logging.info("Config changed since the last run (recorded in %s): %s",
                          self.history_path, ", ".join(changed))
         storage.write_text(self.path, config_lib.dump_yaml(experiment) +
-                           yaml.safe_dump({CLUSTER_KEY: cluster}, sort_keys=False))
+                           yaml.safe_dump({CLUSTER_KEY: cluster, STREAM_KEY: stream},
+                                          sort_keys=False, default_flow_style=None))
+
+
+def _stream_differences(before, after):
+    """What differs between two `Task.train_stream` records, in a few words each."""
+    def listed(paths):
+        more = len(paths) - _LISTED_FILES
+        return ", ".join(paths[:_LISTED_FILES]) + (f" and {more} more" if more > 0 else "")
+
+    old_files = {path: size for path, size in before.get("files", [])}
+    new_files = {path: size for path, size in after.get("files", [])}
+    differences = []
+    added = sorted(set(new_files) - set(old_files))
+    removed = sorted(set(old_files) - set(new_files))
+    resized = sorted(p for p in set(old_files) & set(new_files) if old_files[p] != new_files[p])
+    if added:
+        differences.append(f"{len(added)} file(s) added: {listed(added)}")
+    if removed:
+        differences.append(f"{len(removed)} file(s) gone: {listed(removed)}")
+    if resized:
+        differences.append(f"{len(resized)} file(s) of another size: " + listed(
+            [f"{p} ({old_files[p]} -> {new_files[p]} bytes)" for p in resized]))
+    for key in sorted((set(before) | set(after)) - {"files"}):
+        if before.get(key) != after.get(key):
+            differences.append(f"{key} {before.get(key)} -> {after.get(key)}")
+    return differences
 
 
 class RunCheckpoints:

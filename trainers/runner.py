@@ -356,9 +356,13 @@ class Runner:
         params = checkpointing.ParamsRecord(self.model_dir)
         cluster = {"workers": distribution.worker_count(self.strategy),
                    "replicas": self.num_replicas}
-        if checkpointing.checkpoint_steps(self.model_dir):
+        resuming = bool(checkpointing.checkpoint_steps(self.model_dir))
+        if resuming:
             params.check_compatible(self.experiment)
             params.check_same_cluster(cluster)
+        stream = self.task.train_stream()
+        if resuming:
+            params.check_same_stream(stream)
         if self.is_chief:
             checkpointing.remove_interrupted_writes(self.model_dir)
         self.task.validate_inputs("train")
@@ -386,7 +390,7 @@ class Runner:
             return results
         if self.is_chief:
             lock.check()
-            params.write(self.experiment, self.step, cluster)
+            params.write(self.experiment, self.step, cluster, stream)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
