@@ -108,6 +108,40 @@ def test_leftovers_of_an_interrupted_save_are_removed(data_dir, tmp_path):
     assert not leftover.parent.exists() and not data_leftover.exists()
 
 
+def test_a_killed_save_of_a_non_chief_worker_is_removed(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    copy = tmp_path / "worker_tmp" / "1"
+    copy.mkdir(parents=True)
+    (copy / "ckpt-3.index").write_bytes(b"a worker's copy, killed before its removal")
+    train(data_dir, tmp_path, steps=4)
+    assert not (tmp_path / "worker_tmp").exists()
+
+
+def test_only_checkpoint_temporaries_are_taken_for_interrupted_writes(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    mine = [tmp_path / "notes_temperature.txt", tmp_path / "my_temp_results"]
+    mine[0].write_text("a user's file")
+    mine[1].mkdir()
+    s3_leftover = tmp_path / "ckpt-3.part-00000-of-00001.index"
+    s3_leftover.write_bytes(b"partial")
+    train(data_dir, tmp_path, steps=4)
+    assert all(path.exists() for path in mine)
+    assert not s3_leftover.exists()
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("", "is empty"), ("task: [unclosed\n", r"is not valid YAML \(.*line \d+"),
+    ("just a string\n", "holds no config")])
+def test_an_unreadable_params_record_refuses_the_resume(data_dir, tmp_path, content, problem):
+    train(data_dir, tmp_path, steps=2)
+    (tmp_path / "params.yaml").write_text(content)
+    with pytest.raises(ValueError, match=rf"params\.yaml {problem}.*, so this resume cannot be "
+                                         r"checked against the config that wrote the "
+                                         r"checkpoints\. Restore it from a copy, or remove it"):
+        train(data_dir, tmp_path, steps=4, trainer={"train_batch_size": 8})
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2]
+
+
 def test_a_second_run_on_a_locked_model_dir_is_refused_naming_the_holder(data_dir, tmp_path):
     with model_dir_lock.ModelDirLock(str(tmp_path)):
         with pytest.raises(ValueError, match=rf"model_dir {re.escape(str(tmp_path))} is in use "

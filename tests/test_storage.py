@@ -99,6 +99,63 @@ def test_damage_is_still_skipped_at_once(data_dir, tmp_path, monkeypatch):
     assert calls  # the damaged index was not retried: reading went on to ckpt-2
 
 
+def test_permission_denied_stops_at_once_naming_access_not_availability(
+        data_dir, tmp_path, monkeypatch):
+    train(data_dir, tmp_path, steps=2)
+    real, calls = tf.raw_ops.RestoreV2, []
+
+    def restore(**kwargs):
+        calls.append(kwargs["prefix"])
+        raise tf.errors.PermissionDeniedError(None, None, "injected: 403 Forbidden")
+
+    monkeypatch.setattr(tf.raw_ops, "RestoreV2", restore)
+    monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0.1,) * 3)
+    with pytest.raises(storage.StorageAccessError,
+                       match=r"^Reading the checkpoint .*ckpt-2 was refused: PermissionDeniedError "
+                             r"\(injected: 403 Forbidden\)\. Give this job's account access to "
+                             r"it \(or fix its credentials\), then rerun\.$"):
+        train(data_dir, tmp_path, steps=4)
+    assert len(calls) == 1  # not retried
+
+
+def test_transient_errors_while_saving_are_retried_and_the_run_goes_on(data_dir, monkeypatch):
+    model_dir = "ram://storage_test/flaky_writes"
+    failed = []
+    real_write, real_rename = tf.train.Checkpoint.write, tf.io.gfile.rename
+
+    def flaky(what, real):
+        def call(*args, **kwargs):
+            if what not in failed:
+                failed.append(what)
+                raise tf.errors.UnavailableError(None, None, f"injected: {what} failed")
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", flaky("checkpoint", real_write))
+    rename = flaky("params.yaml", real_rename)
+    monkeypatch.setattr(tf.io.gfile, "rename", lambda src, dst, overwrite=False: (
+        rename if dst.endswith("params.yaml") else real_rename)(src, dst, overwrite))
+    train(data_dir, model_dir, steps=4)
+    assert failed == ["params.yaml", "checkpoint"]
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2, 4]
+    assert tf.io.gfile.exists(f"{model_dir}/params.yaml")
+
+
+def test_write_text_on_a_local_disk_syncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = tmp_path / "params.yaml"
+    storage.write_text(str(target), "a: 1\n")
+    assert target.read_text() == "a: 1\n"
+    assert synced == [str(target) + ".partial", str(tmp_path)]
+    assert os.listdir(tmp_path) == ["params.yaml"]
+
+
 # ------------------------------------------------------------- no poisoned "last good" save
 @tf.custom_gradient
 def _scale_gradient(value, scale):

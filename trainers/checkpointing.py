@@ -31,11 +31,15 @@ BROKEN_DIR = "broken_checkpoints"
 DATA_POSITION_DIR = "train_data"
 DATA_POSITION_KEY = "train_data_position"  # (epoch, window, index): trainers.data.positions
 DATA_ITERATOR_KEY = "train_data"  # a whole tf.data iterator, for datasets with no position
+WORKER_COPIES_DIR = "worker_tmp"  # a non-chief worker's save, removed once written
 PARAMS_FILE = "params.yaml"
 PARAMS_HISTORY_FILE = "params_history.yaml"
 CLUSTER_KEY = "cluster"  # params.yaml's record of the shape that wrote the checkpoints
 STREAM_KEY = "train_data_stream"  # ... and of the training data its positions point into
 _LISTED_FILES = 3  # files named per kind of difference in an error
+# TensorFlow's temporary names of a save under way (functional_saver: "_temp/part", on s3://
+# ".part").
+_INTERRUPTED_WRITE = re.compile(r"^ckpt-\d+(_temp|\.part-\d+-of-\d+\.(index|data-\d+-of-\d+))$")
 _VERIFY_BYTES = 256 << 20  # tensors read per RestoreV2 call while verifying
 # What TensorFlow's checkpoint reader says (with no error code) of an index that is not one.
 _DAMAGED_INDEX = re.compile(r"sstable|too short|corrupt|Unable to (read|open)|checksum|"
@@ -181,22 +185,26 @@ def write_state(model_dir, kept):
 
 
 def remove_interrupted_writes(model_dir):
-    """Removes the `*_temp` folders of saves that a kill interrupted."""
+    """Removes what saves that a kill interrupted leave: TensorFlow's `ckpt-N_temp` folders
+    (`ckpt-N.part-*` files on s3://) and the non-chief workers' `worker_tmp/` copies. Nothing
+    else, whatever its name: a model_dir may hold a user's own files."""
     directories = [model_dir]
     data_root = os.path.join(model_dir, DATA_POSITION_DIR)
     if tf.io.gfile.isdir(data_root):
         directories += [os.path.join(data_root, d.rstrip("/"))
                         for d in tf.io.gfile.listdir(data_root)]
-    for directory in directories:
-        for name in tf.io.gfile.listdir(directory):
-            if "_temp" not in name:
-                continue
-            path = os.path.join(directory, name.rstrip("/"))
-            logging.info("Removing %s, left by an interrupted checkpoint write.", path)
-            if tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            else:
-                tf.io.gfile.remove(path)
+    leftovers = [os.path.join(directory, name.rstrip("/")) for directory in directories
+                 for name in tf.io.gfile.listdir(directory)
+                 if _INTERRUPTED_WRITE.match(name.rstrip("/"))]
+    worker_copies = os.path.join(model_dir, WORKER_COPIES_DIR)
+    if tf.io.gfile.isdir(worker_copies):
+        leftovers.append(worker_copies)
+    for path in leftovers:
+        logging.info("Removing %s, left by an interrupted checkpoint write.", path)
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.remove(path)
 
 
 # -------------------------------------------------------------------------------- params
@@ -229,13 +237,22 @@ class ParamsRecord:
         self.history_path = os.path.join(model_dir, PARAMS_HISTORY_FILE)
 
     def _load(self):
-        if not tf.io.gfile.exists(self.path):
+        """The recorded dict; None if there is no params.yaml; ValueError if it holds none."""
+        if not storage.retrying(lambda: tf.io.gfile.exists(self.path), self.path):
             return None
-        with tf.io.gfile.GFile(self.path) as f:
-            try:
-                return yaml.safe_load(f.read()) or {}
-            except yaml.YAMLError:
-                return None
+        text = storage.retrying(lambda: tf.io.gfile.GFile(self.path).read(), self.path)
+        try:
+            recorded = yaml.safe_load(text)
+            problem = None if isinstance(recorded, dict) else (
+                "is empty" if recorded is None else "holds no config")
+        except yaml.YAMLError as e:
+            problem = f"is not valid YAML ({config_lib.yaml_problem(e)})"
+        if problem:
+            raise ValueError(
+                f"{self.path} {problem}, so this resume cannot be checked against the config "
+                "that wrote the checkpoints. Restore it from a copy, or remove it to resume with "
+                "only the check that the checkpoint fits the model.")
+        return recorded
 
     def previous(self):
         """The recorded experiment config (without the cluster's shape), or None."""
@@ -271,8 +288,8 @@ class ParamsRecord:
         applied to other files or another layout repeats some records and skips others."""
         recorded = self._load() or {}
         if STREAM_KEY not in recorded:
-            logging.warning("%s records no training-data stream (it was written by an older "
-                            "version): this resume cannot check that its data files are the "
+            logging.warning("%s is missing or records no training-data stream (an older version "
+                            "wrote it): this resume cannot check that its data files are the "
                             "ones its saved positions point into.", self.path)
             return
         differences = _stream_differences(recorded[STREAM_KEY] or {}, stream)
@@ -313,7 +330,13 @@ class ParamsRecord:
     def write(self, experiment, step, cluster, stream):
         """Records the config in force, the cluster's shape and the training data's stream
         (`Task.train_stream`); changes against the previous config go to the history."""
-        changed = self.changes(experiment)
+        try:
+            changed = self.changes(experiment)
+        except ValueError as e:
+            # Reached only without checkpoints (a resume is refused before): nothing depends on
+            # the unreadable record, so it is replaced.
+            logging.warning("Replacing it: %s", e)
+            changed = {}
         if changed and tf.io.gfile.exists(self.path):
             entry = {"step": step,
                      "time": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -385,7 +408,7 @@ class RunCheckpoints:
         self._keep = keep
         self._data_dir = data_position_dir(model_dir, pipeline_id)
         self._own_dir = (model_dir if self._is_chief
-                         else os.path.join(model_dir, "worker_tmp", str(worker_id)))
+                         else os.path.join(model_dir, WORKER_COPIES_DIR, str(worker_id)))
         # The chief moves broken newer checkpoints aside before anyone resumes.
         self.resume_from = newest_whole_checkpoint(model_dir, num_pipelines,
                                                    move_broken=self._is_chief)
@@ -418,14 +441,23 @@ class RunCheckpoints:
 
     def save(self):
         step = int(self._step_counter.numpy())
+        data_prefix = os.path.join(self._data_dir, f"ckpt-{step}")
+        model_prefix = os.path.join(self._own_dir, f"ckpt-{step}")
+        # Each part is retried whole (a rewrite of the same prefix, a deletion by exact name).
         # The data position first: a model checkpoint is the commit point.
-        self._data_checkpoint.write(os.path.join(self._data_dir, f"ckpt-{step}"))
-        self._checkpoint.write(os.path.join(self._own_dir, f"ckpt-{step}"))
-        keep_newest(self._data_dir, self._keep)
+        storage.retrying(lambda: self._data_checkpoint.write(data_prefix),
+                         f"the training-data position {data_prefix}", doing="Writing")
+        storage.retrying(lambda: self._checkpoint.write(model_prefix),
+                         f"the checkpoint {model_prefix}", doing="Writing")
+        storage.retrying(lambda: keep_newest(self._data_dir, self._keep),
+                         f"old training-data positions in {self._data_dir}", doing="Deleting")
         if self._is_chief:
-            write_state(self.model_dir, keep_newest(self.model_dir, self._keep))
+            storage.retrying(
+                lambda: write_state(self.model_dir, keep_newest(self.model_dir, self._keep)),
+                f"old checkpoints in {self.model_dir}", doing="Deleting")
         else:
-            tf.io.gfile.rmtree(self._own_dir)
+            storage.retrying(lambda: tf.io.gfile.rmtree(self._own_dir), self._own_dir,
+                             doing="Deleting")
         # Every worker names the chief's copy, which all of them restore from.
         self.latest = os.path.join(self.model_dir, f"ckpt-{step}")
 

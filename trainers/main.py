@@ -31,7 +31,8 @@ def run_from_flags(experiment, make_task, adjust=None):
     except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
             recovery.LossSpikeError, distribution.DeviceUnavailableError,
             peers.ClusterStartupError, storage.StorageUnavailableError,
-            distribution.WorkersDisagreeError, model_dir_lock.LeaseLostError) as e:
+            storage.StorageAccessError, distribution.WorkersDisagreeError,
+            model_dir_lock.LeaseLostError) as e:
         cli.user_error(e)
     except peers.PeerWaitInterrupted as e:
         print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "

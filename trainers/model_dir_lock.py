@@ -178,7 +178,8 @@ class _Lease:
                 raise _in_use(self.model_dir, _first_line(current))
             self._write()
             claim_seconds = time.monotonic() - claim_started
-        except (tf.errors.OpError, storage.StorageUnavailableError) as e:
+        except (tf.errors.OpError, storage.StorageUnavailableError,
+                storage.StorageAccessError) as e:
             raise _unwritable(self.model_dir, e) from None
         if claim_seconds >= LEASE_SETTLE_SECONDS:
             self._remove_if_ours()
@@ -253,7 +254,8 @@ class _Lease:
             if self._ours(self._read()):
                 tf.io.gfile.remove(self.path)
                 return True
-        except (tf.errors.OpError, storage.StorageUnavailableError) as e:
+        except (tf.errors.OpError, storage.StorageUnavailableError,
+                storage.StorageAccessError) as e:
             logging.warning("Could not remove the lease %s (%s); the next run waits %.0f s "
                             "for it to go stale.", self.path, storage.short(e),
                             LEASE_STALE_SECONDS)
