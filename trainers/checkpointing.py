@@ -350,8 +350,10 @@ class ParamsRecord:
             logging.info("Config changed since the last run (recorded in %s): %s",
                          self.history_path, ", ".join(changed))
         storage.write_text(self.path, config_lib.dump_yaml(experiment) +
-                           yaml.safe_dump({CLUSTER_KEY: cluster, STREAM_KEY: stream},
-                                          sort_keys=False, default_flow_style=None))
+                           yaml.safe_dump({CLUSTER_KEY: cluster}, sort_keys=False) +
+                           # one line per file
+                           yaml.safe_dump({STREAM_KEY: stream}, sort_keys=False,
+                                          default_flow_style=None))
 
 
 def _stream_differences(before, after):
