@@ -240,7 +240,11 @@ class ParamsRecord:
         """The recorded dict; None if there is no params.yaml; ValueError if it holds none."""
         if not storage.retrying(lambda: tf.io.gfile.exists(self.path), self.path):
             return None
-        text = storage.retrying(lambda: tf.io.gfile.GFile(self.path).read(), self.path)
+        def read():
+            with tf.io.gfile.GFile(self.path) as f:
+                return f.read()
+
+        text = storage.retrying(read, self.path)
         try:
             recorded = yaml.safe_load(text)
             problem = None if isinstance(recorded, dict) else (
