@@ -377,19 +377,24 @@ class Runner:
         if stop_when is not None and not eval_each_checkpoint:
             raise ValueError("stop_when judges eval results: it needs eval_each_checkpoint=True.")
         if not self.is_chief:
-            return self._train(eval_each_checkpoint, stop_when)
-        with model_dir_lock.ModelDirLock(self.model_dir):
-            return self._train(eval_each_checkpoint, stop_when)
+            return self._train(eval_each_checkpoint, stop_when, None)
+        with model_dir_lock.ModelDirLock(self.model_dir) as lock:
+            return self._train(eval_each_checkpoint, stop_when, lock)
 
-    def _train(self, eval_each_checkpoint, stop_when):
+    def _train(self, eval_each_checkpoint, stop_when, lock):
+        """`lock`: the chief's ModelDirLock, checked before each write (None elsewhere)."""
         trainer = self.trainer
         results = None
         params = checkpointing.ParamsRecord(self.model_dir)
         cluster = {"workers": distribution.worker_count(self.strategy),
                    "replicas": self.num_replicas}
-        if checkpointing.checkpoint_steps(self.model_dir):
+        resuming = bool(checkpointing.checkpoint_steps(self.model_dir))
+        if resuming:
             params.check_compatible(self.experiment)
             params.check_same_cluster(cluster)
+        stream = self.task.train_stream()
+        if resuming:
+            params.check_same_stream(stream)
         if self.is_chief:
             checkpointing.remove_interrupted_writes(self.model_dir)
         self.task.validate_inputs("train")
@@ -416,7 +421,8 @@ class Runner:
                   f"{trainer.num_train_steps} in {self.model_dir}.")
             return results
         if self.is_chief:
-            params.write(self.experiment, self.step, cluster)
+            lock.check()
+            params.write(self.experiment, self.step, cluster, stream)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
@@ -431,6 +437,8 @@ class Runner:
             nonlocal last_save, results, stop_requested
             if last_save != self.step:
                 self._check_savable(checkpoints)
+                if lock is not None:
+                    lock.check()  # a run that may have lost model_dir must not write to it
                 checkpoints.save()
                 last_save = self.step
                 if evaluate:
