@@ -18,6 +18,7 @@ from absl import logging
 
 from trainers import checkpointing
 from trainers import distribution
+from trainers import health
 from trainers import model_dir_lock
 from trainers import optimization
 from trainers import preemption as preemption_lib
@@ -133,6 +134,8 @@ class Runner:
                                               dropout_generators=_dropout_generators(self.model))
         self.train_input = input_lib.TrainInput(task, self.strategy,
                                                 self.trainer.train_batch_size, runtime.seed)
+        self.weight_norms = (health.WeightNorms(self.model.trainable_variables, model_dir)
+                             if self.is_chief else None)
         self._eval_loop = None
         self._savable = None
         self._writers = {}
@@ -385,6 +388,7 @@ class Runner:
             return results
         if self.is_chief:
             params.write(self.experiment, self.step, cluster)
+            self.weight_norms.start(self.step)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
@@ -527,6 +531,10 @@ class Runner:
             if ratios:
                 tf.summary.histogram("trust_ratio",
                                      tf.stack([tf.convert_to_tensor(r) for r in ratios.values()]))
+            if self.weight_norms:
+                norms, warnings = self.weight_norms.check(step)
+                self.weight_norms.write_summaries(norms, self.weight_norms.start(step))
+                health.log_warnings(warnings)
 
     # ------------------------------------------------------------------------------ eval
     def evaluate(self):
@@ -558,6 +566,11 @@ class Runner:
         with self._writer("eval").as_default(step=step):
             for name, value in results.items():
                 tf.summary.scalar(name, value)
+        if self.weight_norms:
+            logging.info("weight norms at step %d, largest growth since step 0: %s", step,
+                         self.weight_norms.largest_growth(
+                             self.weight_norms.norms(), self.weight_norms.start(step)))
+        health.log_warnings(self.task.health_warnings(results))
         if self.is_chief:
             tf.io.gfile.makedirs(self.model_dir)
             storage.write_text(os.path.join(self.model_dir, "eval_results.json"),
