@@ -20,6 +20,7 @@ from tensorflow.python.eager import context as eager_context
 
 from trainers import checkpointing
 from trainers import distribution
+from trainers import health
 from trainers import model_dir_lock
 from trainers import optimization
 from trainers import preemption as preemption_lib
@@ -165,6 +166,8 @@ class Runner:
                                               dropout_generators=_dropout_generators(self.model))
         self.train_input = input_lib.TrainInput(task, self.strategy,
                                                 self.trainer.train_batch_size, runtime.seed)
+        self.weight_norms = (health.WeightNorms(self.model.trainable_variables, model_dir)
+                             if self.is_chief else None)
         self._eval_loop = None
         self._savable = None
         self._writers = {}
@@ -423,6 +426,7 @@ class Runner:
         if self.is_chief:
             lock.check()
             params.write(self.experiment, self.step, cluster, stream)
+            self.weight_norms.start(self.step)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
@@ -567,6 +571,10 @@ class Runner:
             if ratios:
                 tf.summary.histogram("trust_ratio",
                                      tf.stack([tf.convert_to_tensor(r) for r in ratios.values()]))
+            if self.weight_norms:
+                norms, warnings = self.weight_norms.check(step)
+                self.weight_norms.write_summaries(norms, self.weight_norms.start(step))
+                health.log_warnings(warnings)
 
     # ------------------------------------------------------------------------------ eval
     def evaluate(self):
@@ -598,6 +606,11 @@ class Runner:
         with self._writer("eval").as_default(step=step):
             for name, value in results.items():
                 tf.summary.scalar(name, value)
+        if self.weight_norms:
+            logging.info("weight norms at step %d, largest growth since step 0: %s", step,
+                         self.weight_norms.largest_growth(
+                             self.weight_norms.norms(), self.weight_norms.start(step)))
+        health.log_warnings(self.task.health_warnings(results))
         if self.is_chief:
             tf.io.gfile.makedirs(self.model_dir)
             storage.write_text(os.path.join(self.model_dir, "eval_results.json"),

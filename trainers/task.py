@@ -118,3 +118,9 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def update_metrics(self, metrics, features, outputs):
         """Updates eval metrics, weighting out padding examples."""
+
+    def health_warnings(self, results):
+        """Lines to warn with when eval `results` show a run going wrong (see
+        `trainers.health`); none by default."""
+        del results
+        return []
