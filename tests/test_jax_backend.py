@@ -8,7 +8,6 @@ The install reads the package index (pip's cache makes reruns quick); the checks
 of the few test modules they import, so that `lamb_tf` comes from the venv, not this clone.
 """
 
-import glob
 import json
 import os
 import shutil
@@ -20,11 +19,11 @@ import numpy as np
 import pytest
 
 import lamb_tf
+from tests import wheels
 from tests.optimizer_cases import (ROUND_TRIP_LAMB, ROUND_TRIP_SCHEDULE, linear_model,
                                    linear_problem, round_trip_reference)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = ("setup.py", "README.md", "lamb_tf", "trainers", "configs")
 TEST_MODULES = ("__init__.py", "backend_checks.py", "optimizer_cases.py", "reference.py")
 
 
@@ -44,18 +43,7 @@ def fit(model, x, y, epochs):
 @pytest.fixture(scope="module")
 def jax_venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("jax")
-    source = root / "source"
-    source.mkdir()
-    for name in SOURCES:
-        path = os.path.join(REPO, name)
-        if os.path.isdir(path):
-            shutil.copytree(path, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(path, source / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-          "-w", str(root / "dist"), str(source)], cwd=root)
-    wheel = glob.glob(str(root / "dist" / "*.whl"))[0]
+    wheel = wheels.build_wheel(str(root))
     # No pip of its own (seeding one costs ~10 s): this pip installs into it with --python.
     _run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], cwd=root)
     python = str(root / "venv" / "bin" / "python")

@@ -8,17 +8,13 @@ this machine's installed dependencies (`--system-site-packages`), with `--no-ind
 
 import glob
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests import bert_runs
-from tests.bert_runs import REPO
-
-SOURCES = ("setup.py", "README.md", "lamb_tf", "trainers", "configs")
-
+from tests import wheels
 
 def _run(command, cwd, timeout=600):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -32,21 +28,10 @@ def _run(command, cwd, timeout=600):
 @pytest.fixture(scope="module")
 def venv_python(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
-    source = root / "source"
-    source.mkdir()
-    for name in SOURCES:
-        path = os.path.join(REPO, name)
-        if os.path.isdir(path):
-            shutil.copytree(path, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(path, source / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-          "-w", str(root / "dist"), str(source)], cwd=root)
+    wheel = wheels.build_wheel(str(root))
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")],
          cwd=root)
     python = str(root / "venv" / "bin" / "python")
-    wheel = glob.glob(str(root / "dist" / "*.whl"))[0]
     # Forced: the machine's own lamb_tf (editable, a clone's) would otherwise count as there.
     _run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--force-reinstall",
           wheel], cwd=root)
