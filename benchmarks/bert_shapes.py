@@ -1,5 +1,8 @@
-"""BERT-shaped variable sets for the optimizer-step benchmarks of both backends (no TensorFlow
-import, so the JAX benchmark runs without it)."""
+"""BERT-shaped variable sets and the interleaved timer of the optimizer-step benchmarks of both
+backends (no TensorFlow import, so the JAX benchmark runs without it)."""
+
+import statistics
+import time
 
 # (vocab, hidden, layers, intermediate, positions) after the BERT miniatures table.
 SIZES = {
@@ -38,3 +41,18 @@ def bert_shapes(size):
         ]
     shapes += [("pooler/kernel", (hidden, hidden)), ("pooler/bias", (hidden,))]
     return shapes
+
+
+def time_round_robin(steps, warmup, rounds, wait=lambda output: output):
+    """Median milliseconds per step of each compiled step, interleaved round by round;
+    `wait(output)` returns once a step's output is computed (TensorFlow: `.numpy()`)."""
+    for step in steps:
+        for _ in range(warmup):
+            wait(step())
+    times = [[] for _ in steps]
+    for _ in range(rounds):
+        for step, samples in zip(steps, times):
+            start = time.perf_counter()
+            wait(step())
+            samples.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(samples) for samples in times]

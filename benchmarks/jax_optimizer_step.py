@@ -17,8 +17,6 @@ CPU; the faster one should be the default on JAX.
 
 import argparse
 import os
-import statistics
-import time
 
 if os.environ.get("KERAS_BACKEND") != "jax":
     raise SystemExit("usage: KERAS_BACKEND=jax python -m benchmarks.jax_optimizer_step")
@@ -27,7 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.bert_shapes import SIZES, bert_shapes  # noqa: E402
+from benchmarks.bert_shapes import SIZES, bert_shapes, time_round_robin  # noqa: E402
 
 BERT_EXCLUSIONS = ["layer_norm", "bias"]
 
@@ -139,20 +137,6 @@ def contenders():
         ("keras Lamb, no decay (less work)", keras_step(lambda: keras.optimizers.Lamb(1e-3))),
         ("optax.lamb", optax_step),
     ]
-
-
-def time_round_robin(steps, warmup, rounds):
-    """Median milliseconds per step of each compiled step, interleaved round by round."""
-    for step in steps:
-        for _ in range(warmup):
-            step()
-    times = [[] for _ in steps]
-    for _ in range(rounds):
-        for step, samples in zip(steps, times):
-            start = time.perf_counter()
-            step()
-            samples.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(samples) for samples in times]
 
 
 def main(argv=None):

@@ -21,7 +21,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.optimizer_step import bert_shapes, time_round_robin
+from benchmarks.bert_shapes import bert_shapes
+from benchmarks.optimizer_step import time_round_robin
 from lamb_tf import core
 
 HYPERPARAMETERS = dict(beta_1=0.9, beta_2=0.999, epsilon=1e-6, bias_correction=True)

@@ -20,13 +20,12 @@ drift into the ratios.
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.bert_shapes import SIZES, bert_shapes
+from benchmarks import bert_shapes
+from benchmarks.bert_shapes import SIZES
 
 # Floats each algorithm must read + write per parameter at least (see the module docstring).
 FLOATS_MOVED = {"adamw": 7, "lamb": 10, "lars": 7, "floor": 7, "copy": 2}
@@ -146,17 +145,9 @@ def contenders():
 
 
 def time_round_robin(steps, warmup, rounds):
-    """Median milliseconds per step of each compiled step, interleaved round by round."""
-    for step in steps:
-        for _ in range(warmup):
-            step().numpy()
-    times = [[] for _ in steps]
-    for _ in range(rounds):
-        for step, samples in zip(steps, times):
-            start = time.perf_counter()
-            step().numpy()  # .numpy() waits for the step to finish
-            samples.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(samples) for samples in times]
+    """`bert_shapes.time_round_robin` for steps that return a tf.Tensor."""
+    return bert_shapes.time_round_robin(steps, warmup, rounds,
+                                        wait=lambda output: output.numpy())
 
 
 def main(argv=None):
@@ -172,7 +163,7 @@ def main(argv=None):
     global JIT_COMPILE
     JIT_COMPILE = args.jit_compile
 
-    shapes = bert_shapes(args.size)
+    shapes = bert_shapes.bert_shapes(args.size)
     parameters = sum(int(np.prod(shape)) for _, shape in shapes)
     rng = np.random.default_rng(0)
     initial = [rng.normal(scale=0.02, size=shape).astype(np.float32) for _, shape in shapes]
