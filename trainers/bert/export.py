@@ -51,7 +51,9 @@ class EncoderModule(tf.Module):
 
 
 def _normalized(path):
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+    # Real paths: through a symlink (runs -> disk/runs) an absolute path hides that the output
+    # holds the model_dir, and --overwrite would delete the run.
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
 
 
 def _check_output_dir(model_dir, output_dir):
