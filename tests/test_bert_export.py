@@ -1,5 +1,6 @@
 """The exported encoder loads where fine-tuning tools load it, with the trained outputs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -121,3 +122,19 @@ def test_an_output_dir_holding_the_model_dir_through_a_symlink_is_refused(tmp_pa
                                          r"replacing it would delete the training run"):
         export.export(str(model_dir), str(output_dir), overwrite=True)
     assert (tmp_path / "disk" / "runs" / "tiny" / "params.yaml").exists()
+
+
+def test_the_recorded_vocab_is_exported_after_the_data_moved(exported, tmp_path):
+    import shutil
+    import yaml
+    _, data_dir, output_dir = exported
+    moved = tmp_path / "run"
+    shutil.copytree(os.path.join(os.path.dirname(output_dir), "run"), moved)
+    params = yaml.safe_load((moved / "params.yaml").read_text())
+    params["task"]["train_data"]["input_path"] = str(tmp_path / "gone" / "train-*")
+    (moved / "params.yaml").write_text(yaml.safe_dump(params))
+    export.export(str(moved), str(tmp_path / "export"))
+    assert ((tmp_path / "export" / "vocab.txt").read_text()
+            == open(os.path.join(data_dir, "vocab.txt")).read())
+    assert json.loads((tmp_path / "export" / "tokenization.json").read_text()) == {
+        "do_lower_case": True}

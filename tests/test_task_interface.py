@@ -99,3 +99,23 @@ def test_a_train_dataset_with_positions_but_without_after_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"Inputs\.train_dataset gives batches with data "
                                          r"positions but takes no `after`"):
         runner.Runner(task, _experiment(), str(tmp_path)).train()
+
+
+class RecordingTask(LinearTask):
+    record = "vocab one"
+
+    def model_dir_records(self):
+        return {"vocab.txt": self.record}
+
+
+def test_a_resumed_run_must_record_what_its_checkpoints_were_trained_with(tmp_path):
+    x, y, w = noise_reference.problem(num_examples=256)
+    task = RecordingTask(x, y, w)
+    first = runner.Runner(task, _experiment(), str(tmp_path))
+    first.train(eval_each_checkpoint=True, stop_when=lambda _: first.step >= 2)
+    assert (tmp_path / "vocab.txt").read_text() == "vocab one"
+    task.record = "vocab two"
+    with pytest.raises(ValueError, match=r"vocab\.txt records what the checkpoints in .* were "
+                                         r"trained with, and this run's vocab\.txt differs"):
+        runner.Runner(task, _experiment(), str(tmp_path)).train()
+    assert (tmp_path / "vocab.txt").read_text() == "vocab one"

@@ -256,7 +256,7 @@ class Runner:
             # Variables the loss does not reach (e.g. an unused pooler) get no update at all.
             used = [g is not None for g in gradients]
             gradients = [_dense(g) for g in gradients if g is not None]
-            small_sq_sum = small_sq_norm(gradients)
+            small_sq_sum = tf.constant(0.0) if split_state else small_sq_norm(gradients)
             if accumulation > 1:
                 def body(i, loss_sum, gradient_sums, small_sq_sum):
                     loss, more = loss_and_gradients(micro_batch(i))
@@ -417,6 +417,7 @@ class Runner:
                   f"{trainer.num_train_steps} in {self.model_dir}.")
             return results
         if self.is_chief:
+            self._write_records(resumed=bool(latest))
             params.write(self.experiment, self.step, cluster)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
@@ -482,6 +483,20 @@ class Runner:
                   f"examples/s over the last {timed_steps} steps (the first loop, which traces "
                   "and compiles, is left out)")
         return results
+
+    def _write_records(self, resumed):
+        """The task's model_dir records (e.g. the vocab), refused if a resumed run's differ."""
+        for name, text in self.task.model_dir_records().items():
+            path = os.path.join(self.model_dir, name)
+            if resumed and tf.io.gfile.exists(path):
+                with tf.io.gfile.GFile(path) as f:
+                    if f.read() != text:
+                        raise ValueError(
+                            f"{path} records what the checkpoints in {self.model_dir} were "
+                            f"trained with, and this run's {name} differs; resume with the "
+                            "same, or pass another --model_dir (with --init_checkpoint to "
+                            "start from these weights).")
+            storage.write_text(path, text)
 
     def _roll_back(self, spike, recovery, path):
         """Model and optimizer back to checkpoint `path`; the data stays where it is."""

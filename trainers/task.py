@@ -86,6 +86,13 @@ class Task(abc.ABC):
             return dataset
         return self.inputs(mode).eval_dataset(global_batch_size, input_context)
 
+    def model_dir_records(self):
+        """{file name: text} the runner writes into a training run's model_dir beside
+        params.yaml: what a later user of the checkpoints needs and the config only points to
+        (a vocab). A resumed run must record the same, since its checkpoints were trained
+        with it."""
+        return {}
+
     def input_files(self, mode):
         """The files `mode` reads, so that a corrupt record can be traced to its file."""
         return list(getattr(self.inputs(mode), "files", []))
