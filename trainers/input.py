@@ -43,9 +43,12 @@ class TrainInput:
                 name="data_position")
         self._iterator = None
         self.carries_position = None
-        # Tasks written before data positions have an input_fn without `after`: they are called
-        # as then, and their iterator is checkpointed as then.
-        self._takes_after = task_lib.takes_argument(task.input_fn, "after")
+
+    @property
+    def _takes_after(self):
+        """Tasks written before data positions have an input_fn without `after`: they are
+        called as then, and their iterator is checkpointed as then."""
+        return task_lib.takes_argument(self._task.input_fn, "after")
 
     def _context(self):
         """This worker's first pipeline, as tf.distribute numbers them."""
