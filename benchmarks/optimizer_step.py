@@ -26,47 +26,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-# (vocab, hidden, layers, intermediate, positions) after the BERT miniatures table.
-SIZES = {
-    "base": (30522, 768, 12, 3072, 512),
-    "small": (30522, 512, 4, 2048, 512),
-    "mini": (30522, 256, 4, 1024, 512),
-    "large": (30522, 1024, 24, 4096, 512),
-    "tiny": (1000, 64, 2, 128, 64),  # a smoke test of the harness, not a measurement
-}
+from benchmarks.bert_shapes import SIZES, bert_shapes
+
 # Floats each algorithm must read + write per parameter at least (see the module docstring).
 FLOATS_MOVED = {"adamw": 7, "lamb": 10, "lars": 7, "floor": 7, "copy": 2}
 BERT_EXCLUSIONS = ["layer_norm", "bias"]
 JIT_COMPILE = True  # --no_jit_compile: TensorFlow's graph kernels, as non-XLA training steps run
-
-
-def bert_shapes(size):
-    """(path, shape) of every trainable variable of a BERT encoder with a pooler."""
-    vocab, hidden, layers, intermediate, positions = SIZES[size]
-    shapes = [
-        ("embeddings/word_embeddings", (vocab, hidden)),
-        ("embeddings/position_embeddings", (positions, hidden)),
-        ("embeddings/type_embeddings", (2, hidden)),
-        ("embeddings/layer_norm/gamma", (hidden,)),
-        ("embeddings/layer_norm/beta", (hidden,)),
-    ]
-    for layer in range(layers):
-        prefix = f"encoder/layer_{layer}"
-        for name in ("query", "key", "value", "attention_output"):
-            shapes += [(f"{prefix}/{name}/kernel", (hidden, hidden)),
-                       (f"{prefix}/{name}/bias", (hidden,))]
-        shapes += [
-            (f"{prefix}/attention_layer_norm/gamma", (hidden,)),
-            (f"{prefix}/attention_layer_norm/beta", (hidden,)),
-            (f"{prefix}/intermediate/kernel", (hidden, intermediate)),
-            (f"{prefix}/intermediate/bias", (intermediate,)),
-            (f"{prefix}/output/kernel", (intermediate, hidden)),
-            (f"{prefix}/output/bias", (hidden,)),
-            (f"{prefix}/output_layer_norm/gamma", (hidden,)),
-            (f"{prefix}/output_layer_norm/beta", (hidden,)),
-        ]
-    shapes += [("pooler/kernel", (hidden, hidden)), ("pooler/bias", (hidden,))]
-    return shapes
 
 
 def keras3_step(make_optimizer):

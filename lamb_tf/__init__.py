@@ -1,9 +1,19 @@
-"""lamb_tf: paper-faithful LAMB and LARS for TensorFlow.
+"""lamb_tf: paper-faithful LAMB and LARS for Keras 3 and tf_keras.
 
 `lamb_tf.Lamb`, `lamb_tf.Lars` and `lamb_tf.WarmupPolynomialDecay` are Keras 3 objects
-(`tf.keras` in TF >= 2.16). Their tf_keras twins, for Model Garden models and
-`TF_USE_LEGACY_KERAS=1`, are in `lamb_tf.legacy`.
+(`tf.keras` in TF >= 2.16) on the TensorFlow and JAX backends. Their tf_keras twins, for Model
+Garden models and `TF_USE_LEGACY_KERAS=1`, are in `lamb_tf.legacy` (TensorFlow only).
 """
+
+try:
+    import keras
+except ModuleNotFoundError as error:
+    if error.name not in ("tensorflow", "jax", "torch"):
+        raise
+    # Keras 3 imports its backend at import time; the default one is TensorFlow.
+    raise ImportError(
+        f"Keras is set to the {error.name} backend, which is not installed: pip install "
+        '"lamb_tf[tensorflow]", or "lamb_tf[jax]" with KERAS_BACKEND=jax.') from None
 
 from lamb_tf import callbacks
 from lamb_tf.optimizers import Lamb, Lars

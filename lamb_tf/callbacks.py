@@ -3,7 +3,11 @@
 import re
 
 import keras
-import tensorflow as tf
+
+# TensorBoard summaries are written with TensorFlow; `import lamb_tf` must not need it (JAX).
+TENSORFLOW = keras.backend.backend() == "tensorflow"
+if TENSORFLOW:
+    import tensorflow as tf
 
 
 class TrustRatioLogger(keras.callbacks.Callback):
@@ -21,6 +25,11 @@ class TrustRatioLogger(keras.callbacks.Callback):
 
     def __init__(self, log_dir, every_n_steps=100, per_variable_scalars=True):
         super().__init__()
+        if not TENSORFLOW:
+            raise RuntimeError(
+                "TrustRatioLogger writes TensorBoard summaries with TensorFlow and needs "
+                f"KERAS_BACKEND=tensorflow (this Keras runs on {keras.backend.backend()}); "
+                "read optimizer.trust_ratios in a callback of your own instead.")
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps={every_n_steps} must be >= 1.")
         self.log_dir = log_dir

@@ -6,7 +6,14 @@ before clipping, so only the update itself is ours. Variable paths are tf_keras 
 the ':0' suffix, e.g. `transformer/layer_0/self_attention_layer_norm/gamma`.
 """
 
-import tensorflow as tf
+import keras
+
+if keras.backend.backend() != "tensorflow":
+    # The shared math (lamb_tf.core) runs in Keras 3's ops, which take tf tensors only there.
+    raise ImportError("lamb_tf.legacy (tf_keras) needs KERAS_BACKEND=tensorflow; this Keras 3 "
+                      f"runs on {keras.backend.backend()}: use lamb_tf.Lamb and lamb_tf.Lars.")
+
+import tensorflow as tf  # noqa: E402
 
 try:
     import tf_keras

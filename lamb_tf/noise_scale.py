@@ -13,7 +13,13 @@ average of per-step ratios (which is biased). `measure` does this for a Keras 3 
 dataset at its current weights; the trainers measure it during training (trainers.runner).
 """
 
-import tensorflow as tf
+import keras
+
+try:
+    import tensorflow as tf
+except ImportError:
+    raise ImportError("lamb_tf.noise_scale needs TensorFlow (it takes gradients with "
+                      'tf.GradientTape): pip install "lamb_tf[tensorflow]".') from None
 
 
 def unbiased_estimates(small_sq_norm, small_batch, big_sq_norm, big_batch):
@@ -53,6 +59,10 @@ def measure(model, dataset, num_batches=None, num_parts=2):
     the training-mode passes change (batch norm's moving statistics, dropout's seed
     generators), which is put back afterwards.
     """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "noise_scale.measure() takes gradients with tf.GradientTape and needs "
+            f"KERAS_BACKEND=tensorflow (this Keras runs on {keras.backend.backend()}).")
     if num_parts < 2:
         raise ValueError(f"num_parts={num_parts} must be >= 2: the estimate needs gradients at "
                          "two batch sizes.")

@@ -11,27 +11,26 @@ the slot's buffer where an assign of a new tensor replaces it).
 
 from typing import List, NamedTuple, Protocol
 
-import tensorflow as tf
-
 from lamb_tf import core, hyperparameters
+from lamb_tf.core import Tensor
 
 
 class Slots(Protocol):
     """One variable's slots, in the rule's `slot_names` order."""
 
-    def values(self) -> List[tf.Tensor]:
+    def values(self) -> List[Tensor]:
         """Their current float32 values."""
 
-    def add(self, increments: List[tf.Tensor]) -> List[tf.Tensor]:
+    def add(self, increments: List[Tensor]) -> List[Tensor]:
         """Adds in place; returns the values after the add."""
 
-    def assign(self, values: List[tf.Tensor]) -> None:
+    def assign(self, values: List[Tensor]) -> None:
         """Overwrites them."""
 
 
 class RuleStep(NamedTuple):
-    delta: tf.Tensor  # the amount to subtract from the variable
-    trust_ratio: tf.Tensor
+    delta: Tensor  # the amount to subtract from the variable
+    trust_ratio: Tensor
 
 
 class LambRule:

@@ -5,7 +5,7 @@
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from lamb_tf import hyperparameters
 
@@ -39,17 +39,17 @@ def warmup_polynomial_decay(
     start_warmup_step - warmup_steps) clipped to [0, 1]. `start_warmup_step` is MLPerf BERT's
     re-warmup point for a phase that starts from an earlier phase's step count.
     """
-    step = tf.cast(step, tf.float32)
-    since_start = tf.maximum(step - float(start_warmup_step), 0.0)
-    peak = tf.constant(peak_learning_rate, tf.float32)
-    end = tf.constant(end_learning_rate, tf.float32)
+    step = ops.cast(step, "float32")
+    since_start = ops.maximum(step - float(start_warmup_step), 0.0)
+    peak = ops.convert_to_tensor(peak_learning_rate, "float32")
+    end = ops.convert_to_tensor(end_learning_rate, "float32")
     decay_steps = float(total_steps - start_warmup_step - warmup_steps)
-    progress = tf.clip_by_value((since_start - float(warmup_steps)) / decay_steps, 0.0, 1.0)
-    decayed = (peak - end) * tf.pow(1.0 - progress, float(power)) + end
+    progress = ops.clip((since_start - float(warmup_steps)) / decay_steps, 0.0, 1.0)
+    decayed = (peak - end) * ops.power(1.0 - progress, float(power)) + end
     if warmup_steps == 0:
         return decayed
     warming = peak * since_start / float(warmup_steps)
-    return tf.where(since_start < float(warmup_steps), warming, decayed)
+    return ops.where(since_start < float(warmup_steps), warming, decayed)
 
 
 class WarmupPolynomialDecayMixin:

@@ -1,8 +1,10 @@
 """The runner's training step as XLA compiles it (TPUStrategy and --jit_compile do), as HLO."""
 
+import contextlib
 import re
 
 import tensorflow as tf
+from tensorflow.python.eager import context
 
 from trainers.data import positions
 
@@ -18,3 +20,24 @@ def train_step_hlo(runner):
     step = runner._train_step_fn()
     compiled = tf.function(lambda batch: runner.strategy.run(step, (batch,)), jit_compile=True)
     return compiled.experimental_get_compiler_ir(features)(stage="hlo"), features
+
+
+@contextlib.contextmanager
+def executed_graphs():
+    """Collects the graphs of the functions run inside the block as TensorFlow ran them, after
+    Grappler's rewrites (eager run metadata): a list filled when the block ends."""
+    ctx = context.context()
+    ctx.enable_run_metadata()
+    graphs = []
+    try:
+        yield graphs
+    finally:
+        graphs.extend(g.post_optimization_graph for g in ctx.export_run_metadata().function_graphs)
+        ctx.disable_run_metadata()
+
+
+def nodes_of_op(graphs, op):
+    """Names of the nodes running `op` in `graphs`, their function libraries included."""
+    return [node.name for graph in graphs
+            for nodes in [graph.node] + [f.node_def for f in graph.library.function]
+            for node in nodes if node.op == op]

@@ -1,6 +1,7 @@
 """Independent numpy references written from the equations (paper Algorithm 2; MLPerf LARS).
 
-Deliberately naive: float64, one variable at a time, no shared code with lamb_tf.
+Deliberately naive: float64 (or float32 where a test needs float32's overflow), one variable at
+a time, no shared code with lamb_tf.
 """
 
 import numpy as np
@@ -8,18 +9,24 @@ import numpy as np
 
 def lamb_reference(params, grads_per_step, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
                    weight_decay=0.0, decay_mask=None, adapt_mask=None, bias_correction=True,
-                   bounds=None, lr_per_step=None):
-    """Runs LAMB over a list of steps; returns (params, last trust ratios)."""
-    params = [np.array(p, np.float64) for p in params]
+                   bounds=None, lr_per_step=None, dtype=np.float64):
+    """Runs LAMB over a list of steps; returns (params, last trust ratios).
+
+    `dtype=np.float32` runs the same equations in float32, where a gradient element above
+    about 1.8e19 squares to Inf (numpy keeps float32 arrays float32 against Python scalars).
+    """
+    params = [np.array(p, dtype) for p in params]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     decay_mask = decay_mask or [True] * len(params)
     adapt_mask = adapt_mask or [True] * len(params)
     ratios = [1.0] * len(params)
     for t, grads in enumerate(grads_per_step, start=1):
+        if callable(grads):  # the gradient at the current parameters (a loss trained by fit)
+            grads = grads(params)
         step_lr = lr_per_step[t - 1] if lr_per_step is not None else lr
         for i, g in enumerate(grads):
-            g = np.asarray(g, np.float64)
+            g = np.asarray(g, dtype)
             m[i] = beta_1 * m[i] + (1 - beta_1) * g
             v[i] = beta_2 * v[i] + (1 - beta_2) * g * g
             if bias_correction:
@@ -50,6 +57,8 @@ def lars_reference(params, grads_per_step, lr, momentum=0.9, trust_coefficient=0
     adapt_mask = adapt_mask or [True] * len(params)
     ratios = [1.0] * len(params)
     for grads in grads_per_step:
+        if callable(grads):
+            grads = grads(params)
         for i, g in enumerate(grads):
             g = np.asarray(g, np.float64)
             wd = weight_decay if decay_mask[i] else 0.0

@@ -6,54 +6,9 @@ import pytest
 import tensorflow as tf
 
 from tests.generations import GENERATIONS, Keras3
+from tests.optimizer_cases import (LAMB_CASES, LARS_CASES, SHAPES, STEPS, gradient_steps,
+                                    initial_values, masks, reference_arguments)
 from tests.reference import lamb_reference, lars_reference, schedule_reference
-
-STEPS = 5
-
-# Shapes include a scalar and zero-initialised biases; names drive exclusion patterns.
-SHAPES = [
-    ("encoder/dense/kernel", (4, 3), "normal"),
-    ("encoder/dense/bias", (3,), "zeros"),
-    ("encoder/layer_norm/gamma", (3,), "ones"),
-    ("encoder/conv/kernel", (2, 3, 4), "normal"),
-    ("encoder/scalar_gain", (), "normal"),
-    # Matrices, which the compiled norm sums as rows (one with odd sides).
-    ("encoder/embeddings", (48, 64), "normal"),
-    ("encoder/odd_kernel", (33, 35), "normal"),
-]
-
-
-def initial_values(rng):
-    values = []
-    for name, shape, init in SHAPES:
-        if init == "zeros":
-            value = np.zeros(shape, np.float32)
-        elif init == "ones":
-            value = np.ones(shape, np.float32)
-        else:
-            value = rng.normal(size=shape).astype(np.float32)
-        values.append((name, value))
-    return values
-
-
-def gradient_steps(rng, steps=STEPS):
-    return [[rng.normal(size=shape).astype(np.float32) for _, shape, _ in SHAPES]
-            for _ in range(steps)]
-
-
-def masks(patterns):
-    return [not any(p in name for p in patterns) for name, _, _ in SHAPES]
-
-
-def reference_arguments(spec):
-    """The numpy reference's arguments for a case: masks in place of patterns."""
-    arguments = {k: v for k, v in spec["kwargs"].items() if not k.startswith("exclude")}
-    if "weight_norm_bounds" in arguments:
-        arguments["bounds"] = arguments.pop("weight_norm_bounds")
-    arguments["decay_mask"] = masks(spec["decay"])
-    arguments["adapt_mask"] = (arguments["decay_mask"] if spec["adapt"] is None
-                               else masks(spec["adapt"]))
-    return arguments
 
 
 def assert_matches_reference(generation, optimizer, reference, learning_rate, spec, rng):
@@ -80,24 +35,6 @@ def run(generation, optimizer, rng, compiled=False, steps=STEPS):
     return [v for _, v in named], grads, [np.asarray(v.numpy()) for v in variables]
 
 
-LAMB_CASES = {
-    "defaults": dict(kwargs={}, decay=[], adapt=None),
-    "decay_with_exclusions": dict(
-        kwargs=dict(weight_decay=0.01, exclude_from_weight_decay=["bias", "layer_norm"]),
-        decay=["bias", "layer_norm"], adapt=None),
-    "separate_adaptation_list": dict(
-        kwargs=dict(weight_decay=0.1, exclude_from_weight_decay=["bias"],
-                    exclude_from_layer_adaptation=["layer_norm", "scalar"]),
-        decay=["bias"], adapt=["layer_norm", "scalar"]),
-    "no_bias_correction": dict(
-        kwargs=dict(weight_decay=0.05, bias_correction=False, beta_1=0.8, beta_2=0.99,
-                    epsilon=1e-4),
-        decay=[], adapt=None),
-    "weight_norm_bounds": dict(
-        kwargs=dict(weight_decay=0.01, weight_norm_bounds=(0.5, 1.5)), decay=[], adapt=None),
-}
-
-
 @pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
 @pytest.mark.parametrize("case", sorted(LAMB_CASES))
 def test_lamb_matches_paper_equations(generation, case, rng):
@@ -120,6 +57,36 @@ def test_lamb_under_xla_with_schedule_matches_reference(generation, rng):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_inf_second_moment_stays_inf_and_its_update_zero(generation, mode):
+    """README, Reliability: a finite gradient element above ~1.8e19 squares to Inf in float32;
+    v stays Inf on later steps (never NaN) and LAMB's update for that element is 0."""
+    variables = generation.make_variables([("kernel", np.ones(2, np.float32))])
+    optimizer = generation.Lamb(learning_rate=0.01)
+    grads = [np.array([3e19, 0.1], np.float32), np.array([0.1, 0.1], np.float32)]
+    if mode == "eager":
+        def apply(tensors):
+            generation.apply(optimizer, tensors, variables)
+    elif mode == "graph":
+        optimizer.build(variables)
+        apply = tf.function(lambda tensors: generation.apply(optimizer, tensors, variables))
+    else:
+        apply = generation.compiled_apply(optimizer, variables)
+    for g in grads:
+        apply([tf.constant(g)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        (expected,), _ = lamb_reference([np.ones(2, np.float32)], [[g] for g in grads],
+                                        lr=0.01, dtype=np.float32)
+        expected_v = np.float32(0.999) * (np.float32(0.001) * np.square(grads[0])) + \
+            np.float32(0.001) * np.square(grads[1])
+    assert expected[0] == 1.0 and np.isinf(expected_v[0])  # the reference's own premise
+    np.testing.assert_allclose(variables[0].numpy(), expected, rtol=1e-6)
+    v = optimizer._slots["v"][0].numpy()
+    assert np.isinf(v[0]) and v[0] > 0, v
+    np.testing.assert_allclose(v[1], expected_v[1], rtol=1e-6)
+
+
 def test_lamb_equals_keras_lamb_where_semantics_coincide():
     """With weight_decay=0 the paper and Keras 3's own Lamb agree; ours must match it."""
     kwargs = dict(learning_rate=0.01, beta_1=0.85, beta_2=0.99, epsilon=1e-6)
@@ -140,19 +107,6 @@ def test_keras_lamb_differs_when_decay_is_on():
     assert not np.allclose(theirs[2][kernel], expected[kernel], rtol=1e-4)
     ours = run(Keras3, Keras3.Lamb(**kwargs), np.random.default_rng(7))[2]
     np.testing.assert_allclose(ours[kernel], expected[kernel], rtol=2e-5, atol=1e-6)
-
-
-LARS_CASES = {
-    "defaults": dict(kwargs=dict(), decay=[], adapt=None),
-    "decay_with_exclusions": dict(
-        kwargs=dict(weight_decay=1e-4, exclude_from_weight_decay=["bias", "layer_norm"]),
-        decay=["bias", "layer_norm"], adapt=None),
-    "nesterov_epsilon_separate_lists": dict(
-        kwargs=dict(weight_decay=5e-4, nesterov=True, epsilon=1e-5, momentum=0.8,
-                    trust_coefficient=0.02, exclude_from_weight_decay=["bias"],
-                    exclude_from_layer_adaptation=["layer_norm"]),
-        decay=["bias"], adapt=["layer_norm"]),
-}
 
 
 @pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)

@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 import tf_keras
 from tensorflow.python.distribute.failure_handling import failure_handling_util
+from tensorflow.python.eager import context
 from tensorflow.python.ops import control_flow_util
 
 import lamb_tf
 from lamb_tf import legacy
+from tests import compiled
 from trainers import preemption, runner
 
 
@@ -71,3 +73,26 @@ def test_preemption_handler_internals_we_stop_and_query_exist():
                       failure_handling_util.PlatformDevice)
     assert all(isinstance(p, failure_handling_util.PlatformDevice)
                for p in preemption._UNSUPPORTED_PLATFORMS)
+
+
+def test_function_call_options_we_set_reach_grappler_and_are_restored():
+    # runner._without_addn_scheduling sets the eager context's (private) thread-local function
+    # call options around the training loop's call: Grappler must honour them for that call.
+    n = 3000  # a few live 36 MB tensors pass 80% of the CPU's nominal 256 MB
+    weights = tf.Variable(tf.fill([n, n], 1e-4))
+
+    @tf.function
+    def loop(steps):
+        def body(i, x):
+            return i + 1, x + tf.add_n([tf.square(weights), tf.exp(weights), tf.sqrt(weights)])
+        return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), tf.zeros([n, n])))[1]
+
+    def temporaries(function):
+        with compiled.executed_graphs() as graphs:
+            function(tf.constant(2))
+        return compiled.nodes_of_op(graphs, "TemporaryVariable")
+
+    caller_options = context.context().function_call_options
+    assert temporaries(loop)  # TensorFlow's default: the rewrite the runner keeps out
+    assert not temporaries(runner._without_addn_scheduling(loop))
+    assert context.context().function_call_options is caller_options

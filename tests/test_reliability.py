@@ -108,6 +108,40 @@ def test_leftovers_of_an_interrupted_save_are_removed(data_dir, tmp_path):
     assert not leftover.parent.exists() and not data_leftover.exists()
 
 
+def test_a_killed_save_of_a_non_chief_worker_is_removed(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    copy = tmp_path / "worker_tmp" / "1"
+    copy.mkdir(parents=True)
+    (copy / "ckpt-3.index").write_bytes(b"a worker's copy, killed before its removal")
+    train(data_dir, tmp_path, steps=4)
+    assert not (tmp_path / "worker_tmp").exists()
+
+
+def test_only_checkpoint_temporaries_are_taken_for_interrupted_writes(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    mine = [tmp_path / "notes_temperature.txt", tmp_path / "my_temp_results"]
+    mine[0].write_text("a user's file")
+    mine[1].mkdir()
+    s3_leftover = tmp_path / "ckpt-3.part-00000-of-00001.index"
+    s3_leftover.write_bytes(b"partial")
+    train(data_dir, tmp_path, steps=4)
+    assert all(path.exists() for path in mine)
+    assert not s3_leftover.exists()
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("", "is empty"), ("task: [unclosed\n", r"is not valid YAML \(.*line \d+"),
+    ("just a string\n", "holds no config")])
+def test_an_unreadable_params_record_refuses_the_resume(data_dir, tmp_path, content, problem):
+    train(data_dir, tmp_path, steps=2)
+    (tmp_path / "params.yaml").write_text(content)
+    with pytest.raises(ValueError, match=rf"params\.yaml {problem}.*, so this resume cannot be "
+                                         r"checked against the config that wrote the "
+                                         r"checkpoints\. Restore it from a copy, or remove it"):
+        train(data_dir, tmp_path, steps=4, trainer={"train_batch_size": 8})
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2]
+
+
 def test_a_second_run_on_a_locked_model_dir_is_refused_naming_the_holder(data_dir, tmp_path):
     with model_dir_lock.ModelDirLock(str(tmp_path)):
         with pytest.raises(ValueError, match=rf"model_dir {re.escape(str(tmp_path))} is in use "
@@ -165,6 +199,52 @@ def test_a_batch_size_change_is_refused_before_anything_is_written(data_dir, tmp
         train(data_dir, tmp_path, steps=4, trainer={"train_batch_size": 8})
     assert (tmp_path / "params.yaml").read_text() == params
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_resume_with_another_seed_is_refused_naming_both(data_dir, tmp_path):
+    train(data_dir, tmp_path, steps=2)
+    with pytest.raises(ValueError, match=r"written with another config \(runtime\.seed: 42 -> "
+                                         r"7\).*--init_checkpoint to start from these weights"):
+        train(data_dir, tmp_path, steps=4, runtime={"seed": 7})
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2]
+
+
+def _one_more_shard(directory):
+    shards = sorted(tf.io.gfile.glob(os.path.join(directory, "train-*")))
+    tf.io.gfile.copy(shards[0], os.path.join(directory, "train-extra.tfrecord"))
+    return os.path.join(directory, "train-extra.tfrecord")
+
+
+def _a_shard_doubled(directory):
+    shard = sorted(tf.io.gfile.glob(os.path.join(directory, "train-*")))[1]
+    content = open(shard, "rb").read()
+    open(shard, "wb").write(content + content)  # still valid records, twice as many
+    return shard
+
+
+@pytest.mark.parametrize("change, difference", [
+    (_one_more_shard, r"1 file\(s\) added: {}"),
+    (_a_shard_doubled, r"1 file\(s\) of another size: {} \((\d+) -> \d+ bytes\)"),
+], ids=["one more file under the pattern", "a file rewritten"])
+def test_a_resume_on_other_training_files_is_refused_naming_them(
+        data_dir, tmp_path, change, difference):
+    data = tmp_path / "data"
+    tf.io.gfile.makedirs(str(data))
+    for name in os.listdir(data_dir):
+        tf.io.gfile.copy(os.path.join(data_dir, name), str(data / name))
+    model_dir = tmp_path / "run"
+    train(str(data), model_dir, steps=2)
+    params = (model_dir / "params.yaml").read_text()
+    changed = change(str(data))
+    with pytest.raises(ValueError, match=r"The training-data positions saved in .*run belong to "
+                                         r"other data than this run reads \(" +
+                                         difference.format(re.escape(changed)) +
+                                         r"\): resumed here they would repeat some records and "
+                                         r"skip others\..*--init_checkpoint=.*run to start a new "
+                                         r"data stream from these weights"):
+        train(str(data), model_dir, steps=4)
+    assert (model_dir / "params.yaml").read_text() == params
+    assert sorted(checkpointing.checkpoint_steps(str(model_dir))) == [2]
 
 
 def _corrupt_mid_file(path):

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from lamb_tf import legacy
+from tests import compiled
 from tests.test_image_data import class_folder  # noqa: F401  (fixture)
 from trainers import config as config_lib
 from trainers import optimization, runner
@@ -106,6 +107,26 @@ def test_synthetic_data_needs_no_files(tmp_path):
     config.task.use_synthetic_data = True
     runner.run(ResNetTask(config.task), config, str(tmp_path / "run"), "train")
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-2")
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_accumulation_trains_loop_after_loop_with_no_grappler_temporary_variables(
+        tmp_path, jit_compile):
+    # In graph mode 50,000 classes (a 512 x 50,000 head) put Grappler's static peak-memory
+    # estimate above 80% of the CPU's nominal 256 MB, where its memory optimizer rewrote an AddN
+    # of the loop into a temporary variable (test_runner.py's BERT test shows what that broke).
+    config = experiment("", train_batch_size=6, num_accumulation_steps=2, num_train_steps=3,
+                        iterations_per_loop=1, save_checkpoints_steps=3)
+    config.optimizer.num_warmup_steps = 0
+    config.task.use_synthetic_data = True
+    config.runtime.jit_compile = jit_compile
+    if not jit_compile:  # under XLA Grappler never sees the step; a small head compiles faster
+        config.task.model.num_classes = 50000
+    with compiled.executed_graphs() as graphs:
+        runner.run(ResNetTask(config.task), config, str(tmp_path / "run"), "train")
+    assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-3")
+    assert graphs
+    assert not compiled.nodes_of_op(graphs, "TemporaryVariable")
 
 
 def test_the_synthetic_throughput_command_prints_its_figure_and_leaves_nothing(tmp_path):

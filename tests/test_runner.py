@@ -94,9 +94,29 @@ def test_accumulation_under_xla_compiles_to_static_micro_batches_and_trains_the_
     assert not batch_pads
     # The micro-batch's 8 sequences of 32 tokens meet the 128-wide dense layers: [256, 128].
     assert "f32[256,128]" in hlo and "f32[1024,128]" not in hlo
-    accumulated, _ = train(data_dir, tmp_path / "acc", trainer={
-        "train_batch_size": 32, "num_accumulation_steps": 4}, runtime={"jit_compile": True})
+    with compiled.executed_graphs() as graphs:  # two loops: see the graph-mode test below
+        accumulated, _ = train(data_dir, tmp_path / "acc", trainer={
+            "train_batch_size": 32, "num_accumulation_steps": 4}, runtime={"jit_compile": True})
     bert_runs.assert_same_weights(big, accumulated, rtol=1e-4, atol=2e-6)
+    assert graphs
+    assert not compiled.nodes_of_op(graphs, "TemporaryVariable")
+
+
+def test_accumulation_in_graph_mode_trains_loop_after_loop_with_no_grappler_temporaries(
+        data_dir, tmp_path):
+    # A 60,000-word vocabulary puts Grappler's static peak-memory estimate of the loop above 80%
+    # of the CPU's nominal 256 MB: its memory optimizer then rewrote AddNs into temporary
+    # variables, one was created in the micro-batch loop's exit iteration and never destroyed,
+    # and the second loop failed with AlreadyExistsError (40,000 words: no rewrite). Under XLA:
+    # the test above.
+    with compiled.executed_graphs() as graphs:
+        last, _ = train(data_dir, tmp_path, trainer={
+            "train_batch_size": 16, "num_accumulation_steps": 2, "num_train_steps": 3,
+            "iterations_per_loop": 1, "save_checkpoints_steps": 3},
+            task={"model": {"vocab_size": 60000}})
+    assert last.endswith("ckpt-3")
+    assert graphs
+    assert not compiled.nodes_of_op(graphs, "TemporaryVariable")
 
 
 def test_train_and_eval_reports_the_bert_metrics_and_writes_summaries(data_dir, tmp_path):

@@ -5,6 +5,7 @@ import errno
 import os
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +29,8 @@ def _fast_retries_and_leases(monkeypatch):
     # 40 renewals' worth: on a loaded 2-core machine the holder's renewing thread can miss
     # 0.5 s (seen once in CI beside other jobs: a live lease taken for stale).
     monkeypatch.setattr(model_dir_lock, "LEASE_STALE_SECONDS", 2.0)
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 1.5, raising=False)
+    monkeypatch.setattr(model_dir_lock, "LEASE_SETTLE_SECONDS", 0.2, raising=False)
 
 
 def train(data_dir, model_dir, steps=4, task_class=BertPretrainingTask, task_args=(),
@@ -94,6 +97,63 @@ def test_damage_is_still_skipped_at_once(data_dir, tmp_path, monkeypatch):
     assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2, 4]  # ckpt-4 remade
     assert "ckpt-4.index" in os.listdir(tmp_path / checkpointing.BROKEN_DIR)
     assert calls  # the damaged index was not retried: reading went on to ckpt-2
+
+
+def test_permission_denied_stops_at_once_naming_access_not_availability(
+        data_dir, tmp_path, monkeypatch):
+    train(data_dir, tmp_path, steps=2)
+    real, calls = tf.raw_ops.RestoreV2, []
+
+    def restore(**kwargs):
+        calls.append(kwargs["prefix"])
+        raise tf.errors.PermissionDeniedError(None, None, "injected: 403 Forbidden")
+
+    monkeypatch.setattr(tf.raw_ops, "RestoreV2", restore)
+    monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0.1,) * 3)
+    with pytest.raises(storage.StorageAccessError,
+                       match=r"^Reading the checkpoint .*ckpt-2 was refused: PermissionDeniedError "
+                             r"\(injected: 403 Forbidden\)\. Give this job's account access to "
+                             r"it \(or fix its credentials\), then rerun\.$"):
+        train(data_dir, tmp_path, steps=4)
+    assert len(calls) == 1  # not retried
+
+
+def test_transient_errors_while_saving_are_retried_and_the_run_goes_on(data_dir, monkeypatch):
+    model_dir = "ram://storage_test/flaky_writes"
+    failed = []
+    real_write, real_rename = tf.train.Checkpoint.write, tf.io.gfile.rename
+
+    def flaky(what, real):
+        def call(*args, **kwargs):
+            if what not in failed:
+                failed.append(what)
+                raise tf.errors.UnavailableError(None, None, f"injected: {what} failed")
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", flaky("checkpoint", real_write))
+    rename = flaky("params.yaml", real_rename)
+    monkeypatch.setattr(tf.io.gfile, "rename", lambda src, dst, overwrite=False: (
+        rename if dst.endswith("params.yaml") else real_rename)(src, dst, overwrite))
+    train(data_dir, model_dir, steps=4)
+    assert failed == ["params.yaml", "checkpoint"]
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2, 4]
+    assert tf.io.gfile.exists(f"{model_dir}/params.yaml")
+
+
+def test_write_text_on_a_local_disk_syncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = tmp_path / "params.yaml"
+    storage.write_text(str(target), "a: 1\n")
+    assert target.read_text() == "a: 1\n"
+    assert synced == [str(target) + ".partial", str(tmp_path)]
+    assert os.listdir(tmp_path) == ["params.yaml"]
 
 
 # ------------------------------------------------------------- no poisoned "last good" save
@@ -241,6 +301,131 @@ def test_a_stale_lease_of_a_killed_run_is_taken_over():
     with model_dir_lock.ModelDirLock(model_dir):
         with tf.io.gfile.GFile(f"{model_dir}/{model_dir_lock.LEASE_FILE}") as f:
             assert f.read().startswith(f"pid {os.getpid()} on ")
+
+
+def _lease_text(model_dir):
+    with tf.io.gfile.GFile(f"{model_dir}/{model_dir_lock.LEASE_FILE}") as f:
+        return f.read()
+
+
+def _pausing_at_step(monkeypatch, step, action):
+    """Runs `action()` once, after the training loop that ends at `step` and before its save."""
+    real_log = runner.Runner._log_train
+
+    def log(self, *args):
+        if self.step == step:
+            action()
+        return real_log(self, *args)
+
+    monkeypatch.setattr(runner.Runner, "_log_train", log)
+
+
+def test_a_run_whose_lease_was_taken_over_stops_before_its_next_save(data_dir, monkeypatch):
+    model_dir = "ram://storage_test/taken_over"
+
+    def successor_takes_over():  # as a newcomer that wrongly found the lease stale would
+        storage.write_text(f"{model_dir}/{model_dir_lock.LEASE_FILE}",
+                           "pid 1 on successor since now\ntoken theirs\nrenewal 1\n")
+        time.sleep(0.3)  # several renewal periods
+
+    _pausing_at_step(monkeypatch, 4, successor_takes_over)
+    with pytest.raises(model_dir_lock.LeaseLostError,
+                       match=r"no longer holds model_dir .* \(its lease .*run\.lease was taken "
+                             r"over \(it now reads 'pid 1 on successor since now'\)\), so it "
+                             r"stops without saving"):
+        train(data_dir, model_dir, steps=6)
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
+    assert _lease_text(model_dir).startswith("pid 1 on successor")  # the successor's, kept
+
+
+def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
+        data_dir, monkeypatch):
+    model_dir = "ram://storage_test/unrenewable"
+    real_write = storage.write_text
+
+    def write(path, *args, **kwargs):
+        if path.endswith(model_dir_lock.LEASE_FILE) and failing.is_set():
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_write(path, *args, **kwargs)
+
+    failing = threading.Event()
+    monkeypatch.setattr(storage, "write_text", write)
+    _pausing_at_step(monkeypatch, 4, lambda: (failing.set(), time.sleep(
+        model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)))
+    with pytest.raises(model_dir_lock.LeaseLostError,
+                       match=r"its lease .*run\.lease was last renewed \d+ s ago, over the 1\.5 s "
+                             r"deadline: UnavailableError: injected: storage did not answer\), "
+                             r"so it stops without saving"):
+        train(data_dir, model_dir, steps=6)
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
+
+
+def test_the_lease_renewal_survives_any_exception(monkeypatch):
+    model_dir = "ram://storage_test/renewal_survives"
+    real_write, raised = storage.write_text, []
+
+    def write(path, *args, **kwargs):
+        if not raised and "renewal 3 " in args[0]:
+            raised.append(path)
+            raise RuntimeError("injected: not an OpError")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "write_text", write)
+    with model_dir_lock.ModelDirLock(model_dir) as lock:
+        time.sleep(0.5)  # ten renewal periods
+        renewal = int(re.search(r"renewal (\d+)", _lease_text(model_dir)).group(1))
+        assert raised and renewal > 4
+        lock.check()
+
+
+def test_transient_errors_reading_a_lease_are_retried(monkeypatch):
+    model_dir = "ram://storage_test/lease_read_retried"
+    real_gfile, failures = tf.io.gfile.GFile, []
+
+    def gfile(path, mode="r"):
+        if path.endswith(model_dir_lock.LEASE_FILE) and mode == "r" and not failures:
+            failures.append(path)
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_gfile(path, mode)
+
+    monkeypatch.setattr(tf.io.gfile, "GFile", gfile)
+    with model_dir_lock.ModelDirLock(model_dir):
+        assert failures
+        assert _lease_text(model_dir).startswith(f"pid {os.getpid()} on ")
+
+
+def test_two_starters_within_one_read_then_write_window_do_not_both_go_on(monkeypatch):
+    """Both starters read the lease absent; the slow one's claim lands after the fast one has
+    read its own back. The slow one must not go on too."""
+    model_dir = "ram://storage_test/racing"
+    real_write, both_read = storage.write_text, threading.Barrier(2)
+
+    def write(path, *args, **kwargs):
+        if "renewal 1 " in args[0]:  # a claim
+            both_read.wait(5)
+            if threading.current_thread().name == "slow":
+                time.sleep(0.35)
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "write_text", write)
+    outcomes = {}
+
+    def start():
+        try:
+            with model_dir_lock.ModelDirLock(model_dir):
+                outcomes[threading.current_thread().name] = "went on"
+                time.sleep(0.6)
+        except ValueError as e:
+            outcomes[threading.current_thread().name] = str(e)
+
+    threads = [threading.Thread(target=start, name=name) for name in ("fast", "slow")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert list(outcomes.values()).count("went on") == 1, outcomes
+    assert re.match(r"Claiming the lease .*run\.lease took 0\.\d s, over the 0\.2 s within "
+                    r"which a run starting at the same time is ruled out", outcomes["slow"])
 
 
 def test_a_local_lock_that_the_filesystem_cannot_take_is_named_as_such(tmp_path, monkeypatch):

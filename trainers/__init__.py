@@ -2,6 +2,21 @@
 
 import importlib.util
 
+
+def _keras_backend():
+    try:
+        import keras
+    except ModuleNotFoundError:  # Keras's tensorflow backend without TensorFlow: named below
+        return "tensorflow"
+    return keras.backend.backend()
+
+
+# Checked first: under KERAS_BACKEND=jax without TensorFlow the packages below are missing too,
+# and the backend is the cause to name.
+if _keras_backend() != "tensorflow":
+    raise ImportError("The trainers run on TensorFlow (tf_keras, tf.distribute) and need "
+                      f"KERAS_BACKEND=tensorflow; this Keras 3 runs on {_keras_backend()}.")
+
 # The trainers' extra; `import lamb_tf` alone needs none of these.
 _NEEDED = {"official": "tf-models-official", "tensorflow_text": "tensorflow-text",
            "tf_keras": "tf-keras", "absl": "absl-py", "yaml": "pyyaml"}

@@ -31,9 +31,15 @@ BROKEN_DIR = "broken_checkpoints"
 DATA_POSITION_DIR = "train_data"
 DATA_POSITION_KEY = "train_data_position"  # (epoch, window, index): trainers.data.positions
 DATA_ITERATOR_KEY = "train_data"  # a whole tf.data iterator, for datasets with no position
+WORKER_COPIES_DIR = "worker_tmp"  # a non-chief worker's save, removed once written
 PARAMS_FILE = "params.yaml"
 PARAMS_HISTORY_FILE = "params_history.yaml"
 CLUSTER_KEY = "cluster"  # params.yaml's record of the shape that wrote the checkpoints
+STREAM_KEY = "train_data_stream"  # ... and of the training data its positions point into
+_LISTED_FILES = 3  # files named per kind of difference in an error
+# TensorFlow's temporary names of a save under way (functional_saver: "_temp/part", on s3://
+# ".part").
+_INTERRUPTED_WRITE = re.compile(r"^ckpt-\d+(_temp|\.part-\d+-of-\d+\.(index|data-\d+-of-\d+))$")
 _VERIFY_BYTES = 256 << 20  # tensors read per RestoreV2 call while verifying
 # What TensorFlow's checkpoint reader says (with no error code) of an index that is not one.
 _DAMAGED_INDEX = re.compile(r"sstable|too short|corrupt|Unable to (read|open)|checksum|"
@@ -179,29 +185,34 @@ def write_state(model_dir, kept):
 
 
 def remove_interrupted_writes(model_dir):
-    """Removes the `*_temp` folders of saves that a kill interrupted."""
+    """Removes what saves that a kill interrupted leave: TensorFlow's `ckpt-N_temp` folders
+    (`ckpt-N.part-*` files on s3://) and the non-chief workers' `worker_tmp/` copies. Nothing
+    else, whatever its name: a model_dir may hold a user's own files."""
     directories = [model_dir]
     data_root = os.path.join(model_dir, DATA_POSITION_DIR)
     if tf.io.gfile.isdir(data_root):
         directories += [os.path.join(data_root, d.rstrip("/"))
                         for d in tf.io.gfile.listdir(data_root)]
-    for directory in directories:
-        for name in tf.io.gfile.listdir(directory):
-            if "_temp" not in name:
-                continue
-            path = os.path.join(directory, name.rstrip("/"))
-            logging.info("Removing %s, left by an interrupted checkpoint write.", path)
-            if tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            else:
-                tf.io.gfile.remove(path)
+    leftovers = [os.path.join(directory, name.rstrip("/")) for directory in directories
+                 for name in tf.io.gfile.listdir(directory)
+                 if _INTERRUPTED_WRITE.match(name.rstrip("/"))]
+    worker_copies = os.path.join(model_dir, WORKER_COPIES_DIR)
+    if tf.io.gfile.isdir(worker_copies):
+        leftovers.append(worker_copies)
+    for path in leftovers:
+        logging.info("Removing %s, left by an interrupted checkpoint write.", path)
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.remove(path)
 
 
 # -------------------------------------------------------------------------------- params
 # Keys the checkpoints depend on: the model's variables and the saved training-data position
-# (its batch shape and files). Everything else (steps, rates, eval settings) may change.
+# (its batch shape, files and the seed that orders them). Everything else (steps, rates, eval
+# settings) may change.
 INCOMPATIBLE_KEYS = (
-    "task.model.", "task.train_data.", "trainer.train_batch_size",
+    "task.model.", "task.train_data.", "runtime.seed", "trainer.train_batch_size",
     "trainer.num_accumulation_steps", "optimizer.name", "runtime.dtype",
     "runtime.distribution_strategy", "runtime.num_gpus", "runtime.num_cpu_devices",
 )
@@ -226,19 +237,33 @@ class ParamsRecord:
         self.history_path = os.path.join(model_dir, PARAMS_HISTORY_FILE)
 
     def _load(self):
-        if not tf.io.gfile.exists(self.path):
+        """The recorded dict; None if there is no params.yaml; ValueError if it holds none."""
+        if not storage.retrying(lambda: tf.io.gfile.exists(self.path), self.path):
             return None
-        with tf.io.gfile.GFile(self.path) as f:
-            try:
-                return yaml.safe_load(f.read()) or {}
-            except yaml.YAMLError:
-                return None
+        def read():
+            with tf.io.gfile.GFile(self.path) as f:
+                return f.read()
+
+        text = storage.retrying(read, self.path)
+        try:
+            recorded = yaml.safe_load(text)
+            problem = None if isinstance(recorded, dict) else (
+                "is empty" if recorded is None else "holds no config")
+        except yaml.YAMLError as e:
+            problem = f"is not valid YAML ({config_lib.yaml_problem(e)})"
+        if problem:
+            raise ValueError(
+                f"{self.path} {problem}, so this resume cannot be checked against the config "
+                "that wrote the checkpoints. Restore it from a copy, or remove it to resume with "
+                "only the check that the checkpoint fits the model.")
+        return recorded
 
     def previous(self):
         """The recorded experiment config (without the cluster's shape), or None."""
         recorded = self._load()
         if recorded is not None:
             recorded.pop(CLUSTER_KEY, None)
+            recorded.pop(STREAM_KEY, None)
         return recorded
 
     def previous_cluster(self):
@@ -261,6 +286,25 @@ class ParamsRecord:
             "to the old shape, so this run would read other records. Resume on the old shape, "
             "or pass another --model_dir with --init_checkpoint set to this one to go on from "
             "its weights (the optimizer state and data position start anew).")
+
+    def check_same_stream(self, stream):
+        """Refuses to resume on other training data: a saved position (epoch, window, index)
+        applied to other files or another layout repeats some records and skips others."""
+        recorded = self._load() or {}
+        if STREAM_KEY not in recorded:
+            logging.warning("%s is missing or records no training-data stream (an older version "
+                            "wrote it): this resume cannot check that its data files are the "
+                            "ones its saved positions point into.", self.path)
+            return
+        differences = _stream_differences(recorded[STREAM_KEY] or {}, stream)
+        if differences:
+            model_dir = os.path.dirname(self.path)
+            raise ValueError(
+                f"The training-data positions saved in {model_dir} belong to other data than "
+                f"this run reads ({'; '.join(differences)}): resumed here they would repeat "
+                f"some records and skip others. Resume with the data recorded in {self.path}, "
+                f"or pass another --model_dir with --init_checkpoint={model_dir} to start a new "
+                "data stream from these weights.")
 
     def changes(self, experiment):
         """{dotted key: (old, new)} between params.yaml and `experiment`."""
@@ -287,10 +331,16 @@ class ParamsRecord:
                 "from these weights).")
         return changed
 
-    def write(self, experiment, step, cluster):
-        """Records the config in force and the cluster's shape; changes against the previous
-        config go to the history."""
-        changed = self.changes(experiment)
+    def write(self, experiment, step, cluster, stream):
+        """Records the config in force, the cluster's shape and the training data's stream
+        (`Task.train_stream`); changes against the previous config go to the history."""
+        try:
+            changed = self.changes(experiment)
+        except ValueError as e:
+            # Reached only without checkpoints (a resume is refused before): nothing depends on
+            # the unreadable record, so it is replaced.
+            logging.warning("Replacing it: %s", e)
+            changed = {}
         if changed and tf.io.gfile.exists(self.path):
             entry = {"step": step,
                      "time": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -304,7 +354,35 @@ class ParamsRecord:
             logging.info("Config changed since the last run (recorded in %s): %s",
                          self.history_path, ", ".join(changed))
         storage.write_text(self.path, config_lib.dump_yaml(experiment) +
-                           yaml.safe_dump({CLUSTER_KEY: cluster}, sort_keys=False))
+                           yaml.safe_dump({CLUSTER_KEY: cluster}, sort_keys=False) +
+                           # one line per file
+                           yaml.safe_dump({STREAM_KEY: stream}, sort_keys=False,
+                                          default_flow_style=None))
+
+
+def _stream_differences(before, after):
+    """What differs between two `Task.train_stream` records, in a few words each."""
+    def listed(paths):
+        more = len(paths) - _LISTED_FILES
+        return ", ".join(paths[:_LISTED_FILES]) + (f" and {more} more" if more > 0 else "")
+
+    old_files = {path: size for path, size in before.get("files", [])}
+    new_files = {path: size for path, size in after.get("files", [])}
+    differences = []
+    added = sorted(set(new_files) - set(old_files))
+    removed = sorted(set(old_files) - set(new_files))
+    resized = sorted(p for p in set(old_files) & set(new_files) if old_files[p] != new_files[p])
+    if added:
+        differences.append(f"{len(added)} file(s) added: {listed(added)}")
+    if removed:
+        differences.append(f"{len(removed)} file(s) gone: {listed(removed)}")
+    if resized:
+        differences.append(f"{len(resized)} file(s) of another size: " + listed(
+            [f"{p} ({old_files[p]} -> {new_files[p]} bytes)" for p in resized]))
+    for key in sorted((set(before) | set(after)) - {"files"}):
+        if before.get(key) != after.get(key):
+            differences.append(f"{key} {before.get(key)} -> {after.get(key)}")
+    return differences
 
 
 class RunCheckpoints:
@@ -336,7 +414,7 @@ class RunCheckpoints:
         self._keep = keep
         self._data_dir = data_position_dir(model_dir, pipeline_id)
         self._own_dir = (model_dir if self._is_chief
-                         else os.path.join(model_dir, "worker_tmp", str(worker_id)))
+                         else os.path.join(model_dir, WORKER_COPIES_DIR, str(worker_id)))
         # The chief moves broken newer checkpoints aside before anyone resumes.
         self.resume_from = newest_whole_checkpoint(model_dir, num_pipelines,
                                                    move_broken=self._is_chief)
@@ -369,14 +447,23 @@ class RunCheckpoints:
 
     def save(self):
         step = int(self._step_counter.numpy())
+        data_prefix = os.path.join(self._data_dir, f"ckpt-{step}")
+        model_prefix = os.path.join(self._own_dir, f"ckpt-{step}")
+        # Each part is retried whole (a rewrite of the same prefix, a deletion by exact name).
         # The data position first: a model checkpoint is the commit point.
-        self._data_checkpoint.write(os.path.join(self._data_dir, f"ckpt-{step}"))
-        self._checkpoint.write(os.path.join(self._own_dir, f"ckpt-{step}"))
-        keep_newest(self._data_dir, self._keep)
+        storage.retrying(lambda: self._data_checkpoint.write(data_prefix),
+                         f"the training-data position {data_prefix}", doing="Writing")
+        storage.retrying(lambda: self._checkpoint.write(model_prefix),
+                         f"the checkpoint {model_prefix}", doing="Writing")
+        storage.retrying(lambda: keep_newest(self._data_dir, self._keep),
+                         f"old training-data positions in {self._data_dir}", doing="Deleting")
         if self._is_chief:
-            write_state(self.model_dir, keep_newest(self.model_dir, self._keep))
+            storage.retrying(
+                lambda: write_state(self.model_dir, keep_newest(self.model_dir, self._keep)),
+                f"old checkpoints in {self.model_dir}", doing="Deleting")
         else:
-            tf.io.gfile.rmtree(self._own_dir)
+            storage.retrying(lambda: tf.io.gfile.rmtree(self._own_dir), self._own_dir,
+                             doing="Deleting")
         # Every worker names the chief's copy, which all of them restore from.
         self.latest = os.path.join(self.model_dir, f"ckpt-{step}")
 

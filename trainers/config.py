@@ -230,7 +230,7 @@ def parse_override(text):
             node[parts[-1]] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise ValueError(f"the value of {key.strip()!r} is not valid YAML "
-                             f"({_yaml_problem(e)}): {value!r}.") from None
+                             f"({yaml_problem(e)}): {value!r}.") from None
     return overrides
 
 
@@ -257,10 +257,10 @@ def load_yaml(path):
         try:
             return yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"not valid YAML: {_yaml_problem(e)}") from None
+            raise ValueError(f"not valid YAML: {yaml_problem(e)}") from None
 
 
-def _yaml_problem(error):
+def yaml_problem(error):
     """The line and column of a YAML error, in one line."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error).split("\n")[0]

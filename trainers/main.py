@@ -7,6 +7,7 @@ from absl import flags, logging
 from trainers import cli
 from trainers import distribution
 from trainers import flags as trainer_flags
+from trainers import model_dir_lock
 from trainers import peers
 from trainers import preemption
 from trainers import recovery
@@ -30,7 +31,8 @@ def run_from_flags(experiment, make_task, adjust=None):
     except (ValueError, FileNotFoundError, runner.NonFiniteLossError,
             recovery.LossSpikeError, distribution.DeviceUnavailableError,
             peers.ClusterStartupError, storage.StorageUnavailableError,
-            distribution.WorkersDisagreeError) as e:
+            storage.StorageAccessError, distribution.WorkersDisagreeError,
+            model_dir_lock.LeaseLostError) as e:
         cli.user_error(e)
     except peers.PeerWaitInterrupted as e:
         print(f"{e}: stopped while waiting for cluster peers; nothing was trained, so nothing "

@@ -10,9 +10,14 @@ both write checkpoints in turn.
   every LEASE_RENEW_SECONDS. A newcomer that finds one watches it: renewed while it watches
   means a live holder, and the newcomer is refused; not renewed for LEASE_STALE_SECONDS (by the
   newcomer's own clock, so clock skew between hosts does not matter) means a dead holder, and
-  the newcomer takes over. Object stores have no create-if-absent through gfile, so two
-  newcomers starting within the same second could both write a lease; the one that reads back
-  someone else's stops.
+  the newcomer takes over. The holder stops acting first: `check()` fails once its last
+  successful renewal began LEASE_DEADLINE_SECONDS ago (shorter than LEASE_STALE_SECONDS, as in
+  Kubernetes' leader election), or once it found the lease in other hands; the runner checks
+  before every save.
+- Object stores have no create-if-absent through gfile, so starters claim the lease as in
+  Fischer's mutual exclusion: read it, write their own, wait LEASE_SETTLE_SECONDS, read it back.
+  Two starters cannot both read back their own as long as each one's read-then-write takes less
+  than LEASE_SETTLE_SECONDS; a starter that measures its own took longer refuses to go on.
 """
 
 import datetime
@@ -32,6 +37,11 @@ LOCK_FILE = "run.lock"
 LEASE_FILE = "run.lease"
 LEASE_RENEW_SECONDS = 20.0
 LEASE_STALE_SECONDS = 90.0
+# A holder whose last successful renewal began this long ago stops: the 30 s left to
+# LEASE_STALE_SECONDS are the margin for a save already under way.
+LEASE_DEADLINE_SECONDS = 60.0
+# A starter's wait before reading its claim back, and the bound on its own read-then-write.
+LEASE_SETTLE_SECONDS = 5.0
 _IN_USE_ERRNOS = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
@@ -43,6 +53,10 @@ def _holder():
 def _in_use(model_dir, holder):
     return ValueError(f"model_dir {model_dir} is in use by {holder}. Wait for that run to end, "
                       "stop it, or pass another --model_dir.")
+
+
+class LeaseLostError(RuntimeError):
+    """The run can no longer prove that it holds its model_dir's lease, so it stops writing."""
 
 
 def _unwritable(model_dir, error):
@@ -67,6 +81,12 @@ class ModelDirLock:
         self._owner = (_Lease if remote else _FileLock)(self.model_dir)
         self._owner.acquire()
         return self
+
+    def check(self):
+        """Raises LeaseLostError once this run can no longer prove it holds model_dir (a local
+        lock, held by the kernel until the process dies, cannot be lost)."""
+        if self._owner is not None:
+            self._owner.check()
 
     def __exit__(self, *exc):
         if self._owner is not None:
@@ -103,6 +123,9 @@ class _FileLock:
         self._file.write(_holder() + "\n")
         self._file.flush()
 
+    def check(self):
+        pass
+
     def release(self):
         self._file.seek(0)
         self._file.truncate()
@@ -119,37 +142,61 @@ class _Lease:
         self._renewals = 0
         self._stop = threading.Event()
         self._thread = None
+        # Monotonic time at which the last renewal that proved the lease ours began.
+        self._proven_at = None
+        self._lost = None  # why the lease is known to be in other hands
+        self._last_failure = None
 
     def _read(self):
-        try:
-            with tf.io.gfile.GFile(self.path) as f:
-                return f.read()
-        except tf.errors.NotFoundError:
-            return None
+        def read():
+            try:
+                with tf.io.gfile.GFile(self.path) as f:
+                    return f.read()
+            except tf.errors.NotFoundError:
+                return None
+        return storage.retrying(read, f"the lease {self.path}")
+
+    def _ours(self, text):
+        return text is not None and f"\ntoken {self._token}\n" in text
 
     def _write(self):
         self._renewals += 1
+        # A temporary file of our own: two starters sharing one would write into each other's.
         storage.write_text(self.path, f"{self._holder}\ntoken {self._token}\nrenewal "
                            f"{self._renewals} at "
-                           f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+                           f"{datetime.datetime.now().isoformat(timespec='seconds')}\n",
+                           temporary=f"{self.path}.{self._token}.partial")
 
     def acquire(self):
         seen = self._read()
         if seen is not None:
             self._wait_until_stale(seen)
         try:
+            claim_started = time.monotonic()
+            current = self._read()
+            if current is not None and current != seen:
+                raise _in_use(self.model_dir, _first_line(current))
             self._write()
-        except tf.errors.OpError as e:
+            claim_seconds = time.monotonic() - claim_started
+        except (tf.errors.OpError, storage.StorageUnavailableError,
+                storage.StorageAccessError) as e:
             raise _unwritable(self.model_dir, e) from None
-        time.sleep(min(1.0, LEASE_RENEW_SECONDS))  # let a newcomer racing us write its own
-        current = self._read() or ""
-        if self._token not in current:
-            raise _in_use(self.model_dir, current.split("\n")[0] or "another run")
+        if claim_seconds >= LEASE_SETTLE_SECONDS:
+            self._remove_if_ours()
+            raise ValueError(
+                f"Claiming the lease {self.path} took {claim_seconds:.1f} s, over the "
+                f"{LEASE_SETTLE_SECONDS:g} s within which a run starting at the same time is "
+                "ruled out; this run stops before touching model_dir. Rerun it.")
+        time.sleep(LEASE_SETTLE_SECONDS)  # a starter racing us has written its claim by now
+        current = self._read()
+        if not self._ours(current):
+            raise _in_use(self.model_dir, _first_line(current or "another run"))
+        self._proven_at = claim_started
         self._thread = threading.Thread(target=self._renew, daemon=True, name="model_dir lease")
         self._thread.start()
 
     def _wait_until_stale(self, seen):
-        holder = seen.split("\n")[0]
+        holder = _first_line(seen)
         logging.warning("model_dir %s has a lease (%s): watching it for up to %.0f s to see "
                         "whether that run is alive.", self.model_dir, holder,
                         LEASE_STALE_SECONDS)
@@ -160,34 +207,66 @@ class _Lease:
             if current is None:
                 return  # released meanwhile
             if current != seen:
-                renewer = current.split("\n")[0]
                 raise _in_use(self.model_dir,
-                              f"{renewer} (its lease {self.path} is being renewed)")
+                              f"{_first_line(current)} (its lease {self.path} is being renewed)")
         logging.warning("The lease of %s was not renewed for %.0f s: its run is gone; taking "
                         "over.", holder, LEASE_STALE_SECONDS)
 
     def _renew(self):
         while not self._stop.wait(LEASE_RENEW_SECONDS):
+            if time.monotonic() - self._proven_at > LEASE_DEADLINE_SECONDS:
+                return  # past the deadline a successor may write the lease: never overwrite it
+            started = time.monotonic()
+            # Any exception: the deadline, not this thread's survival, decides when to stop.
             try:
-                current = self._read() or ""
-                if self._token not in current:
-                    logging.error("The lease %s was taken over by %s, which found it stale: "
-                                  "two runs now write this model_dir. Stop one of them.",
-                                  self.path, current.split("\n")[0])
+                current = self._read()
+                if not self._ours(current):
+                    self._lost = (f"it now reads {_first_line(current)!r}" if current else
+                                  "it was removed")
+                    logging.error("The lease %s is no longer this run's (%s): this run stops "
+                                  "before its next save.", self.path, self._lost)
                     return
                 self._write()
-            except tf.errors.OpError as e:
+                self._proven_at = started
+                self._last_failure = None
+            except Exception as e:  # pylint: disable=broad-except
+                self._last_failure = f"{type(e).__name__}: {storage.short(e)}"
                 logging.warning("Renewing the lease %s failed (%s); trying again in %.0f s.",
-                                self.path, storage.short(e), LEASE_RENEW_SECONDS)
+                                self.path, self._last_failure, LEASE_RENEW_SECONDS)
+
+    def check(self):
+        if self._lost is not None:
+            reason = f"its lease {self.path} was taken over ({self._lost})"
+        else:
+            age = time.monotonic() - self._proven_at
+            if age <= LEASE_DEADLINE_SECONDS:
+                return
+            failure = f": {self._last_failure}" if self._last_failure else ""
+            reason = (f"its lease {self.path} was last renewed {age:.0f} s ago, over the "
+                      f"{LEASE_DEADLINE_SECONDS:g} s deadline{failure}")
+        raise LeaseLostError(
+            f"This run no longer holds model_dir {self.model_dir} ({reason}), so it stops "
+            "without saving: another run may take it over. Rerun the same command to resume "
+            "from the last checkpoint once no other run uses model_dir.")
+
+    def _remove_if_ours(self):
+        try:
+            if self._ours(self._read()):
+                tf.io.gfile.remove(self.path)
+                return True
+        except (tf.errors.OpError, storage.StorageUnavailableError,
+                storage.StorageAccessError) as e:
+            logging.warning("Could not remove the lease %s (%s); the next run waits %.0f s "
+                            "for it to go stale.", self.path, storage.short(e),
+                            LEASE_STALE_SECONDS)
+        return False
 
     def release(self):
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        try:
-            if self._token in (self._read() or ""):
-                tf.io.gfile.remove(self.path)
-        except tf.errors.OpError as e:
-            logging.warning("Could not remove the lease %s (%s); the next run waits %.0f s "
-                            "for it to go stale.", self.path, storage.short(e),
-                            LEASE_STALE_SECONDS)
+        self._remove_if_ours()
+
+
+def _first_line(text):
+    return text.split("\n")[0] or "another run"

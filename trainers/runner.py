@@ -15,9 +15,12 @@ import time
 import tensorflow as tf
 import tf_keras
 from absl import logging
+from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+from tensorflow.python.eager import context as eager_context
 
 from trainers import checkpointing
 from trainers import distribution
+from trainers import health
 from trainers import model_dir_lock
 from trainers import optimization
 from trainers import preemption as preemption_lib
@@ -46,6 +49,36 @@ def _set_precision(dtype):
 
 def _dense(gradient):
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+def _without_addn_scheduling(function):
+    """`function`, called with Grappler's memory optimizer kept from scheduling AddN ops.
+
+    By default that optimizer rewrites an AddN of 3+ inputs with a static shape into a
+    TemporaryVariable, AssignAdds and a DestroyTemporaryVariable whenever its static peak-memory
+    estimate passes 80% of the device's memory (a GPU's, or 256 MB for a CPU). Inside a lowered
+    while loop the temporary can be created in the loop's exit iteration, whose destroy never
+    runs; it stays in the eager context's step container ("__per_step_0"), which outlives the
+    call, so the next call of the loop creates the same name and fails with AlreadyExistsError.
+    The micro-batch loop's static shapes (needed under XLA) made its AddNs eligible.
+    Swapping heuristics, the rest of the default, stay on; only this call's options change.
+    """
+    def call(*args):
+        ctx = eager_context.context()
+        options = ctx.function_call_options
+        config = config_pb2.ConfigProto()
+        config.ParseFromString(options.config_proto_serialized)
+        rewrite = config.graph_options.rewrite_options
+        if rewrite.memory_optimization == rewriter_config_pb2.RewriterConfig.DEFAULT_MEM_OPT:
+            rewrite.memory_optimization = rewriter_config_pb2.RewriterConfig.SWAPPING_HEURISTICS
+        ctx.function_call_options = eager_context.FunctionCallOptions(
+            executor_type=options.executor_type, config_proto=config)
+        try:
+            return function(*args)
+        finally:
+            ctx.function_call_options = options
+
+    return call
 
 
 def _split_batch(tensor, parts, part_size):
@@ -141,6 +174,8 @@ class Runner:
                 generator.state for generator in _dropout_generators(self.model)]
         self.train_input = input_lib.TrainInput(task, self.strategy,
                                                 self.trainer.train_batch_size, runtime.seed)
+        self.weight_norms = (health.WeightNorms(self.model.trainable_variables, model_dir)
+                             if self.is_chief else None)
         self._eval_loop = None
         self._savable = None
         self._writers = {}
@@ -352,7 +387,7 @@ class Runner:
             return (loss_sum / tf.cast(num_steps, tf.float32), gradient_norm, first_non_finite,
                     estimate_sums)
 
-        return train_loop
+        return _without_addn_scheduling(train_loop)
 
     def _jit_scope(self):
         """What --jit_compile puts in XLA: None without the flag; "step" (the whole update) on
@@ -378,19 +413,24 @@ class Runner:
         if stop_when is not None and not eval_each_checkpoint:
             raise ValueError("stop_when judges eval results: it needs eval_each_checkpoint=True.")
         if not self.is_chief:
-            return self._train(eval_each_checkpoint, stop_when)
-        with model_dir_lock.ModelDirLock(self.model_dir):
-            return self._train(eval_each_checkpoint, stop_when)
+            return self._train(eval_each_checkpoint, stop_when, None)
+        with model_dir_lock.ModelDirLock(self.model_dir) as lock:
+            return self._train(eval_each_checkpoint, stop_when, lock)
 
-    def _train(self, eval_each_checkpoint, stop_when):
+    def _train(self, eval_each_checkpoint, stop_when, lock):
+        """`lock`: the chief's ModelDirLock, checked before each write (None elsewhere)."""
         trainer = self.trainer
         results = None
         params = checkpointing.ParamsRecord(self.model_dir)
         cluster = {"workers": distribution.worker_count(self.strategy),
                    "replicas": self.num_replicas}
-        if checkpointing.checkpoint_steps(self.model_dir):
+        resuming = bool(checkpointing.checkpoint_steps(self.model_dir))
+        if resuming:
             params.check_compatible(self.experiment)
             params.check_same_cluster(cluster)
+        stream = self.task.train_stream()
+        if resuming:
+            params.check_same_stream(stream)
         if self.is_chief:
             checkpointing.remove_interrupted_writes(self.model_dir)
         self.task.validate_inputs("train")
@@ -417,8 +457,10 @@ class Runner:
                   f"{trainer.num_train_steps} in {self.model_dir}.")
             return results
         if self.is_chief:
+            lock.check()
             self._write_records(resumed=bool(latest))
-            params.write(self.experiment, self.step, cluster)
+            params.write(self.experiment, self.step, cluster, stream)
+            self.weight_norms.start(self.step)
         train_loop = self._make_train_loop()
         save_every = max(1, math.ceil(trainer.save_checkpoints_steps /
                                       trainer.iterations_per_loop)) * trainer.iterations_per_loop
@@ -433,6 +475,8 @@ class Runner:
             nonlocal last_save, results, stop_requested
             if last_save != self.step:
                 self._check_savable(checkpoints)
+                if lock is not None:
+                    lock.check()  # a run that may have lost model_dir must not write to it
                 checkpoints.save()
                 last_save = self.step
                 if evaluate:
@@ -575,6 +619,10 @@ class Runner:
             if ratios:
                 tf.summary.histogram("trust_ratio",
                                      tf.stack([tf.convert_to_tensor(r) for r in ratios.values()]))
+            if self.weight_norms:
+                norms, warnings = self.weight_norms.check(step)
+                self.weight_norms.write_summaries(norms, self.weight_norms.start(step))
+                health.log_warnings(warnings)
 
     # ------------------------------------------------------------------------------ eval
     def evaluate(self):
@@ -606,6 +654,11 @@ class Runner:
         with self._writer("eval").as_default(step=step):
             for name, value in results.items():
                 tf.summary.scalar(name, value)
+        if self.weight_norms:
+            logging.info("weight norms at step %d, largest growth since step 0: %s", step,
+                         self.weight_norms.largest_growth(
+                             self.weight_norms.norms(), self.weight_norms.start(step)))
+        health.log_warnings(self.task.health_warnings(results))
         if self.is_chief:
             tf.io.gfile.makedirs(self.model_dir)
             storage.write_text(os.path.join(self.model_dir, "eval_results.json"),

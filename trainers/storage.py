@@ -1,8 +1,13 @@
 """Reading and writing a model_dir on storage that misbehaves: local disks, gs://, ram://.
 
-- Damage and trouble are told apart: only `DAMAGE` errors mean a file is broken; anything else
-  (gs:// answering Unavailable or DeadlineExceeded for a moment) is retried with backoff and
-  then stops the run with `StorageUnavailableError`, having moved nothing.
+- Damage and trouble are told apart: only `DAMAGE` errors mean a file is broken; `REFUSED`
+  (no permission, bad credentials) stops the run at once with `StorageAccessError`, since
+  waiting cannot help; anything else (gs:// answering Unavailable or DeadlineExceeded for a
+  moment) is retried with backoff, reads and writes alike, and then stops the run with
+  `StorageUnavailableError`, having moved nothing.
+- `write_text` replaces a file whole, and on a local disk makes it durable (fsync of the file
+  and its folder) before returning: gfile has no fsync, and a rename that reaches the disk
+  before the data can leave an empty params.yaml after a power loss.
 - Paths are exact: TensorFlow's checkpoint reader (RestoreV2 included) reads a prefix as a glob
   pattern, so a model_dir with glob characters is refused up front (`check_path`), and our own
   listings and deletions use `listdir`, never `glob`.
@@ -17,6 +22,7 @@ from absl import logging
 
 DAMAGE = (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError,
           tf.errors.OutOfRangeError)
+REFUSED = (tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError)
 # Waits between tries of a read that failed without damage: 31 s in all, longer than the
 # blips object stores are known for, short against a preemptible job's restart.
 RETRY_DELAYS_SECONDS = (1, 2, 4, 8, 16)
@@ -26,6 +32,10 @@ _CHECKPOINT_FILE = re.compile(r"^ckpt-(\d+)(\.index|\.data-\d+-of-\d+)$")
 
 class StorageUnavailableError(RuntimeError):
     """Storage kept failing without damage: nothing was moved; rerun when it answers again."""
+
+
+class StorageAccessError(RuntimeError):
+    """Storage refused this job (permission, credentials): retrying cannot help."""
 
 
 def is_damage(error):
@@ -38,24 +48,29 @@ def short(error):
     return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", detail).split("\n")[0].strip()[:200]
 
 
-def retrying(read, what):
-    """`read()`, tried again after each non-damage OpError; damage is raised at once.
+def retrying(operation, what, doing="Reading"):
+    """`operation()`, tried again after each OpError that is neither damage nor a refusal;
+    damage is raised at once, a refusal as StorageAccessError.
 
-    After the last try, StorageUnavailableError names `what` and the error.
+    After the last try, StorageUnavailableError names `doing`, `what` and the error.
     """
     for delay in RETRY_DELAYS_SECONDS + (None,):
         try:
-            return read()
+            return operation()
         except tf.errors.OpError as e:
             if is_damage(e):
                 raise
+            if isinstance(e, REFUSED):
+                raise StorageAccessError(
+                    f"{doing} {what} was refused: {type(e).__name__} ({short(e)}). Give this "
+                    "job's account access to it (or fix its credentials), then rerun.") from None
             if delay is None:
                 raise StorageUnavailableError(
-                    f"Reading {what} failed {len(RETRY_DELAYS_SECONDS) + 1} times over "
+                    f"{doing} {what} failed {len(RETRY_DELAYS_SECONDS) + 1} times over "
                     f"{sum(RETRY_DELAYS_SECONDS)} s with {type(e).__name__} ({short(e)}). "
                     "This is not damage, so nothing was moved or skipped; rerun when the "
                     "storage answers again.") from None
-            logging.warning("Reading %s: %s (%s); trying again in %s s.", what,
+            logging.warning("%s %s: %s (%s); trying again in %s s.", doing, what,
                             type(e).__name__, short(e), delay)
             time.sleep(delay)
 
@@ -94,10 +109,29 @@ def index_exists(prefix):
     return tf.io.gfile.exists(prefix + ".index")
 
 
-def write_text(path, text):
-    """Replaces the file at `path` whole: written beside it, then renamed over it, so a reader
-    never sees half of it (and ram://, whose "w" appends, gets a replacement too)."""
-    temporary = f"{path}.partial"
+def write_text(path, text, temporary=None):
+    """Replaces the file at `path` whole: written beside it (at `temporary`, by default
+    `path`.partial), then renamed over it, so a reader never sees half of it (and ram://, whose
+    "w" appends, gets a replacement too). Transient errors are retried."""
+    temporary = temporary or f"{path}.partial"
+    write = _write_remote if "://" in path else _write_local
+    retrying(lambda: write(path, text, temporary), path, doing="Writing")
+
+
+def _write_remote(path, text, temporary):
     with tf.io.gfile.GFile(temporary, "w") as f:
         f.write(text)
     tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _write_local(path, text, temporary):
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself
+    finally:
+        os.close(folder)

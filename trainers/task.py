@@ -2,12 +2,16 @@
 
 import abc
 import inspect
+from concurrent import futures
 
 import tensorflow as tf
 from absl import logging
 
 from trainers import checkpointing
+from trainers import storage
 from trainers.data import positions
+
+_STAT_THREADS = 16  # gs:// answers a stat in tens of ms: a thousand shards one by one is a minute
 
 
 class Task(abc.ABC):
@@ -97,6 +101,26 @@ class Task(abc.ABC):
         """The files `mode` reads, so that a corrupt record can be traced to its file."""
         return list(getattr(self.inputs(mode), "files", []))
 
+    def train_stream(self):
+        """What a saved training-data position means besides the seed: the files the patterns
+        matched, in reading order, with their sizes, and how they are read (`cycle_length`,
+        `shuffle_buffer_size`). A resume compares it with the one recorded in params.yaml."""
+        files = self.input_files("train")
+        if not files:
+            return {}
+
+        def size(path):
+            return storage.retrying(lambda: tf.io.gfile.stat(path).length, f"the size of {path}")
+
+        with futures.ThreadPoolExecutor(min(_STAT_THREADS, len(files))) as pool:
+            sizes = list(pool.map(size, files))
+        stream = {"files": [[path, int(n)] for path, n in zip(files, sizes)]}
+        inputs = self.inputs("train")
+        for layout in ("cycle_length", "shuffle_buffer_size"):
+            if hasattr(inputs, layout):
+                stream[layout] = int(getattr(inputs, layout))
+        return stream
+
     def eval_steps(self, global_batch_size):
         """Steps that cover the eval set once."""
         return self.inputs("eval").eval_steps(global_batch_size)
@@ -120,6 +144,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def update_metrics(self, metrics, features, outputs):
         """Updates eval metrics, weighting out padding examples."""
+
+    def health_warnings(self, results):
+        """Lines to warn with when eval `results` show a run going wrong (see
+        `trainers.health`); none by default."""
+        del results
+        return []
 
 
 def takes_argument(function, name):

@@ -22,6 +22,25 @@ from trainers.data import wordpiece
 # LAMB paper: layer norms and biases. Model Garden names layer norms "..._layer_norm/gamma".
 WEIGHT_DECAY_EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]
 
+POOLED_OUTPUT = "next_sentence_pooled"
+# A tanh output beyond this passes almost no gradient (1 - 0.99^2 = 2%): the share of such
+# outputs is the pooler's saturation.
+SATURATED = 0.99
+# Eval saturation above this is warned about: at initialization it is 0, and a pooler with most
+# outputs at +-1 gives the same features for every input (README command 1 at LAMB 0.03: all).
+SATURATION_LIMIT = 0.5
+
+
+class NextSentenceHead(nlp_layers.ClassificationHead):
+    """Model Garden's classification head that also returns its pooled (dense + tanh) [CLS]
+    features, so that eval can tell a saturated pooler; same variables and checkpoints."""
+
+    def call(self, features, only_project=False):
+        pooled = super().call(features, only_project=True)
+        if only_project:
+            return pooled
+        return {self.name: self.out_proj(self.dropout(pooled)), POOLED_OUTPUT: pooled}
+
 
 def initializer_of(model_config):
     return tf_keras.initializers.TruncatedNormal(stddev=model_config.initializer_range)
@@ -58,7 +77,7 @@ class BertPretrainingTask(task_lib.Task):
         encoder = build_encoder(model_config, initializer)
         model = nlp_models.BertPretrainerV2(
             encoder_network=encoder, mlm_initializer=initializer,
-            classification_heads=[nlp_layers.ClassificationHead(
+            classification_heads=[NextSentenceHead(
                 inner_dim=hidden, num_classes=2, dropout_rate=model_config.dropout_rate,
                 initializer=initializer, name="next_sentence")])
         seq = self.config.train_data.max_seq_length
@@ -176,10 +195,11 @@ class BertPretrainingTask(task_lib.Task):
             tf_keras.metrics.Mean(name="masked_lm_loss"),
             tf_keras.metrics.SparseCategoricalAccuracy(name="next_sentence_accuracy"),
             tf_keras.metrics.Mean(name="next_sentence_loss"),
+            tf_keras.metrics.Mean(name="next_sentence_pooler_saturation"),
         ]
 
     def update_metrics(self, metrics, features, outputs):
-        mlm_accuracy, mlm_loss, nsp_accuracy, nsp_loss = metrics
+        mlm_accuracy, mlm_loss, nsp_accuracy, nsp_loss, saturation = metrics
         mlm, nsp = self._per_example_losses(features, outputs)
         real = features["is_real_example"]
         mlm_weights = features["masked_lm_weights"] * real[:, None]
@@ -191,3 +211,17 @@ class BertPretrainingTask(task_lib.Task):
                                   tf.cast(outputs["next_sentence"], tf.float32),
                                   sample_weight=real)
         nsp_loss.update_state(nsp, sample_weight=real)
+        pooled = tf.cast(outputs[POOLED_OUTPUT], tf.float32)
+        saturation.update_state(
+            tf.reduce_mean(tf.cast(tf.abs(pooled) > SATURATED, tf.float32), axis=-1),
+            sample_weight=real)
+
+    def health_warnings(self, results):
+        saturation = results.get("next_sentence_pooler_saturation", 0.0)
+        if saturation <= SATURATION_LIMIT:
+            return []
+        return [f"The next-sentence pooler is saturated: {saturation:.0%} of its tanh outputs "
+                f"are beyond +-{SATURATED} on the eval data, so it gives nearly the same features "
+                "for every input and passes almost no gradient (next-sentence accuracy "
+                f"{results.get('next_sentence_accuracy', float('nan')):.1%}). Lower the learning "
+                "rate; README, \"Pretraining that pays off\"."]

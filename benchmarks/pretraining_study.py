@@ -1,0 +1,156 @@
+r"""What breaks a small-batch LAMB pretraining, by runs that separate the candidates.
+
+    python -m benchmarks.pretraining_study                      # every variant, in order
+    python -m benchmarks.pretraining_study --variants=lamb_0.03,adamw_1e-3
+
+Each variant is README command 1's pretraining (`configs/bert/tiny_wiki_lamb.yaml`, BERT-Tiny,
+batch 64, 1,200 updates) with a few flags changed. Per variant, one row of --output: held-out
+masked-LM and next-sentence accuracy, the next-sentence pooler's saturation (share of its tanh
+outputs beyond +-0.99 on 1,024 held-out pairs) and the spread of its outputs across inputs, the
+growth of the word embeddings' and the largest tensor norm since initialization, and a linear
+probe of the frozen encoder on BBC News (logistic regression on the final layer averaged over
+tokens, dev accuracy; `benchmarks.finetune_probe`; random weights of the same shape: 67.0%).
+
+A killed study resumes: finished rows are skipped, and a variant's pretraining resumes from its
+model_dir's last checkpoint.
+"""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = "configs/bert/tiny_wiki_lamb.yaml"
+
+# name: (what it separates, flags on top of the recipe). The recipe itself was LAMB 0.03.
+VARIANTS = {
+    "lamb_0.03": ("the recipe before this study", ["--learning_rate=0.03"]),
+    "adamw_1e-3": ("LAMB or the rest (data, model, trainer)?",
+                   ["--learning_rate=0.001", "--params_override=optimizer.name=adamw"]),
+    "lamb_0.005": ("the rate", ["--learning_rate=0.005"]),
+    "lamb_0.002": ("the rate", ["--learning_rate=0.002"]),
+    "adamw_3e-4": ("AdamW's rate", ["--learning_rate=0.0003",
+                                    "--params_override=optimizer.name=adamw"]),
+    "lamb_0.005_2400": ("twice the updates at a rate that does not explode",
+                        ["--learning_rate=0.005", "--num_train_steps=2400",
+                         "--num_warmup_steps=240"]),
+    "lamb_0.005_no_dropout": ("dropout in a short pretraining", [
+        "--learning_rate=0.005",
+        "--params_override=task.model.dropout_rate=0.0,task.model.attention_dropout_rate=0.0"]),
+    "lamb_0.01": ("the rate", ["--learning_rate=0.01"]),
+}
+FIELDS = ("variant", "question", "flags", "masked_lm_accuracy", "next_sentence_accuracy",
+          "pooler_saturation", "pooler_spread", "word_embedding_growth", "largest_growth",
+          "largest_growth_variable", "probe_dev_accuracy")
+
+flags.DEFINE_list("variants", list(VARIANTS), "Which variants to run, in order.")
+flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
+                                           "pretraining_study.csv"), "The results table.")
+flags.DEFINE_string("work_dir", "/tmp/pretraining_study", "Where the runs' model_dirs stay "
+                    "(kept: fine-tune them with benchmarks.finetune_study).")
+FLAGS = flags.FLAGS
+
+_PROBE = re.compile(r"pretrained encoder, mean over tokens: dev accuracy ([0-9.]+)%")
+
+
+def pretrain(model_dir, extra_flags):
+    done = subprocess.run(
+        [sys.executable, "-m", "trainers.bert", f"--config_file={RECIPE}",
+         "--mode=train_and_eval", f"--model_dir={model_dir}", *extra_flags],
+        cwd=REPO, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if done.returncode != 0:
+        sys.exit(f"error: pretraining {model_dir} failed:\n{done.stderr[-3000:]}")
+
+
+def probe(model_dir):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.finetune_probe",
+                           f"--init_checkpoint={model_dir}"], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    found = _PROBE.search(done.stdout)
+    if not found:
+        sys.exit(f"error: the probe of {model_dir} failed:\n{done.stderr[-3000:]}")
+    return float(found.group(1)) / 100
+
+
+def diagnose(model_dir, eval_examples=1024):
+    """Eval accuracies, pooler saturation and norm growth of a finished pretraining run."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    from trainers.bert import pretrained  # pylint: disable=g-import-not-at-top
+    from trainers.bert import task as bert_task  # pylint: disable=g-import-not-at-top
+
+    experiment = pretrained.pretraining_experiment(model_dir)
+    task = bert_task.BertPretrainingTask(experiment.task)
+    tf_keras.utils.set_random_seed(experiment.runtime.seed)
+    initial = [np.linalg.norm(v.numpy()) for v in task.build_model().trainable_variables]
+    model = task.build_model()
+    tf.train.Checkpoint(model=model).read(tf.train.latest_checkpoint(model_dir)).expect_partial()
+    growth = {v.name.split(":")[0]: np.linalg.norm(v.numpy()) / norm
+              for v, norm in zip(model.trainable_variables, initial) if norm > 0}
+    largest = max(growth, key=growth.get)
+    embeddings = next(g for name, g in growth.items() if "word_embeddings" in name)
+
+    pooled, nsp_right, mlm_right, mlm_count = [], 0, 0.0, 0.0
+    batch = 256
+    for features in task.inputs("eval").eval_dataset(batch).take(eval_examples // batch):
+        outputs = model(task.model_inputs(features), training=False)
+        pooled.append(outputs[bert_task.POOLED_OUTPUT].numpy())
+        nsp_right += np.sum(np.argmax(outputs["next_sentence"].numpy(), -1) ==
+                            features["next_sentence_labels"].numpy()[:, 0])
+        weights = features["masked_lm_weights"].numpy()
+        mlm_right += np.sum((np.argmax(outputs["mlm_logits"].numpy(), -1) ==
+                             features["masked_lm_ids"].numpy()) * weights)
+        mlm_count += weights.sum()
+    pooled = np.concatenate(pooled)
+    return {
+        "masked_lm_accuracy": float(mlm_right / mlm_count),
+        "next_sentence_accuracy": float(nsp_right / len(pooled)),
+        "pooler_saturation": float(np.mean(np.abs(pooled) > bert_task.SATURATED)),
+        # Standard deviation across inputs, averaged over the pooler's units: ~0 means the
+        # same features for every input.
+        "pooler_spread": float(pooled.std(axis=0).mean()),
+        "word_embedding_growth": float(embeddings),
+        "largest_growth": float(growth[largest]),
+        "largest_growth_variable": largest,
+    }
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def main(argv):
+    del argv
+    unknown = [v for v in FLAGS.variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}.")
+    done = {row["variant"] for row in _read(FLAGS.output)}
+    for name in FLAGS.variants:
+        if name in done:
+            continue
+        question, extra_flags = VARIANTS[name]
+        model_dir = os.path.join(FLAGS.work_dir, name)
+        pretrain(model_dir, extra_flags)
+        row = {"variant": name, "question": question, "flags": " ".join(extra_flags),
+               **diagnose(model_dir), "probe_dev_accuracy": probe(model_dir)}
+        new = not os.path.exists(FLAGS.output)
+        with open(FLAGS.output, "a", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: f"{v:.4g}" if isinstance(v, float) else v
+                             for k, v in row.items()})
+        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row.items()), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,96 @@
+"""A broken pretraining run says so while it runs: weight norms that explode and a saturated
+next-sentence pooler are warned about in the log; a healthy run is not."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import bert_runs
+from trainers import health
+from trainers import runner
+from trainers.bert import task as bert_task
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return bert_runs.make_data(str(tmp_path_factory.mktemp("health")))
+
+
+def _run(data_dir, model_dir, learning_rate, num_train_steps=30, mode="train_and_eval"):
+    experiment = bert_runs.experiment(
+        data_dir, trainer={"num_train_steps": num_train_steps, "iterations_per_loop": 10,
+                           "save_checkpoints_steps": 10},
+        optimizer={"learning_rate": learning_rate, "num_warmup_steps": 1})
+    return runner.run(bert_task.BertPretrainingTask(experiment.task), experiment, model_dir,
+                      mode)
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and ("Weight norms exploded" in r.getMessage() or "pooler is saturated"
+                 in r.getMessage())]
+
+
+def test_a_run_that_saturates_its_pooler_and_explodes_its_norms_is_warned_about(
+        data_dir, tmp_path, caplog):
+    # LAMB moves every adapted tensor by about lr x its norm per update: at 0.5 the norms
+    # compound past 10x within 10 updates and the pooler's tanh ends at +-1.
+    with caplog.at_level(logging.WARNING):
+        results = _run(data_dir, str(tmp_path / "broken"), learning_rate=0.5)
+    assert results["next_sentence_pooler_saturation"] > 0.9
+    warned = _warnings(caplog)
+    assert any("pooler is saturated" in w for w in warned), warned
+    exploded = [w for w in warned if "Weight norms exploded" in w]
+    assert exploded and "word_embeddings" in " ".join(exploded)
+
+
+def test_a_healthy_run_is_not_warned_about(data_dir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        results = _run(data_dir, str(tmp_path / "healthy"), learning_rate=1e-3)
+    assert results["next_sentence_pooler_saturation"] < 0.05
+    assert _warnings(caplog) == []
+
+
+def test_norms_are_judged_against_step_0_also_after_a_resume(data_dir, tmp_path, caplog):
+    model_dir = str(tmp_path / "resumed")
+    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    with open(os.path.join(model_dir, health.START_NORMS_FILE)) as f:
+        start = json.load(f)["norms"]
+    # Ten times a variable's recorded start, as if the first run had exploded it: the resumed
+    # run must judge by step 0's record, not by the norms it resumed with.
+    experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 20})
+    task = bert_task.BertPretrainingTask(experiment.task)
+    resumed = runner.Runner(task, experiment, model_dir)
+    resumed.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    index, embeddings = next((i, v) for i, v in enumerate(resumed.model.trainable_variables)
+                             if "word_embeddings" in health.variable_path(v))
+    path = health.variable_path(embeddings)
+    embeddings.assign(embeddings * (11.0 * start[index] / np.linalg.norm(embeddings.numpy())))
+    norms, warnings = resumed.weight_norms.check(step=10)
+    assert norms[index] == pytest.approx(11.0 * start[index], rel=1e-4)
+    assert len(warnings) == 1 and path in warnings[0] and "(11x)" in warnings[0]
+    # Once per variable: the next check does not repeat it.
+    assert resumed.weight_norms.check(step=20)[1] == []
+
+
+def test_pooler_saturation_is_the_share_of_tanh_outputs_beyond_the_bound():
+    task = bert_task.BertPretrainingTask.__new__(bert_task.BertPretrainingTask)
+    metrics = task.build_metrics()
+    pooled = np.array([[0.995, -0.999, 0.1, 0.0], [0.5, 0.2, -0.3, 0.991],
+                       [1.0, 1.0, 1.0, 1.0]], np.float32)
+    features = {
+        "masked_lm_ids": tf.zeros([3, 2], tf.int32),
+        "masked_lm_weights": tf.ones([3, 2]),
+        "next_sentence_labels": tf.zeros([3, 1], tf.int32),
+        "is_real_example": tf.constant([1.0, 1.0, 0.0]),  # the third is padding
+    }
+    outputs = {"mlm_logits": tf.zeros([3, 2, 5]), "next_sentence": tf.zeros([3, 2]),
+               bert_task.POOLED_OUTPUT: tf.constant(pooled)}
+    task.update_metrics(metrics, features, outputs)
+    saturation = next(m for m in metrics if m.name == "next_sentence_pooler_saturation")
+    # Real examples only: 2 of 4, then 1 of 4.
+    assert float(saturation.result()) == pytest.approx((0.5 + 0.25) / 2)
