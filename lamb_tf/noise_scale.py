@@ -55,7 +55,9 @@ def measure(model, dataset, num_batches=None, num_parts=2):
     whole batch's the big one, with the model's compiled loss (mean over examples, as `fit`
     uses it). Estimates are averaged over `num_batches` batches (all, if None), then divided.
     Returns {"b_simple", "gradient_sq_norm", "trace_sigma", "batches"} as Python floats.
-    Nothing is updated: weights, optimizer and metrics stay as they are.
+    Nothing is updated: weights, optimizer and metrics stay as they are, and so does the state
+    the training-mode passes change (batch norm's moving statistics, dropout's seed
+    generators), which is put back afterwards.
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(
@@ -94,11 +96,19 @@ def measure(model, dataset, num_batches=None, num_parts=2):
         big = squared_norm(mean_loss_gradient(x, y, sample_weight))
         return unbiased_estimates(small / num_parts, part, big, size)
 
+    # Put back at the end, not after each batch: every batch then draws dropout masks of its
+    # own, and batch norm normalizes by batch statistics, never reading the moving ones.
+    state = list(model.non_trainable_variables)
+    saved = [tf.identity(tf.convert_to_tensor(v)) for v in state]
     gradient_sq_norms, trace_sigmas = [], []
-    for batch in (dataset.take(num_batches) if num_batches else dataset):
-        gradient_sq_norm, trace_sigma = estimate(batch)
-        gradient_sq_norms.append(float(gradient_sq_norm))
-        trace_sigmas.append(float(trace_sigma))
+    try:
+        for batch in (dataset.take(num_batches) if num_batches else dataset):
+            gradient_sq_norm, trace_sigma = estimate(batch)
+            gradient_sq_norms.append(float(gradient_sq_norm))
+            trace_sigmas.append(float(trace_sigma))
+    finally:
+        for variable, value in zip(state, saved):
+            variable.assign(value)
     if not gradient_sq_norms:
         raise ValueError("measure(): the dataset gave no batch.")
     gradient_sq_norm = sum(gradient_sq_norms) / len(gradient_sq_norms)

@@ -1,5 +1,6 @@
 """The exported encoder loads where fine-tuning tools load it, with the trained outputs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -104,3 +105,36 @@ def test_an_export_in_process_leaves_logging_as_it_was(exported, tmp_path):
     absl_logger.setLevel(logging.INFO)
     export.export(os.path.join(os.path.dirname(output_dir), "run"), str(tmp_path / "again"))
     assert absl_logger.level == logging.INFO
+
+
+@pytest.mark.parametrize("linked", ["model_dir", "output_dir"])
+def test_an_output_dir_holding_the_model_dir_through_a_symlink_is_refused(tmp_path, linked):
+    # runs -> disk/runs: the model_dir runs/tiny is disk/runs/tiny, which replacing disk/runs
+    # (or a link to it) would delete.
+    (tmp_path / "disk" / "runs" / "tiny").mkdir(parents=True)
+    (tmp_path / "disk" / "runs" / "tiny" / "params.yaml").write_text("{}\n")
+    (tmp_path / "runs").symlink_to(tmp_path / "disk" / "runs")
+    if linked == "model_dir":
+        model_dir, output_dir = tmp_path / "runs" / "tiny", tmp_path / "disk" / "runs"
+    else:
+        model_dir, output_dir = tmp_path / "disk" / "runs" / "tiny", tmp_path / "runs"
+    with pytest.raises(ValueError, match=r"--output_dir .* contains the --model_dir .*; "
+                                         r"replacing it would delete the training run"):
+        export.export(str(model_dir), str(output_dir), overwrite=True)
+    assert (tmp_path / "disk" / "runs" / "tiny" / "params.yaml").exists()
+
+
+def test_the_recorded_vocab_is_exported_after_the_data_moved(exported, tmp_path):
+    import shutil
+    import yaml
+    _, data_dir, output_dir = exported
+    moved = tmp_path / "run"
+    shutil.copytree(os.path.join(os.path.dirname(output_dir), "run"), moved)
+    params = yaml.safe_load((moved / "params.yaml").read_text())
+    params["task"]["train_data"]["input_path"] = str(tmp_path / "gone" / "train-*")
+    (moved / "params.yaml").write_text(yaml.safe_dump(params))
+    export.export(str(moved), str(tmp_path / "export"))
+    assert ((tmp_path / "export" / "vocab.txt").read_text()
+            == open(os.path.join(data_dir, "vocab.txt")).read())
+    assert json.loads((tmp_path / "export" / "tokenization.json").read_text()) == {
+        "do_lower_case": True}

@@ -2,14 +2,17 @@
 is given from, trains and evaluates on the runner, resumes exactly, reads tables as GLUE's are
 written, and Model Garden's own fine-tuning task accepts our export."""
 
+import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from official.nlp.configs import encoders
 from official.nlp.tasks import sentence_prediction
 
@@ -17,6 +20,7 @@ from tests import bert_runs
 from trainers import config as config_lib
 from trainers import runner
 from trainers.bert import export
+from trainers.bert.task import BertPretrainingTask
 from trainers.bert.finetune import data as data_lib
 from trainers.bert.finetune.config import (ClassificationDataConfig,
                                            ClassificationExperimentConfig)
@@ -57,20 +61,25 @@ def pretrained(tmp_path_factory):
             "data_dir": data_dir, "tables": tables, "root": root}
 
 
-def _experiment(pretrained, init_checkpoint, **task):
+def _experiment(pretrained, init_checkpoint, num_train_steps=4, run=None, **task):
+    """The resolved fine-tuning config (`run`: the model_dir it will train in)."""
     settings = {
         "task": dict({"train_data": {"input_path": pretrained["tables"]["train"],
                                      "max_seq_length": bert_runs.SEQ},
                       "eval_data": {"input_path": pretrained["tables"]["dev"],
                                     "max_seq_length": bert_runs.SEQ},
                       "model": {"dropout_rate": 0.0, "attention_dropout_rate": 0.0}}, **task),
-        "trainer": {"train_batch_size": 8, "eval_batch_size": 8, "num_train_steps": 4,
+        "trainer": {"train_batch_size": 8, "eval_batch_size": 8,
+                    "num_train_steps": num_train_steps,
                     "iterations_per_loop": 2, "save_checkpoints_steps": 2,
                     "init_checkpoint": init_checkpoint},
         "optimizer": {"name": "adamw", "learning_rate": 1e-3, "num_warmup_steps": 1},
     }
     experiment = config_lib.merge(ClassificationExperimentConfig(), settings)
-    resolve_pretrained(experiment)
+    if run is None:
+        resolve_pretrained(experiment)
+    else:
+        resolve_pretrained(experiment, run)
     return experiment
 
 
@@ -197,6 +206,94 @@ def test_a_vocab_larger_than_the_embedding_is_refused(pretrained, tmp_path):
     with pytest.raises(ValueError, match=r"has \d+ tokens but the encoder's embedding has"):
         _experiment(pretrained, "", vocab_file=str(bigger), do_lower_case=True,
                     model={"size": "tiny", "vocab_size": len(vocab)})
+
+
+# ------------------------------------------- vocab and casing recorded in the model_dirs
+def _moved_run(pretrained, tmp_path, keep_records):
+    """A copy of the pretraining model_dir whose training data has moved away (params.yaml
+    names a folder that no longer exists), with or without the vocab and casing it records
+    (without: as a run on google-research/bert's shards, which carry neither)."""
+    moved = str(tmp_path / "moved_run")
+    shutil.copytree(pretrained["model_dir"], moved)
+    params_path = os.path.join(moved, "params.yaml")
+    params = config_lib.load_yaml(params_path)
+    for data in ("train_data", "eval_data"):
+        params["task"][data]["input_path"] = str(tmp_path / "gone" / "train-*")
+    with open(params_path, "w") as f:
+        yaml.safe_dump(params, f)
+    if not keep_records:
+        os.remove(os.path.join(moved, "vocab.txt"))
+        os.remove(os.path.join(moved, "tokenization.json"))
+    return moved
+
+
+def test_a_pretraining_run_records_the_vocab_and_casing_of_its_data(pretrained):
+    model_dir, data_dir = pretrained["model_dir"], pretrained["data_dir"]
+    with open(os.path.join(model_dir, "vocab.txt")) as f, \
+            open(os.path.join(data_dir, "vocab.txt")) as expected:
+        assert f.read() == expected.read()
+    with open(os.path.join(model_dir, "tokenization.json")) as f:
+        assert json.load(f)["do_lower_case"] is True  # create_pretraining_data's default
+
+
+def test_fine_tuning_reads_the_recorded_vocab_after_the_data_moved(pretrained, tmp_path):
+    experiment = _experiment(pretrained, _moved_run(pretrained, tmp_path, keep_records=True))
+    assert experiment.task.vocab_file == str(tmp_path / "moved_run" / "vocab.txt")
+    assert experiment.task.do_lower_case is True
+    got, expected = _initialized_and_trained_outputs(pretrained, experiment)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_without_a_recorded_vocab_task_vocab_file_is_used_or_asked_for(pretrained, tmp_path):
+    moved = _moved_run(pretrained, tmp_path, keep_records=False)
+    with pytest.raises(ValueError, match=r"moved_run records no vocab .*: set "
+                                         r"task\.vocab_file to the vocab that data was made"):
+        _experiment(pretrained, moved)
+    vocab = os.path.join(pretrained["data_dir"], "vocab.txt")
+    experiment = _experiment(pretrained, moved, vocab_file=vocab, do_lower_case=True)
+    assert experiment.task.vocab_file == vocab
+    got, expected = _initialized_and_trained_outputs(pretrained, experiment)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_pretraining_on_shards_without_a_vocab_records_task_vocab_file(pretrained, tmp_path):
+    # google-research/bert's shards: TFRecords and nothing beside them.
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in os.listdir(pretrained["data_dir"]):
+        if name.endswith(".tfrecord"):
+            shutil.copy(os.path.join(pretrained["data_dir"], name), shards / name)
+    vocab = os.path.join(pretrained["data_dir"], "vocab.txt")
+    experiment = bert_runs.experiment(pretrained["data_dir"], task={
+        "train_data": {"input_path": str(shards / "train-*")},
+        "eval_data": {"input_path": str(shards / "eval-*")}})
+    assert BertPretrainingTask(experiment.task).model_dir_records() == {}  # nothing known
+    experiment.task.vocab_file, experiment.task.do_lower_case = vocab, False
+    records = BertPretrainingTask(experiment.task).model_dir_records()
+    assert records["vocab.txt"] == open(vocab).read()
+    assert json.loads(records["tokenization.json"]) == {"do_lower_case": False}
+
+
+def test_resuming_and_evaluating_a_fine_tuning_run_need_no_pretraining_run(pretrained,
+                                                                            tmp_path):
+    source = str(tmp_path / "source")
+    shutil.copytree(pretrained["model_dir"], source)
+    run = str(tmp_path / "run")
+
+    def experiment(num_train_steps):
+        return _experiment(pretrained, source, num_train_steps=num_train_steps, run=run)
+
+    first = experiment(2)
+    runner.run(ClassificationTask(first.task), first, run, "train")
+    shutil.rmtree(source)  # deleted, as a pretraining run may be once it is fine-tuned
+    second = experiment(4)
+    assert second.task.vocab_file == os.path.join(run, "vocab.txt")
+    assert second.task.model == first.task.model and second.task.labels == first.task.labels
+    runner.run(ClassificationTask(second.task), second, run, "train")
+    assert tf.train.latest_checkpoint(run).endswith("ckpt-4")
+    evaluation = experiment(4)
+    results = runner.run(ClassificationTask(evaluation.task), evaluation, run, "eval")
+    assert np.isfinite(results["loss"])
 
 
 # ------------------------------------------------------------------------------ data

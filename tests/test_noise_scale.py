@@ -47,3 +47,19 @@ def test_keras_measure_needs_a_compiled_model_and_two_parts():
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match=r"num_parts=1 must be >= 2"):
         noise_scale.measure(model, dataset, num_parts=1)
+
+
+def test_keras_measure_leaves_batch_norm_statistics_and_seeds_as_they_were():
+    rng = np.random.default_rng(4)
+    x = rng.normal(3.0, 2.0, (64, 5)).astype(np.float32)
+    y = rng.normal(size=(64, 1)).astype(np.float32)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.Dropout(0.3),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=lamb_tf.Lamb(), loss="mse", metrics=["mae"])
+    before = [np.array(v.numpy()) for v in model.variables]
+    assert any("moving_mean" in v.path for v in model.variables)
+    result = noise_scale.measure(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
+    assert result["batches"] == 4 and np.isfinite(result["b_simple"])
+    for variable, value in zip(model.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)

@@ -74,6 +74,26 @@ class LinearTask(task_lib.Task):
         pass
 
 
+class CountingLayer(tf_keras.layers.Layer):
+    """The identity, counting its training-mode calls in a non-trainable variable: model state
+    that a training pass updates, as batch norm's moving statistics."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight("count", shape=(), initializer="zeros", trainable=False)
+
+    def call(self, inputs, training=None):
+        if training:
+            self.count.assign_add(1.0)
+        return inputs
+
+
+class StatefulLinearTask(LinearTask):
+    def build_model(self):
+        model = super().build_model()
+        model.add(CountingLayer())
+        return model
+
+
 def linear_experiment(**trainer):
     # Learning rate 0: the weights, and so |G|^2 and tr(Sigma), stay where they were.
     return config_lib.merge(BertExperimentConfig(), {
@@ -84,21 +104,26 @@ def linear_experiment(**trainer):
 
 
 LAYOUTS = {
-    "two micro-batches": (dict(num_accumulation_steps=2), None),
-    "one batch split in two": (dict(noise_scale="split"), None),
-    "two replicas": ({}, two_device_mirrored_strategy),
+    "two micro-batches": (dict(num_accumulation_steps=2), None, LinearTask),
+    "one batch split in two": (dict(noise_scale="split"), None, LinearTask),
+    # The halves in extra passes whose state changes are undone.
+    "one batch split in two, model with state": (dict(noise_scale="split"), None,
+                                                 StatefulLinearTask),
+    "two replicas": ({}, two_device_mirrored_strategy, LinearTask),
 }
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_the_runners_estimates_are_unbiased_against_the_closed_form(layout, tmp_path):
-    trainer, make_strategy = LAYOUTS[layout]
+    trainer, make_strategy, make_task = LAYOUTS[layout]
     x, y, w = noise_reference.problem()
     experiment = linear_experiment(**trainer)
-    trained = runner.Runner(LinearTask(x, y, w), experiment, str(tmp_path),
+    trained = runner.Runner(make_task(x, y, w), experiment, str(tmp_path),
                             strategy=make_strategy() if make_strategy else None)
     trained.train()
     np.testing.assert_allclose(trained.model.layers[0].get_weights()[0], w)
+    if make_task is StatefulLinearTask:
+        assert float(trained.model.layers[1].count.numpy()) == STEPS  # one pass per update
     gradients = noise_reference.per_example_gradients(x, y, w)
     g2, trace = noise_reference.exact_expectations(gradients, SMALL, BATCH)
     sd_g2, sd_trace = noise_reference.estimate_spread(gradients, SMALL, BATCH)
@@ -146,3 +171,34 @@ def test_a_bert_run_writes_the_noise_scale_to_tensorboard(tmp_path_factory):
     trace = dict(scalars(model_dir, "noise_scale/trace_sigma"))
     for step, value in b_simple:
         assert value == pytest.approx(trace[step] / g2[step], rel=1e-5)
+
+
+def _resnet_run(model_dir, noise_scale):
+    from trainers.resnet.config import ResNetExperimentConfig
+    from trainers.resnet.task import ResNetTask
+    experiment = config_lib.merge(ResNetExperimentConfig(), {
+        "task": {"model": {"model_id": 10, "num_classes": 3, "image_size": 16,
+                           "norm_momentum": 0.5}, "use_synthetic_data": True},
+        "trainer": {"train_batch_size": 8, "num_train_steps": 3, "iterations_per_loop": 3,
+                    "save_checkpoints_steps": 3, "noise_scale": noise_scale},
+        "optimizer": {"name": "momentum", "learning_rate": 0.1, "num_warmup_steps": 0},
+    })
+    trained = runner.Runner(ResNetTask(experiment.task), experiment, model_dir)
+    trained.train()
+    return trained
+
+
+def test_split_leaves_a_batch_norm_model_as_it_trains_without_it(tmp_path):
+    # Halves would normalize by half-batch statistics and update the moving averages twice.
+    plain = _resnet_run(str(tmp_path / "plain"), "disabled")
+    split = _resnet_run(str(tmp_path / "split"), "split")
+    assert split.noise_scale.ready and not plain.noise_scale.ready
+    names = [v.name for v in plain.model.variables]  # (the second model's get a suffix)
+    assert any("moving_mean" in n for n in names)
+    assert len(names) == len(split.model.variables)
+    for name, want, got in zip(names, plain.model.variables, split.model.variables):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    for want, got in zip(runner._dropout_generators(plain.model),
+                         runner._dropout_generators(split.model)):
+        np.testing.assert_array_equal(got.state.numpy(), want.state.numpy())

@@ -15,7 +15,9 @@ itself and hands each local replica its batch.
 """
 
 import tensorflow as tf
+from absl import logging
 
+from trainers import task as task_lib
 from trainers.data import positions
 
 
@@ -42,6 +44,12 @@ class TrainInput:
         self._iterator = None
         self.carries_position = None
 
+    @property
+    def _takes_after(self):
+        """Tasks written before data positions have an input_fn without `after`: they are
+        called as then, and their iterator is checkpointed as then."""
+        return task_lib.takes_argument(self._task.input_fn, "after")
+
     def _context(self):
         """This worker's first pipeline, as tf.distribute numbers them."""
         return tf.distribute.InputContext(self.num_pipelines * self.local_pipelines,
@@ -50,15 +58,26 @@ class TrainInput:
 
     def dataset(self, after=positions.NOTHING_READ, context=None):
         """The batches of one pipeline (this worker's first, by default) after `after`."""
-        return self._task.input_fn("train", self._global_batch_size, context or self._context(),
-                                   seed=self._seed, after=after)
+        context = context or self._context()
+        if not self._takes_after:
+            return self._task.input_fn("train", self._global_batch_size, context,
+                                       seed=self._seed)
+        return self._task.input_fn("train", self._global_batch_size, context, seed=self._seed,
+                                   after=after)
 
     def checkpointed_state(self):
         """What a data-position checkpoint saves and restores: the position variable, or the
         whole iterator of a dataset that carries no position."""
         dataset = self.dataset()
         spec = dataset.element_spec
-        self.carries_position = isinstance(spec, dict) and positions.POSITION_KEY in spec
+        has_positions = isinstance(spec, dict) and positions.POSITION_KEY in spec
+        self.carries_position = has_positions and self._takes_after
+        if has_positions and not self._takes_after:
+            logging.warning(
+                "%s.input_fn takes no `after`, so a resumed run cannot start its batches after "
+                "their data position: the whole input iterator (shuffle buffer included) is "
+                "checkpointed instead. Add `after=None` to input_fn and pass it on to save "
+                "positions.", type(self._task).__name__)
         if self.carries_position:
             return self.position
         if self.local_pipelines > 1:

@@ -164,6 +164,14 @@ class Runner:
             self.metrics = task.build_metrics()
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               dropout_generators=_dropout_generators(self.model))
+        # A model whose training pass updates state of its own (batch norm's moving statistics)
+        # would train differently on two halves: half-batch statistics, two moving-average
+        # updates. There split keeps the whole-batch update and measures the halves in extra
+        # passes whose state changes are undone (the dropout generators' included).
+        self._split_state = []
+        if self.noise_scale_split > 1 and self.model.non_trainable_variables:
+            self._split_state = list(self.model.non_trainable_variables) + [
+                generator.state for generator in _dropout_generators(self.model)]
         self.train_input = input_lib.TrainInput(task, self.strategy,
                                                 self.trainer.train_batch_size, runtime.seed)
         self.weight_norms = (health.WeightNorms(self.model.trainable_variables, model_dir)
@@ -216,12 +224,18 @@ class Runner:
     def _train_step_fn(self):
         """The per-replica update: accumulate micro-batch gradients locally, reduce once."""
         task, model, optimizer = self.task, self.model, self.optimizer
-        accumulation = self.trainer.num_accumulation_steps * self.noise_scale_split
-        micro = self.micro_batch_size // self.noise_scale_split
+        split_state = self._split_state
+        # Without model state, split is accumulation over the two halves: the same update.
+        split_in_update = 1 if split_state else self.noise_scale_split
+        accumulation = self.trainer.num_accumulation_steps * split_in_update
+        micro = self.micro_batch_size // split_in_update
         variables = model.trainable_variables
         measure = self.measures_noise_scale
         global_batch = self.trainer.train_batch_size
         small_gradients = self.num_replicas * accumulation
+        small_batch = micro
+        if split_state:
+            small_gradients, small_batch = self.noise_scale_split, micro // self.noise_scale_split
 
         def replica_step(features):
             context = tf.distribute.get_replica_context()
@@ -257,11 +271,27 @@ class Runner:
             def small_sq_norm(gradients):
                 return noise_scale.squared_norm(gradients) if measure else tf.constant(0.0)
 
+            def halves_sq_norm(features, used):
+                """Summed squared norms of the gradients of the batch's halves, from passes
+                that leave the model's state (moving statistics, dropout generators) as it
+                was: only the whole batch's pass trains it."""
+                saved = [tf.identity(v) for v in split_state]
+                halves = tf.nest.map_structure(
+                    lambda t: _split_batch(t, self.noise_scale_split, small_batch), features)
+                total = tf.constant(0.0)
+                for i in range(self.noise_scale_split):
+                    _, half = loss_and_gradients(tf.nest.map_structure(lambda t: t[i], halves))
+                    total += small_sq_norm([_dense(g) for g, u in zip(half, used) if u])
+                with tf.control_dependencies([total]):
+                    restored = [v.assign(value) for v, value in zip(split_state, saved)]
+                with tf.control_dependencies(restored):
+                    return tf.identity(total)
+
             loss, gradients = loss_and_gradients(micro_batch(0))
             # Variables the loss does not reach (e.g. an unused pooler) get no update at all.
             used = [g is not None for g in gradients]
             gradients = [_dense(g) for g in gradients if g is not None]
-            small_sq_sum = small_sq_norm(gradients)
+            small_sq_sum = tf.constant(0.0) if split_state else small_sq_norm(gradients)
             if accumulation > 1:
                 def body(i, loss_sum, gradient_sums, small_sq_sum):
                     loss, more = loss_and_gradients(micro_batch(i))
@@ -272,6 +302,8 @@ class Runner:
                 _, loss, gradients, small_sq_sum = tf.while_loop(
                     lambda i, *_: i < accumulation, body,
                     (tf.constant(1), loss, gradients, small_sq_sum))
+            if split_state and measure:
+                small_sq_sum = halves_sq_norm(features, used)
             updated = [v for v, u in zip(variables, used) if u]
             gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
             loss = context.all_reduce(tf.distribute.ReduceOp.SUM, loss)
@@ -283,7 +315,8 @@ class Runner:
             gradients_finite = tf.reduce_all(
                 [tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
             estimates = self._noise_scale_estimates(
-                context, small_sq_sum, small_gradients, micro, gradient_norm, global_batch)
+                context, small_sq_sum, small_gradients, small_batch, gradient_norm,
+                global_batch)
             optimizer.apply_gradients(zip(gradients, updated), skip_gradients_aggregation=True)
             return loss, gradient_norm, gradients_finite, estimates
 
@@ -425,6 +458,7 @@ class Runner:
             return results
         if self.is_chief:
             lock.check()
+            self._write_records(resumed=bool(latest))
             params.write(self.experiment, self.step, cluster, stream)
             self.weight_norms.start(self.step)
         train_loop = self._make_train_loop()
@@ -493,6 +527,20 @@ class Runner:
                   f"examples/s over the last {timed_steps} steps (the first loop, which traces "
                   "and compiles, is left out)")
         return results
+
+    def _write_records(self, resumed):
+        """The task's model_dir records (e.g. the vocab), refused if a resumed run's differ."""
+        for name, text in self.task.model_dir_records().items():
+            path = os.path.join(self.model_dir, name)
+            if resumed and tf.io.gfile.exists(path):
+                with tf.io.gfile.GFile(path) as f:
+                    if f.read() != text:
+                        raise ValueError(
+                            f"{path} records what the checkpoints in {self.model_dir} were "
+                            f"trained with, and this run's {name} differs; resume with the "
+                            "same, or pass another --model_dir (with --init_checkpoint to "
+                            "start from these weights).")
+            storage.write_text(path, text)
 
     def _roll_back(self, spike, recovery, path):
         """Model and optimizer back to checkpoint `path`; the data stays where it is."""

@@ -1,6 +1,7 @@
 """What a task gives the runner: the three parts a TPUEstimator user wrote, as one class."""
 
 import abc
+import inspect
 from concurrent import futures
 
 import tensorflow as tf
@@ -64,12 +65,37 @@ class Task(abc.ABC):
 
         Training batches that carry `trainers.data.positions.POSITION_KEY` are resumed from
         their position (a few bytes per checkpoint); the runner checkpoints any other dataset's
-        whole iterator, shuffle buffer included."""
+        whole iterator, shuffle buffer included. An override without `after`, or a
+        `train_dataset` without it (the interface before data positions), is called without
+        it, and its iterator is checkpointed."""
         if mode == "train":
             after = positions.NOTHING_READ if after is None else after
-            return self.inputs(mode).train_dataset(global_batch_size, input_context, seed=seed,
-                                                   after=after)
+            inputs = self.inputs(mode)
+            if takes_argument(inputs.train_dataset, "after"):
+                return inputs.train_dataset(global_batch_size, input_context, seed=seed,
+                                            after=after)
+            # Written before data positions: called as it was then, its iterator checkpointed.
+            if tuple(after) != positions.NOTHING_READ:
+                raise ValueError(
+                    f"{type(inputs).__name__}.train_dataset takes no `after`, so it cannot start "
+                    f"after the saved data position {tuple(after)}; add an `after` parameter "
+                    "(trainers.data.positions) or give its batches no position.")
+            dataset = inputs.train_dataset(global_batch_size, input_context, seed=seed)
+            spec = dataset.element_spec
+            if isinstance(spec, dict) and positions.POSITION_KEY in spec:
+                raise ValueError(
+                    f"{type(inputs).__name__}.train_dataset gives batches with data positions "
+                    "but takes no `after` to resume from one; add an `after` parameter "
+                    "(trainers.data.positions) or drop the positions.")
+            return dataset
         return self.inputs(mode).eval_dataset(global_batch_size, input_context)
+
+    def model_dir_records(self):
+        """{file name: text} the runner writes into a training run's model_dir beside
+        params.yaml: what a later user of the checkpoints needs and the config only points to
+        (a vocab). A resumed run must record the same, since its checkpoints were trained
+        with it."""
+        return {}
 
     def input_files(self, mode):
         """The files `mode` reads, so that a corrupt record can be traced to its file."""
@@ -124,3 +150,10 @@ class Task(abc.ABC):
         `trainers.health`); none by default."""
         del results
         return []
+
+
+def takes_argument(function, name):
+    """Whether `function` accepts the keyword argument `name` (named, or through **kwargs)."""
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               or p.kind == p.VAR_KEYWORD for p in parameters)

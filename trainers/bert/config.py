@@ -1,6 +1,7 @@
 """The BERT pretraining experiment config (see trainers/config.py for how it is filled)."""
 
 import dataclasses
+import typing
 
 from trainers import config as config_lib
 
@@ -40,6 +41,12 @@ class BertDataConfig:
 @dataclasses.dataclass
 class BertTaskConfig:
     model: BertModelConfig = dataclasses.field(default_factory=BertModelConfig)
+    # The WordPiece vocab and casing the training data was made with. Pretraining needs neither;
+    # the run copies them into its model_dir (vocab.txt, tokenization.json) for fine-tuning and
+    # export. Empty / null: read from beside the shards, where create_pretraining_data puts
+    # them; set them for data made elsewhere (google-research/bert's shards have none).
+    vocab_file: str = ""
+    do_lower_case: typing.Optional[bool] = None
     train_data: BertDataConfig = dataclasses.field(default_factory=BertDataConfig)
     eval_data: BertDataConfig = dataclasses.field(default_factory=BertDataConfig)
 

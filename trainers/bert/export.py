@@ -9,7 +9,8 @@ Writes into --output_dir:
 - `encoder_config.yaml`: Model Garden's `EncoderConfig` (type `bert_v2`), for a fine-tuning
   config's `model.encoder` or `official.nlp.configs.encoders.build_encoder`.
 - `vocab.txt`: the WordPiece vocab the pretraining data was made with, and
-  `tokenization.json` (`do_lower_case`) when the data's description says how it was cased.
+  `tokenization.json` (`do_lower_case`) when the run records how it was cased (the model_dir's
+  own copies; for runs from before they were recorded, the files beside the training data).
 - `saved_model/`: a SavedModel of the encoder: inputs `input_word_ids`, `input_mask`,
   `input_type_ids` (int32 [batch, seq]); outputs `sequence_output`, `pooled_output`.
 
@@ -18,7 +19,6 @@ the exported encoder carries the trained next-sentence pooler in its place: `poo
 the pooled [CLS] that pretraining actually learned.
 """
 
-import json
 import logging as python_logging
 import os
 
@@ -51,7 +51,9 @@ class EncoderModule(tf.Module):
 
 
 def _normalized(path):
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+    # Real paths: through a symlink (runs -> disk/runs) an absolute path hides that the output
+    # holds the model_dir, and --overwrite would delete the run.
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
 
 
 def _check_output_dir(model_dir, output_dir):
@@ -76,7 +78,12 @@ def export(model_dir, output_dir, vocab_file="", overwrite=False):
     latest = checkpointing.newest_whole_checkpoint(model_dir, 0, move_broken=False)
     if latest is None:
         raise FileNotFoundError(f"No checkpoint in {model_dir} to export; train first.")
-    vocab = vocab_file or pretrained.pretraining_vocab(experiment.task.train_data)
+    recorded_vocab, do_lower_case = pretrained.pretraining_tokenization(model_dir, experiment)
+    vocab = vocab_file or recorded_vocab
+    if not vocab:
+        raise FileNotFoundError(f"{model_dir} records no vocab, and none lies beside its "
+                                "training data; pass --vocab_file with the vocab the data was "
+                                "made with.")
     replacing = tf.io.gfile.exists(output_dir) and bool(tf.io.gfile.listdir(output_dir))
     if replacing and not overwrite:
         raise ValueError(f"{output_dir} is not empty; pass --overwrite to replace its "
@@ -87,7 +94,7 @@ def export(model_dir, output_dir, vocab_file="", overwrite=False):
         tf.io.gfile.rmtree(partial)
     tf.io.gfile.makedirs(partial)
     try:
-        _write_export(experiment, latest, vocab, partial)
+        _write_export(experiment, latest, vocab, do_lower_case, partial)
     except BaseException:
         tf.io.gfile.rmtree(partial)
         raise
@@ -101,7 +108,7 @@ def export(model_dir, output_dir, vocab_file="", overwrite=False):
     return latest
 
 
-def _write_export(experiment, checkpoint, vocab, output_dir):
+def _write_export(experiment, checkpoint, vocab, do_lower_case, output_dir):
     model = pretrained.trained_pretrainer(experiment, checkpoint)
     tf.train.Checkpoint(**model.checkpoint_items).write(os.path.join(output_dir,
                                                                      CHECKPOINT_NAME))
@@ -109,10 +116,9 @@ def _write_export(experiment, checkpoint, vocab, output_dir):
         f.write(yaml.safe_dump(pretrained.encoder_config(experiment.task.model),
                                sort_keys=False))
     tf.io.gfile.copy(vocab, os.path.join(output_dir, pretrained.VOCAB_FILE), overwrite=True)
-    do_lower_case = pretrained.pretraining_lower_case(experiment.task.train_data)
     if do_lower_case is not None:
         with tf.io.gfile.GFile(os.path.join(output_dir, pretrained.TOKENIZATION_FILE), "w") as f:
-            json.dump({"do_lower_case": do_lower_case}, f)
+            f.write(pretrained.tokenization_record(do_lower_case))
     module = EncoderModule(model.encoder_network)
     # tf.saved_model.save leaves absl's logger at WARNING, which would silence the INFO
     # progress of everything the calling process runs after an in-process export.
@@ -141,7 +147,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("model_dir", None, "A trainers.bert model_dir (params.yaml + checkpoints).")
     flags.DEFINE_string("output_dir", None, "Where the export goes.")
     flags.DEFINE_string("vocab_file", "", "The vocab of the pretraining data (default: the "
-                        "vocab.txt beside the training shards).")
+                        "model_dir's recorded vocab.txt).")
     flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir.")
     flags.mark_flags_as_required(["model_dir", "output_dir"])
     cli.run(main)

@@ -13,6 +13,7 @@ import typing
 
 import tensorflow as tf
 import yaml
+from absl import logging
 
 from trainers import checkpointing
 from trainers import config as config_lib
@@ -76,23 +77,52 @@ def _data_directory(data_config):
     return os.path.dirname(files_lib.expand_patterns(data_config.input_path)[0])
 
 
-def pretraining_vocab(data_config):
-    """The vocab.txt beside a pretraining run's training data."""
-    path = os.path.join(_data_directory(data_config), VOCAB_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"No vocab.txt beside the training data ({path}); pass "
-                                "--vocab_file with the vocab the data was made with.")
-    return path
-
-
-def pretraining_lower_case(data_config):
-    """Whether the pretraining data was lower-cased, from its description; None if the data
+def data_tokenization(data_directory):
+    """(vocab path or "", do_lower_case or None, tokenizer or None) that
+    create_pretraining_data wrote beside its shards in `data_directory`; empty where the data
     does not say (made by another tool)."""
-    path = os.path.join(_data_directory(data_config), creator.DATA_DESCRIPTION_FILE)
+    vocab = os.path.join(data_directory, VOCAB_FILE)
+    description = os.path.join(data_directory, creator.DATA_DESCRIPTION_FILE)
+    settings = {}
+    if tf.io.gfile.exists(description):
+        with tf.io.gfile.GFile(description) as f:
+            settings = json.load(f).get("settings", {})
+    return (vocab if tf.io.gfile.exists(vocab) else "", settings.get("do_lower_case"),
+            settings.get("tokenizer"))
+
+
+def tokenization_record(do_lower_case, tokenizer=None):
+    """The contents of TOKENIZATION_FILE: how the vocab's text was cut (the export's format)."""
+    record = {"do_lower_case": do_lower_case}
+    if tokenizer:
+        record["tokenizer"] = tokenizer
+    return json.dumps(record)
+
+
+def _recorded_lower_case(directory):
+    path = os.path.join(directory, TOKENIZATION_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
-        return json.load(f).get("settings", {}).get("do_lower_case")
+        return json.load(f).get("do_lower_case")
+
+
+def pretraining_tokenization(model_dir, experiment):
+    """(vocab path or "", do_lower_case or None) a pretraining model_dir was trained with: the
+    copies it records (vocab.txt, tokenization.json), else, for a run from before it recorded
+    them, what lies beside its training data if that is still where params.yaml says."""
+    recorded = os.path.join(model_dir, VOCAB_FILE)
+    if tf.io.gfile.exists(recorded):
+        return recorded, _recorded_lower_case(model_dir)
+    try:
+        directory = _data_directory(experiment.task.train_data)
+    except (ValueError, FileNotFoundError):  # moved data
+        return "", None
+    vocab, do_lower_case, _ = data_tokenization(directory)
+    if vocab:
+        logging.info("%s records no vocab (a run from before it did): using %s beside its "
+                     "training data.", model_dir, vocab)
+    return vocab, do_lower_case
 
 
 def trained_pretrainer(experiment, checkpoint):
@@ -111,7 +141,8 @@ def trained_pretrainer(experiment, checkpoint):
 class PretrainedEncoder:
     """A pretrained encoder as fine-tuning sees it."""
     model: bert_config.BertModelConfig  # the encoder's architecture
-    vocab_file: str                     # the vocab its pretraining data was tokenized with
+    vocab_file: str                     # the vocab its pretraining data was tokenized with;
+    #                                     "": the source does not say
     do_lower_case: typing.Optional[bool]  # None: the source does not say
     checkpoint: str = ""                # where the weights are; "": model_dir's newest whole one
     experiment: typing.Any = None       # the pretraining config (None for an export)
@@ -159,19 +190,14 @@ def locate(path):
 def _from_export(path):
     with tf.io.gfile.GFile(os.path.join(path, ENCODER_CONFIG_FILE)) as f:
         model = model_config_of(yaml.safe_load(f), os.path.join(path, ENCODER_CONFIG_FILE))
-    do_lower_case = None
-    tokenization = os.path.join(path, TOKENIZATION_FILE)
-    if tf.io.gfile.exists(tokenization):
-        with tf.io.gfile.GFile(tokenization) as f:
-            do_lower_case = json.load(f).get("do_lower_case")
     return PretrainedEncoder(model=model, vocab_file=os.path.join(path, VOCAB_FILE),
-                             do_lower_case=do_lower_case,
+                             do_lower_case=_recorded_lower_case(path),
                              checkpoint=os.path.join(path, CHECKPOINT_NAME))
 
 
 def _from_pretraining(model_dir, checkpoint=""):
     experiment = pretraining_experiment(model_dir)
-    data = experiment.task.train_data
-    return PretrainedEncoder(model=experiment.task.model, vocab_file=pretraining_vocab(data),
-                             do_lower_case=pretraining_lower_case(data), checkpoint=checkpoint,
+    vocab, do_lower_case = pretraining_tokenization(model_dir, experiment)
+    return PretrainedEncoder(model=experiment.task.model, vocab_file=vocab,
+                             do_lower_case=do_lower_case, checkpoint=checkpoint,
                              experiment=experiment, model_dir=model_dir)

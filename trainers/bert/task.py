@@ -5,6 +5,7 @@ import os
 
 import tensorflow as tf
 import tf_keras
+from absl import logging
 from official.nlp.modeling import layers as nlp_layers
 from official.nlp.modeling import models as nlp_models
 from official.nlp.modeling import networks as nlp_networks
@@ -12,8 +13,10 @@ from official.nlp.modeling import networks as nlp_networks
 from trainers import task as task_lib
 from trainers.bert import builtin_data
 from trainers.bert import config as bert_config
+from trainers.bert import pretrained
 from trainers.bert.input_pipeline import PretrainingInput
 from trainers.data import create_pretraining_data as creator
+from trainers.data import wordpiece
 
 # Variables without weight decay or layer adaptation, as in google-research/bert's AdamW and the
 # LAMB paper: layer norms and biases. Model Garden names layer norms "..._layer_norm/gamma".
@@ -126,6 +129,42 @@ class BertPretrainingTask(task_lib.Task):
             raise ValueError(f"The data's vocab has {data_vocab_size} tokens but "
                              f"task.model.vocab_size={self.config.model.vocab_size}; set "
                              f"task.model.vocab_size >= {data_vocab_size}.")
+
+    def tokenization(self):
+        """(vocab path or "", do_lower_case or None, tokenizer or None) the training data was
+        made with: task.vocab_file and task.do_lower_case where set, else what
+        create_pretraining_data wrote beside the shards."""
+        data_directory = os.path.dirname(self.inputs("train").files[0])
+        beside, beside_lower_case, tokenizer = pretrained.data_tokenization(data_directory)
+        vocab, do_lower_case = self.config.vocab_file or beside, self.config.do_lower_case
+        if self.config.vocab_file and beside and (wordpiece.read_vocab(self.config.vocab_file)
+                                                  != wordpiece.read_vocab(beside)):
+            raise ValueError(f"task.vocab_file {self.config.vocab_file} is not the vocab {beside} "
+                             "the training data was made with; leave task.vocab_file empty.")
+        if do_lower_case is None:
+            do_lower_case = beside_lower_case
+        elif beside_lower_case not in (None, do_lower_case):
+            raise ValueError(f"task.do_lower_case={do_lower_case} but the training data says it "
+                             f"was made with do_lower_case={beside_lower_case}; leave it unset.")
+        return vocab, do_lower_case, tokenizer
+
+    def model_dir_records(self):
+        """The vocab and casing of the data, which fine-tuning and export read from the
+        model_dir: the data may move, and google-research/bert's shards carry neither."""
+        vocab, do_lower_case, tokenizer = self.tokenization()
+        records = {}
+        if vocab:
+            wordpiece.read_vocab(vocab)  # a vocab fine-tuning could not use fails here, now
+            with tf.io.gfile.GFile(vocab) as f:
+                records[pretrained.VOCAB_FILE] = f.read()
+        else:
+            logging.warning("No vocab is known for this run's data (task.vocab_file is unset "
+                            "and none lies beside the shards): fine-tuning from it or exporting "
+                            "it will need one given.")
+        if do_lower_case is not None:
+            records[pretrained.TOKENIZATION_FILE] = pretrained.tokenization_record(
+                do_lower_case, tokenizer)
+        return records
 
     # ---------------------------------------------------------------------------- losses
     def loss_normalizers(self, features):

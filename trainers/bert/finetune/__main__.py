@@ -23,7 +23,8 @@ flags.adopt_module_key_flags(trainer_flags)  # so that --help lists them
 
 def main(argv):
     cli.no_arguments(argv)
-    run_from_flags(ClassificationExperimentConfig(), ClassificationTask, resolve_pretrained)
+    run_from_flags(ClassificationExperimentConfig(), ClassificationTask,
+                   lambda experiment: resolve_pretrained(experiment, trainer_flags.model_dir()))
 
 
 if __name__ == "__main__":

@@ -8,49 +8,32 @@ learn from.
 """
 
 import dataclasses
+import os
 
 import tensorflow as tf
 import tf_keras
 from absl import logging
 from official.nlp.modeling import models as nlp_models
 
+from trainers import checkpointing
+from trainers import config as config_lib
 from trainers import task as task_lib
 from trainers.bert import config as bert_config
 from trainers.bert import pretrained
 from trainers.bert.finetune import data as data_lib
+from trainers.bert.finetune.config import ClassificationExperimentConfig
 from trainers.bert.task import WEIGHT_DECAY_EXCLUSIONS, build_encoder, initializer_of
 from trainers.data import wordpiece
 
 
-def resolve_pretrained(experiment):
+def resolve_pretrained(experiment, model_dir=None):
     """Fills the task's architecture, vocab, casing and labels from `trainer.init_checkpoint`
     and the training data, so that params.yaml records them; refuses a vocab or casing that
-    does not belong to the checkpoint."""
+    does not belong to the checkpoint. A `model_dir` that holds checkpoints already gives them
+    itself (resume, eval): its params.yaml and its copy of the vocab."""
     task = experiment.task
-    if experiment.trainer.init_checkpoint:
-        source = pretrained.locate(experiment.trainer.init_checkpoint)
-        # The architecture is the checkpoint's; dropout stays a fine-tuning choice.
-        task.model = dataclasses.replace(
-            source.model, dropout_rate=task.model.dropout_rate,
-            attention_dropout_rate=task.model.attention_dropout_rate)
-        if task.vocab_file and wordpiece.read_vocab(task.vocab_file) != wordpiece.read_vocab(
-                source.vocab_file):
-            raise ValueError(
-                f"task.vocab_file {task.vocab_file} is not the vocab {source.vocab_file} that "
-                f"{experiment.trainer.init_checkpoint} was pretrained with: token ids would mean "
-                "other words to the encoder. Leave task.vocab_file empty to use the "
-                "checkpoint's.")
-        task.vocab_file = source.vocab_file
-        if source.do_lower_case is not None:
-            if task.do_lower_case not in (None, source.do_lower_case):
-                raise ValueError(
-                    f"task.do_lower_case={task.do_lower_case} but "
-                    f"{experiment.trainer.init_checkpoint} was pretrained on text with "
-                    f"do_lower_case={source.do_lower_case}; leave it unset.")
-            task.do_lower_case = source.do_lower_case
-    elif task.random_init:
-        raise ValueError("task.random_init takes the architecture and vocab of "
-                         "--init_checkpoint, and none is given; pass one.")
+    if not _resume_from_records(experiment, model_dir):
+        _take_from_init_checkpoint(experiment)
     if not task.vocab_file:
         raise ValueError("No vocab: pass --init_checkpoint (a trainers.bert model_dir, "
                          "checkpoint or export), or set task.vocab_file and task.model.")
@@ -72,6 +55,75 @@ def resolve_pretrained(experiment):
     if len(task.labels) < 2:
         raise ValueError(f"task.labels {task.labels}: classification needs at least two "
                          "classes.")
+
+
+def _take_from_init_checkpoint(experiment):
+    """The architecture, vocab and casing of `trainer.init_checkpoint`, if one is given."""
+    task = experiment.task
+    if experiment.trainer.init_checkpoint:
+        source = pretrained.locate(experiment.trainer.init_checkpoint)
+        # The architecture is the checkpoint's; dropout stays a fine-tuning choice.
+        task.model = dataclasses.replace(
+            source.model, dropout_rate=task.model.dropout_rate,
+            attention_dropout_rate=task.model.attention_dropout_rate)
+        if source.vocab_file:
+            if task.vocab_file and not _same_vocab(task.vocab_file, source.vocab_file):
+                raise ValueError(
+                    f"task.vocab_file {task.vocab_file} is not the vocab {source.vocab_file} "
+                    f"that {experiment.trainer.init_checkpoint} was pretrained with: token ids "
+                    "would mean other words to the encoder. Leave task.vocab_file empty to use "
+                    "the checkpoint's.")
+            task.vocab_file = source.vocab_file
+        elif not task.vocab_file:
+            raise ValueError(
+                f"{experiment.trainer.init_checkpoint} records no vocab (its pretraining data "
+                "had none beside it, or has moved): set task.vocab_file to the vocab that data "
+                "was made with.")
+        if source.do_lower_case is not None:
+            if task.do_lower_case not in (None, source.do_lower_case):
+                raise ValueError(
+                    f"task.do_lower_case={task.do_lower_case} but "
+                    f"{experiment.trainer.init_checkpoint} was pretrained on text with "
+                    f"do_lower_case={source.do_lower_case}; leave it unset.")
+            task.do_lower_case = source.do_lower_case
+    elif task.random_init:
+        raise ValueError("task.random_init takes the architecture and vocab of "
+                         "--init_checkpoint, and none is given; pass one.")
+
+
+def _same_vocab(a, b):
+    return a == b or wordpiece.read_vocab(a) == wordpiece.read_vocab(b)
+
+
+def _resume_from_records(experiment, model_dir):
+    """Takes the architecture, vocab, casing and labels of a fine-tuning model_dir that holds
+    checkpoints from what it recorded, so that resuming or evaluating it needs neither the
+    pretraining run nor the export; False if `model_dir` holds none."""
+    if not model_dir or not checkpointing.checkpoint_steps(model_dir):
+        return False
+    previous = checkpointing.ParamsRecord(model_dir).previous()
+    if not previous or "task" not in previous:
+        return False
+    recorded = config_lib.merge(ClassificationExperimentConfig(), previous).task
+    task = experiment.task
+    copy = os.path.join(model_dir, pretrained.VOCAB_FILE)
+    # Runs from before the copy was recorded read the vocab where params.yaml says.
+    vocab = copy if tf.io.gfile.exists(copy) else recorded.vocab_file
+    if task.vocab_file and not _same_vocab(task.vocab_file, vocab):
+        raise ValueError(f"task.vocab_file {task.vocab_file} is not the vocab {vocab} that the "
+                         f"checkpoints in {model_dir} were trained with; leave it empty.")
+    if task.do_lower_case not in (None, recorded.do_lower_case):
+        raise ValueError(f"task.do_lower_case={task.do_lower_case} but the checkpoints in "
+                         f"{model_dir} were trained with do_lower_case="
+                         f"{recorded.do_lower_case}; leave it unset.")
+    task.model = dataclasses.replace(
+        recorded.model, dropout_rate=task.model.dropout_rate,
+        attention_dropout_rate=task.model.attention_dropout_rate)
+    task.vocab_file, task.do_lower_case = vocab, recorded.do_lower_case
+    task.labels = task.labels or recorded.labels
+    logging.info("Architecture, vocab (%s), casing and labels from %s, which holds checkpoints "
+                 "already.", vocab, model_dir)
+    return True
 
 
 class ClassificationTask(task_lib.Task):
@@ -114,6 +166,15 @@ class ClassificationTask(task_lib.Task):
 
     def weight_decay_exclusions(self):
         return list(WEIGHT_DECAY_EXCLUSIONS)
+
+    def model_dir_records(self):
+        """The vocab and casing, copied: resuming and evaluating the run then need neither the
+        pretraining run nor the export it started from."""
+        with tf.io.gfile.GFile(self.config.vocab_file) as f:
+            vocab = f.read()
+        return {pretrained.VOCAB_FILE: vocab,
+                pretrained.TOKENIZATION_FILE: pretrained.tokenization_record(
+                    self.config.do_lower_case)}
 
     # ------------------------------------------------------------------------------ data
     def inputs(self, mode):
