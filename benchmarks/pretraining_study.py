@@ -127,6 +127,20 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+def table(rows):
+    """Markdown, a line per variant."""
+    lines = ["| variant | flags on command 1 | masked-LM | next-sentence | pooler saturated | "
+             "pooler spread | word-embedding norm growth | largest growth | probe (dev) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | `{r['flags']}` | {float(r['masked_lm_accuracy']):.1%} | "
+            f"{float(r['next_sentence_accuracy']):.1%} | {float(r['pooler_saturation']):.0%} | "
+            f"{float(r['pooler_spread']):.2g} | {float(r['word_embedding_growth']):.2f}x | "
+            f"{float(r['largest_growth']):.2f}x | {float(r['probe_dev_accuracy']):.1%} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv):
     del argv
     unknown = [v for v in FLAGS.variants if v not in VARIANTS]
@@ -150,6 +164,10 @@ def main(argv):
                              for k, v in row.items()})
         print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in row.items()), flush=True)
+    summary = table(_read(FLAGS.output))
+    with open(os.path.splitext(FLAGS.output)[0] + ".md", "w") as f:
+        f.write(summary)
+    print(summary)
 
 
 if __name__ == "__main__":
