@@ -20,10 +20,10 @@ def data_dir(tmp_path_factory):
     return bert_runs.make_data(str(tmp_path_factory.mktemp("health")))
 
 
-def _run(data_dir, model_dir, learning_rate, num_train_steps=30, mode="train_and_eval"):
+def _run(data_dir, model_dir, learning_rate, num_train_steps=20, mode="train_and_eval"):
     experiment = bert_runs.experiment(
         data_dir, trainer={"num_train_steps": num_train_steps, "iterations_per_loop": 10,
-                           "save_checkpoints_steps": 10},
+                           "save_checkpoints_steps": num_train_steps},
         optimizer={"learning_rate": learning_rate, "num_warmup_steps": 1})
     return runner.run(bert_task.BertPretrainingTask(experiment.task), experiment, model_dir,
                       mode)
@@ -94,3 +94,25 @@ def test_pooler_saturation_is_the_share_of_tanh_outputs_beyond_the_bound():
     saturation = next(m for m in metrics if m.name == "next_sentence_pooler_saturation")
     # Real examples only: 2 of 4, then 1 of 4.
     assert float(saturation.result()) == pytest.approx((0.5 + 0.25) / 2)
+
+
+def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_dir, tmp_path):
+    # A model_dir from before the check: its record is missing when training resumes at step 10.
+    model_dir = str(tmp_path / "old")
+    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    os.remove(os.path.join(model_dir, health.START_NORMS_FILE))
+    experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 20})
+    first = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment, model_dir)
+    first.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    baseline = first.weight_norms.start(step=10)
+    with open(os.path.join(model_dir, health.START_NORMS_FILE)) as f:
+        assert json.load(f) == {"step": 10, "paths": first.weight_norms.paths,
+                                "norms": baseline}
+    # A second restart judges against the same start, not its own, and says since when.
+    second = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment, model_dir)
+    second.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    index, embeddings = next((i, v) for i, v in enumerate(second.model.trainable_variables)
+                             if "word_embeddings" in health.variable_path(v))
+    embeddings.assign(embeddings * (11.0 * baseline[index] / np.linalg.norm(embeddings.numpy())))
+    _, warnings = second.weight_norms.check(step=15)
+    assert len(warnings) == 1 and "since step 10" in warnings[0]

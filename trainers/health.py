@@ -38,6 +38,7 @@ class WeightNorms:
         self.growth_limit = growth_limit
         self._start_file = os.path.join(model_dir, START_NORMS_FILE)
         self._start = None
+        self.start_step = 0
         self._warned = set()
         # One device program and one transfer of a float per variable, as the savable check
         # reads the weights.
@@ -49,21 +50,20 @@ class WeightNorms:
         return self._norms().numpy().tolist()
 
     def start(self, step):
-        """The norms at step 0: recorded now on a fresh run, read back on a resumed one (a run
-        whose model_dir has no record, from before this check, starts from what it has now).
-        Matched by position: tf_keras numbers layer names by what the process built before."""
+        """The norms growth is judged against: step 0's, recorded when a fresh run starts and
+        read back on resume. A model_dir without a usable record (made before this check) gets
+        one at the step it is first seen, and the warnings then say "since step N"."""
         if self._start is not None:
             return self._start
-        if step > 0 and tf.io.gfile.exists(self._start_file):
+        if tf.io.gfile.exists(self._start_file):
             with tf.io.gfile.GFile(self._start_file) as f:
-                recorded = json.load(f)["norms"]
-            if len(recorded) == len(self.paths):
-                self._start = recorded
+                recorded = json.load(f)
+            if len(recorded["norms"]) == len(self.paths):
+                self._start, self.start_step = recorded["norms"], recorded.get("step", 0)
         if self._start is None:
-            self._start = self.norms()
-            if step == 0:
-                storage.write_text(self._start_file, json.dumps(
-                    {"paths": self.paths, "norms": self._start}, indent=1))
+            self._start, self.start_step = self.norms(), step
+            storage.write_text(self._start_file, json.dumps(
+                {"step": step, "paths": self.paths, "norms": self._start}, indent=1))
         return self._start
 
     def check(self, step):
@@ -85,14 +85,15 @@ class WeightNorms:
                               for growth, path, initial, norm in grown[:3])
             more = f" and {len(grown) - 3} more" if len(grown) > 3 else ""
             warnings.append(
-                f"Weight norms exploded at step {step}: {named}{more} since step 0 (more than "
+                f"Weight norms exploded at step {step}: {named}{more} since step "
+                f"{self.start_step} (more than "
                 f"{self.growth_limit:g}x). The learning rate is likely too high for these layers; "
                 "lower it, or exclude them from layer adaptation.")
         return now, warnings
 
     def write_summaries(self, norms, start):
-        """`weight_norm/<path>` scalars and the histogram of growth since step 0, into the
-        default summary writer."""
+        """`weight_norm/<path>` scalars and the histogram of growth since the recorded start,
+        into the default summary writer."""
         for path, norm in zip(self.paths, norms):
             tf.summary.scalar(f"weight_norm/{path}", norm)
         growth = [norm / initial for initial, norm in zip(start, norms) if initial > 0]
@@ -100,7 +101,7 @@ class WeightNorms:
             tf.summary.histogram("weight_norm_growth", np.array(growth, np.float32))
 
     def largest_growth(self, norms, start, count=3):
-        """'path 20.1x, path 3.2x, ...': the variables whose norms grew most since step 0."""
+        """'path 20.1x, path 3.2x, ...': the variables whose norms grew most since the start."""
         growth = sorted(((norm / initial, path) for path, initial, norm
                          in zip(self.paths, start, norms) if initial > 0), reverse=True)
         return ", ".join(f"{path} {g:.2f}x" for g, path in growth[:count])

@@ -655,9 +655,10 @@ class Runner:
             for name, value in results.items():
                 tf.summary.scalar(name, value)
         if self.weight_norms:
-            logging.info("weight norms at step %d, largest growth since step 0: %s", step,
-                         self.weight_norms.largest_growth(
-                             self.weight_norms.norms(), self.weight_norms.start(step)))
+            start = self.weight_norms.start(step)
+            logging.info("weight norms at step %d, largest growth since step %d: %s", step,
+                         self.weight_norms.start_step,
+                         self.weight_norms.largest_growth(self.weight_norms.norms(), start))
         health.log_warnings(self.task.health_warnings(results))
         if self.is_chief:
             tf.io.gfile.makedirs(self.model_dir)
