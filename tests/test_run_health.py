@@ -45,7 +45,7 @@ def test_a_run_that_saturates_its_pooler_and_explodes_its_norms_is_warned_about(
     warned = _warnings(caplog)
     assert any("pooler is saturated" in w for w in warned), warned
     exploded = [w for w in warned if "Weight norms exploded" in w]
-    assert exploded and "word_embeddings" in " ".join(exploded)
+    assert exploded and "embeddings/embeddings" in " ".join(exploded)
 
 
 def test_a_healthy_run_is_not_warned_about(data_dir, tmp_path, caplog):
