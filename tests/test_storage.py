@@ -394,6 +394,113 @@ def test_transient_errors_reading_a_lease_are_retried(monkeypatch):
         assert _lease_text(model_dir).startswith(f"pid {os.getpid()} on ")
 
 
+def _holder_and_successor(model_dir, during_holders_trouble):
+    """A holder whose renewals run into `during_holders_trouble` (set up once it holds the
+    lease), a successor that watches its lease go stale and takes over; both, once the
+    holder's late renewal (if any) would have landed."""
+    tf.io.gfile.makedirs(model_dir)
+    holder = model_dir_lock._Lease(model_dir)
+    holder.acquire()
+    during_holders_trouble(holder)
+    successor = model_dir_lock._Lease(model_dir)
+    successor.acquire()  # watches LEASE_STALE_SECONDS (2 s), then takes over
+    time.sleep(1.5)  # past the holder's late renewal, ~3 s after its trouble began
+    return holder, successor
+
+
+def _assert_successor_kept_its_lease(model_dir, holder, successor):
+    try:
+        assert f"\ntoken {successor._token}\n" in _lease_text(model_dir)
+        successor.check()  # not stopped: the lease it took over is still its own
+        with pytest.raises(model_dir_lock.LeaseLostError, match=r"over the 1\.5 s deadline"):
+            holder.check()
+    finally:
+        holder.release()
+        successor.release()
+
+
+def test_a_renewal_failing_past_the_deadline_never_lands_over_a_successors_lease(monkeypatch):
+    """Storage fails the holder's renewals for 2.6 s. A renewal retried through
+    storage.retrying (1 s waits here) began inside the deadline and landed at ~3 s, after the
+    successor had taken over: it replaced the successor's lease and both runs stopped."""
+    model_dir = "ram://storage_test/renewal_retried_late"
+    monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (1.0, 1.0, 1.0))
+    real_write, outage = storage._write_remote, {"until": 0.0}
+
+    def write(path, text, temporary):
+        if outage["token"] in temporary and time.monotonic() < outage["until"]:
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_write(path, text, temporary)
+
+    def outage_for(holder):
+        outage.update(token=holder._token, until=time.monotonic() + 2.6)
+
+    outage["token"] = "nobody"
+    monkeypatch.setattr(storage, "_write_remote", write)
+    holder, successor = _holder_and_successor(model_dir, outage_for)
+    _assert_successor_kept_its_lease(model_dir, holder, successor)
+
+
+def test_a_renewal_whose_read_answers_past_the_deadline_does_not_write(monkeypatch):
+    """The holder's renewal reads its own lease, but the answer arrives 2.6 s later, after the
+    successor took over: writing then would replace the successor's lease."""
+    model_dir = "ram://storage_test/renewal_read_late"
+    real_gfile, slowed = tf.io.gfile.GFile, {"thread": None, "done": False}
+
+    class SlowAnswer:
+        def __init__(self, path, mode):
+            self._file = real_gfile(path, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._file.close()
+
+        def read(self):
+            text = self._file.read()  # read now, answered late
+            time.sleep(2.6)
+            return text
+
+    def gfile(path, mode="r"):
+        if (threading.current_thread() is slowed["thread"] and mode == "r"
+                and not slowed["done"]):
+            slowed["done"] = True
+            return SlowAnswer(path, mode)
+        return real_gfile(path, mode)
+
+    monkeypatch.setattr(tf.io.gfile, "GFile", gfile)
+    holder, successor = _holder_and_successor(
+        model_dir, lambda holder: slowed.update(thread=holder._thread))
+    assert slowed["done"]
+    _assert_successor_kept_its_lease(model_dir, holder, successor)
+
+
+def test_a_deletion_that_succeeded_but_reported_a_transient_error_counts_as_done(
+        tmp_path, monkeypatch):
+    """A non-chief removes its worker_tmp copy after each save. The delete is done on the
+    server but answers Unavailable; its retry then finds nothing (NotFoundError), which
+    storage.retrying takes for damage and raised as a traceback."""
+    checkpoint = tf.train.Checkpoint(weights=tf.Variable([1.0, 2.0]))
+    saves = checkpointing.RunCheckpoints(
+        str(tmp_path), checkpoint, tf.Variable(0, dtype=tf.int64),
+        tf.Variable(3, dtype=tf.int64), keep=2, num_pipelines=1, pipeline_id=0, worker_id=1)
+    real_rmtree, calls = tf.io.gfile.rmtree, []
+
+    def rmtree(path):
+        real_rmtree(path)
+        calls.append(path)
+        if len(calls) == 1:
+            raise tf.errors.UnavailableError(None, None, "injected: deleted, then timed out")
+
+    monkeypatch.setattr(tf.io.gfile, "rmtree", rmtree)
+    saves.save()
+    assert len(calls) == 1  # the retry found it gone: done, nothing more to delete
+    own_dir = os.path.join(str(tmp_path), checkpointing.WORKER_COPIES_DIR, "1")
+    assert not tf.io.gfile.exists(own_dir)
+    assert saves.latest == os.path.join(str(tmp_path), "ckpt-3")
+
+
 def test_two_starters_within_one_read_then_write_window_do_not_both_go_on(monkeypatch):
     """Both starters read the lease absent; the slow one's claim lands after the fast one has
     read its own back. The slow one must not go on too."""

@@ -172,7 +172,7 @@ def keep_newest(directory, keep, up_to=None):
     for step in steps:
         if step not in kept:
             for path in storage.checkpoint_files(directory, step):
-                tf.io.gfile.remove(path)
+                storage.delete(path)  # idempotent: keep_newest runs under storage.retrying
     return [os.path.join(directory, f"ckpt-{s}") for s in kept]
 
 
@@ -462,7 +462,7 @@ class RunCheckpoints:
                 lambda: write_state(self.model_dir, keep_newest(self.model_dir, self._keep)),
                 f"old checkpoints in {self.model_dir}", doing="Deleting")
         else:
-            storage.retrying(lambda: tf.io.gfile.rmtree(self._own_dir), self._own_dir,
+            storage.retrying(lambda: storage.delete(self._own_dir), self._own_dir,
                              doing="Deleting")
         # Every worker names the chief's copy, which all of them restore from.
         self.latest = os.path.join(self.model_dir, f"ckpt-{step}")

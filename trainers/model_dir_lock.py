@@ -7,13 +7,14 @@ both write checkpoints in turn.
 - Local folders: `fcntl.flock`, which the kernel releases when its process dies, so a killed run
   never leaves the directory stuck.
 - Remote paths (gs://, ram://, ...), which have no lock: a lease file renewed through tf.io.gfile
-  every LEASE_RENEW_SECONDS. A newcomer that finds one watches it: renewed while it watches
-  means a live holder, and the newcomer is refused; not renewed for LEASE_STALE_SECONDS (by the
-  newcomer's own clock, so clock skew between hosts does not matter) means a dead holder, and
-  the newcomer takes over. The holder stops acting first: `check()` fails once its last
-  successful renewal began LEASE_DEADLINE_SECONDS ago (shorter than LEASE_STALE_SECONDS, as in
-  Kubernetes' leader election), or once it found the lease in other hands; the runner checks
-  before every save.
+  every LEASE_RENEW_SECONDS, one try each (a retried write could land after a successor took over,
+  and replace its lease), never written once past the deadline. A newcomer that finds one watches
+  it: renewed while it watches means a live holder, and the newcomer is refused; not renewed for
+  LEASE_STALE_SECONDS (by the newcomer's own clock, so clock skew between hosts does not matter)
+  means a dead holder, and the newcomer takes over. The holder stops acting first: `check()` fails
+  once its last successful renewal began LEASE_DEADLINE_SECONDS ago (shorter than
+  LEASE_STALE_SECONDS, as in Kubernetes' leader election), or once it found the lease in other
+  hands; the runner checks before every save.
 - Object stores have no create-if-absent through gfile, so starters claim the lease as in
   Fischer's mutual exclusion: read it, write their own, wait LEASE_SETTLE_SECONDS, read it back.
   Two starters cannot both read back their own as long as each one's read-then-write takes less
@@ -147,25 +148,25 @@ class _Lease:
         self._lost = None  # why the lease is known to be in other hands
         self._last_failure = None
 
-    def _read(self):
+    def _read(self, retry=True):
         def read():
             try:
                 with tf.io.gfile.GFile(self.path) as f:
                     return f.read()
             except tf.errors.NotFoundError:
                 return None
-        return storage.retrying(read, f"the lease {self.path}")
+        return storage.retrying(read, f"the lease {self.path}") if retry else read()
 
     def _ours(self, text):
         return text is not None and f"\ntoken {self._token}\n" in text
 
-    def _write(self):
+    def _write(self, retry=True):
         self._renewals += 1
         # A temporary file of our own: two starters sharing one would write into each other's.
         storage.write_text(self.path, f"{self._holder}\ntoken {self._token}\nrenewal "
                            f"{self._renewals} at "
                            f"{datetime.datetime.now().isoformat(timespec='seconds')}\n",
-                           temporary=f"{self.path}.{self._token}.partial")
+                           temporary=f"{self.path}.{self._token}.partial", retry=retry)
 
     def acquire(self):
         seen = self._read()
@@ -212,21 +213,31 @@ class _Lease:
         logging.warning("The lease of %s was not renewed for %.0f s: its run is gone; taking "
                         "over.", holder, LEASE_STALE_SECONDS)
 
+    def _past_deadline(self):
+        return time.monotonic() - self._proven_at > LEASE_DEADLINE_SECONDS
+
     def _renew(self):
+        # One try per tick, never storage.retrying: its waits (31 s) would let a write begun
+        # inside the deadline land after a successor took the lease over, replacing its claim.
+        # A failed tick is tried again at the next one; the deadline decides when to stop.
         while not self._stop.wait(LEASE_RENEW_SECONDS):
-            if time.monotonic() - self._proven_at > LEASE_DEADLINE_SECONDS:
+            if self._past_deadline():
                 return  # past the deadline a successor may write the lease: never overwrite it
             started = time.monotonic()
             # Any exception: the deadline, not this thread's survival, decides when to stop.
             try:
-                current = self._read()
+                current = self._read(retry=False)
                 if not self._ours(current):
                     self._lost = (f"it now reads {_first_line(current)!r}" if current else
                                   "it was removed")
                     logging.error("The lease %s is no longer this run's (%s): this run stops "
                                   "before its next save.", self.path, self._lost)
                     return
-                self._write()
+                # Checked again right before writing: a read that answered slowly may have
+                # carried us past the deadline, after which the lease may be a successor's.
+                if self._past_deadline():
+                    return
+                self._write(retry=False)
                 self._proven_at = started
                 self._last_failure = None
             except Exception as e:  # pylint: disable=broad-except

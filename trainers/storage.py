@@ -4,7 +4,8 @@
   (no permission, bad credentials) stops the run at once with `StorageAccessError`, since
   waiting cannot help; anything else (gs:// answering Unavailable or DeadlineExceeded for a
   moment) is retried with backoff, reads and writes alike, and then stops the run with
-  `StorageUnavailableError`, having moved nothing.
+  `StorageUnavailableError`, having moved nothing. Deletions retried this way go through
+  `delete`, for which a path already gone is done, not damage.
 - `write_text` replaces a file whole, and on a local disk makes it durable (fsync of the file
   and its folder) before returning: gfile has no fsync, and a rename that reaches the disk
   before the data can leave an empty params.yaml after a power loss.
@@ -109,13 +110,30 @@ def index_exists(prefix):
     return tf.io.gfile.exists(prefix + ".index")
 
 
-def write_text(path, text, temporary=None):
+def write_text(path, text, temporary=None, retry=True):
     """Replaces the file at `path` whole: written beside it (at `temporary`, by default
     `path`.partial), then renamed over it, so a reader never sees half of it (and ram://, whose
-    "w" appends, gets a replacement too). Transient errors are retried."""
+    "w" appends, gets a replacement too). Transient errors are retried, unless `retry` is
+    False: a caller whose write must not land late (the lease renewal) tries once."""
     temporary = temporary or f"{path}.partial"
     write = _write_remote if "://" in path else _write_local
+    if not retry:
+        write(path, text, temporary)
+        return
     retrying(lambda: write(path, text, temporary), path, doing="Writing")
+
+
+def delete(path):
+    """Deletes the file or folder at `path`; one already gone counts as deleted. Deletions are
+    retried by `retrying`, and a delete that succeeded but reported a transient error is
+    retried onto NotFoundError, which `retrying` would take for damage."""
+    try:
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:
+        pass
 
 
 def _write_remote(path, text, temporary):
