@@ -22,14 +22,34 @@ else:
         """Keras's backend optimizer applies gradients: clipping, accumulation, EMA."""
 
         def _build_base(self, variables):
-            super().build(variables)
+            # Keras's accumulators take the variable's dtype: bf16 ones lose micro-batch
+            # gradients to rounding. Ours are float32 (as on TensorFlow), created where Keras
+            # creates its own and with its names, so its accumulation logic and checkpoints
+            # find them unchanged.
+            accumulation_steps = self.gradient_accumulation_steps
+            self.gradient_accumulation_steps = None
+            try:
+                super().build(variables)
+            finally:
+                self.gradient_accumulation_steps = accumulation_steps
+            if accumulation_steps:
+                self._accumulated_gradients = [
+                    self._add_float32_slot(v, "gradient_accumulator") for v in variables]
+
+        def _backend_apply_gradients(self, grads, trainable_variables):
+            if self.gradient_accumulation_steps:
+                # Keras adds gradients to the float32 accumulators and picks between the sum
+                # and the gradients in a jax.lax.cond, whose branches must share a dtype.
+                grads = [ops.cast(g, "float32") for g in grads]
+            super()._backend_apply_gradients(grads, trainable_variables)
 
         def _add_float32_slot(self, variable, name):
             """Optimizer state is float32 whatever the variable's dtype (bf16 state
             overflows)."""
             return self.add_variable(
                 shape=variable.shape, dtype="float32", initializer="zeros",
-                name=f"{exclusions.variable_path(variable).replace('/', '_')}_{name}")
+                name=f"{exclusions.variable_path(variable).replace('/', '_')}_{name}",
+                layout=getattr(variable, "_layout", None))  # sharded as the variable, as Keras's
 
 
 class LayerwiseOptimizer(layerwise.LayerwiseSettings, BackendApply,

@@ -214,6 +214,30 @@ def gradient_accumulation_counts_updates():
 
 
 @check
+def bfloat16_variable_accumulates_in_float32():
+    """Accumulators are optimizer state, float32 as on TensorFlow: 7 micro-batches of 1 + 2^-7
+    (exact in bf16) sum to 7.0546875, which bf16 accumulators round to 7.03125."""
+    for compiled in (False, True):
+        variable = keras.Variable(keras.ops.cast(np.ones((4,)), "bfloat16"), name="kernel")
+        optimizer = lamb_tf.Lamb(learning_rate=0.01, gradient_accumulation_steps=8)
+        optimizer.build([variable])
+        apply = jitted_apply(optimizer, [variable]) if compiled else (
+            lambda grads: optimizer.apply(grads, [variable]))
+        assert [a.dtype for a in optimizer._accumulated_gradients] == ["float32"]
+        gradient = keras.ops.cast(np.full((4,), 1 + 2 ** -7), "bfloat16")
+        for _ in range(7):
+            apply([gradient])
+        accumulated = keras.ops.convert_to_numpy(optimizer._accumulated_gradients[0].value)
+        assert accumulated.dtype == np.float32, (compiled, accumulated.dtype)
+        np.testing.assert_array_equal(accumulated, np.full((4,), 7.0546875, np.float32))
+        apply([gradient])  # the update: the accumulators reset, still float32
+        assert int(optimizer.iterations) == 1
+        assert [a.dtype for a in optimizer._accumulated_gradients] == ["float32"]
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(optimizer._accumulated_gradients[0].value), 0.0)
+
+
+@check
 def use_ema_averages_the_references_weights():
     optimizer = lamb_tf.Lars(learning_rate=0.5, use_ema=True, ema_momentum=0.6)
     start, grads, _ = run(optimizer, compiled=True, steps=3)

@@ -296,6 +296,33 @@ def test_resuming_and_evaluating_a_fine_tuning_run_need_no_pretraining_run(pretr
     assert np.isfinite(results["loss"])
 
 
+def _recorded_run(tmp_path, labels):
+    """A fine-tuning model_dir as resume_from_records sees it: a checkpoint's index file, the
+    vocab copy and params.yaml recording `labels`."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ckpt-2.index").write_text("")
+    (run / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    recorded = ClassificationExperimentConfig()
+    recorded.task.vocab_file, recorded.task.do_lower_case = str(run / "vocab.txt"), True
+    recorded.task.labels = list(labels)
+    (run / "params.yaml").write_text(yaml.safe_dump(config_lib.to_dict(recorded)))
+    return str(run)
+
+
+def test_a_resume_refuses_labels_in_another_order(tmp_path):
+    run = _recorded_run(tmp_path, ["neg", "pos"])
+    same = config_lib.merge(ClassificationExperimentConfig(), {"task": {"labels": ["neg", "pos"]}})
+    resolve_pretrained(same, run)
+    assert same.task.labels == ["neg", "pos"]
+    other = config_lib.merge(ClassificationExperimentConfig(),
+                             {"task": {"labels": ["pos", "neg"]}})
+    with pytest.raises(ValueError, match=r"^task\.labels \['pos', 'neg'\] but the checkpoints in "
+                                         r".* were trained with \['neg', 'pos'\] \(the order "
+                                         r"fixes the class ids\); leave it empty\.$"):
+        resolve_pretrained(other, run)
+
+
 # ------------------------------------------------------------------------------ data
 def _data_config(path, **columns):
     return config_lib.merge(ClassificationDataConfig(), dict({"input_path": path}, **columns))

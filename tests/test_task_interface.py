@@ -119,3 +119,30 @@ def test_a_resumed_run_must_record_what_its_checkpoints_were_trained_with(tmp_pa
                                          r"trained with, and this run's vocab\.txt differs"):
         runner.Runner(task, _experiment(), str(tmp_path)).train()
     assert (tmp_path / "vocab.txt").read_text() == "vocab one"
+
+
+@pytest.mark.parametrize("is_chief", [True, False])
+def test_every_worker_refuses_other_records_before_it_writes_or_restores(tmp_path, monkeypatch,
+                                                                          is_chief):
+    """Under MultiWorkerMirrored a check on the chief alone would let the chief exit while the
+    other workers wait for it in collectives: each worker compares the records on its own,
+    with the params and stream checks, before model_dir or the model changes."""
+    x, y, w = noise_reference.problem(num_examples=256)
+    task = RecordingTask(x, y, w)
+    first = runner.Runner(task, _experiment(), str(tmp_path))
+    first.train(eval_each_checkpoint=True, stop_when=lambda _: first.step >= 2)
+    task.record = "vocab two"
+
+    def too_early(*_, **__):
+        raise AssertionError("wrote or restored before comparing the records")
+
+    monkeypatch.setattr(runner.checkpointing, "remove_interrupted_writes", too_early)
+    monkeypatch.setattr(runner.checkpointing.ParamsRecord, "write", too_early)
+    monkeypatch.setattr(runner.checkpointing, "RunCheckpoints", too_early)
+    monkeypatch.setattr(runner.Runner, "_restore_or_initialize", too_early)
+    again = runner.Runner(task, _experiment(), str(tmp_path))
+    again.is_chief = is_chief
+    with pytest.raises(ValueError, match=r"vocab\.txt records what the checkpoints in .* were "
+                                         r"trained with, and this run's vocab\.txt differs"):
+        again.train()
+    assert (tmp_path / "vocab.txt").read_text() == "vocab one"

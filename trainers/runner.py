@@ -426,8 +426,11 @@ class Runner:
                    "replicas": self.num_replicas}
         resuming = bool(checkpointing.checkpoint_steps(self.model_dir))
         if resuming:
+            # Every worker checks, before anything is written or restored: a refusal on the
+            # chief alone would leave the other workers waiting for it in collectives.
             params.check_compatible(self.experiment)
             params.check_same_cluster(cluster)
+            self._check_records()
         stream = self.task.train_stream()
         if resuming:
             params.check_same_stream(stream)
@@ -458,7 +461,7 @@ class Runner:
             return results
         if self.is_chief:
             lock.check()
-            self._write_records(resumed=bool(latest))
+            self._write_records()
             params.write(self.experiment, self.step, cluster, stream)
             self.weight_norms.start(self.step)
         train_loop = self._make_train_loop()
@@ -528,11 +531,11 @@ class Runner:
                   "and compiles, is left out)")
         return results
 
-    def _write_records(self, resumed):
-        """The task's model_dir records (e.g. the vocab), refused if a resumed run's differ."""
+    def _check_records(self):
+        """Refuses to resume if the task's model_dir records (e.g. the vocab) differ."""
         for name, text in self.task.model_dir_records().items():
             path = os.path.join(self.model_dir, name)
-            if resumed and tf.io.gfile.exists(path):
+            if tf.io.gfile.exists(path):
                 with tf.io.gfile.GFile(path) as f:
                     if f.read() != text:
                         raise ValueError(
@@ -540,7 +543,11 @@ class Runner:
                             f"trained with, and this run's {name} differs; resume with the "
                             "same, or pass another --model_dir (with --init_checkpoint to "
                             "start from these weights).")
-            storage.write_text(path, text)
+
+    def _write_records(self):
+        """The task's model_dir records (e.g. the vocab); the chief writes them."""
+        for name, text in self.task.model_dir_records().items():
+            storage.write_text(os.path.join(self.model_dir, name), text)
 
     def _roll_back(self, spike, recovery, path):
         """Model and optimizer back to checkpoint `path`; the data stays where it is."""

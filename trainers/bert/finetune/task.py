@@ -120,6 +120,11 @@ def _resume_from_records(experiment, model_dir):
         recorded.model, dropout_rate=task.model.dropout_rate,
         attention_dropout_rate=task.model.attention_dropout_rate)
     task.vocab_file, task.do_lower_case = vocab, recorded.do_lower_case
+    # The order of the labels fixes the class ids the checkpoints' classifier was trained on.
+    if task.labels and recorded.labels and list(task.labels) != list(recorded.labels):
+        raise ValueError(f"task.labels {list(task.labels)} but the checkpoints in {model_dir} "
+                         f"were trained with {list(recorded.labels)} (the order fixes the class "
+                         "ids); leave it empty.")
     task.labels = task.labels or recorded.labels
     logging.info("Architecture, vocab (%s), casing and labels from %s, which holds checkpoints "
                  "already.", vocab, model_dir)
