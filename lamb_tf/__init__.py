@@ -19,6 +19,6 @@ from lamb_tf import callbacks
 from lamb_tf.optimizers import Lamb, Lars
 from lamb_tf.schedules import WarmupPolynomialDecay
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Lamb", "Lars", "WarmupPolynomialDecay", "callbacks", "__version__"]
