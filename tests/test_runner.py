@@ -122,7 +122,7 @@ def test_accumulation_in_graph_mode_trains_loop_after_loop_with_no_grappler_temp
 def test_train_and_eval_reports_the_bert_metrics_and_writes_summaries(data_dir, tmp_path):
     _, results = train(data_dir, tmp_path, mode="train_and_eval")
     assert set(results) == {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
-                            "next_sentence_loss"}
+                            "next_sentence_loss", "next_sentence_pooler_saturation"}
     assert 0.0 <= results["masked_lm_accuracy"] <= 1.0 and results["masked_lm_loss"] > 0
     assert os.path.exists(tmp_path / "params.yaml")
     steps_of_tag = {}
