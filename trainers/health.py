@@ -16,16 +16,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from lamb_tf.exclusions import variable_path
 from trainers import storage
 
 START_NORMS_FILE = "weight_norms_start.json"
 # Growth of a variable's norm since step 0 that is warned about. Healthy runs measured here stay
 # well below it (README, "Pretraining that pays off").
 GROWTH_LIMIT = 10.0
-
-
-def variable_path(variable):
-    return getattr(variable, "path", None) or variable.name.split(":")[0]
 
 
 class WeightNorms:
