@@ -144,3 +144,19 @@ def test_the_synthetic_throughput_command_prints_its_figure_and_leaves_nothing(t
         assert re.search(r"throughput: [\d.]+ examples/s over the last 2 steps", done.stdout), \
             done.stdout
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_the_throughput_benchmarks_model_garden_contender_trains_on_the_synthetic_batch(
+        tmp_path, monkeypatch):
+    # Its Orbit contenders build their inputs through our task: with the data set absent (as on
+    # a fresh machine) they must still get the runner's synthetic batch, not read Fashion-MNIST.
+    import argparse
+    from benchmarks import trainer_throughput
+    from trainers.resnet import builtin_data
+    monkeypatch.setattr(builtin_data, "FASHION_MNIST_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("LAMB_TF_DATA_DIR", str(tmp_path / "cache"))
+    args = argparse.Namespace(workload="resnet", resnet_depth=10, image_size=32,
+                              train_batch_size=4, dtype="float32", steps_per_loop=1, loops=2)
+    _, task_class, params = trainer_throughput.model_garden_task(args, use_lamb_tf=False)
+    images, labels = next(iter(task_class(params.task).build_inputs(params.task.train_data)))
+    assert images.shape == (4, 32, 32, 3) and labels.shape == (4,)
