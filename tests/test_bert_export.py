@@ -14,6 +14,10 @@ from tests import bert_runs
 from trainers.bert import export
 
 
+# On one pytest-xdist worker: the exported pretraining run is made once, not on both.
+pytestmark = pytest.mark.xdist_group("bert_export")
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")

@@ -17,6 +17,9 @@ from benchmarks.large_batch_study.results import FIELDS, ResultsFile
 from benchmarks.large_batch_study.workloads import Bert
 from tests import bert_runs
 
+# On one pytest-xdist worker: the reduced study (a minute) is made once, not on both.
+pytestmark = pytest.mark.xdist_group("large_batch_study")
+
 PLAN = presets.WorkloadPlan(
     "fashion_cnn", (16, 64), examples=64 * 6, grid_size=2, grid_factor=4.0,
     initial_centres=presets.FASHION_CENTRES, max_widenings=1, seeds=(0, 1))

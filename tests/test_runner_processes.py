@@ -14,6 +14,10 @@ import tensorflow as tf
 from tests import bert_runs
 
 
+# On one pytest-xdist worker: the uninterrupted reference run is made once, not on both.
+pytestmark = pytest.mark.xdist_group("runner_processes")
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return bert_runs.make_data(str(tmp_path_factory.mktemp("processes")))
@@ -169,8 +173,10 @@ def test_cli_rejects_an_unknown_config_key_with_a_suggestion(data_dir, tmp_path)
             "'trainer'. Did you mean 'train_batch_size'?") in output
 
 
-def preemption_run(one_file_dir, tmp_path):
+@pytest.fixture(scope="module")
+def preemption_run(one_file_dir, tmp_path_factory):
     """(config, model_dir of the one-process run) of the 40-step preemption tests."""
+    tmp_path = tmp_path_factory.mktemp("preemption")
     config = bert_runs.write_config(
         str(tmp_path / "config.yaml"), one_file_dir,
         task={"train_data": {"shuffle_buffer_size": 1}},
@@ -193,8 +199,8 @@ def sigterm_after_step(processes, signalled, step):
 
 
 def test_sigterm_to_one_of_two_workers_stops_both_at_the_same_step_and_resumes(
-        one_file_dir, tmp_path):
-    config, single_dir = preemption_run(one_file_dir, tmp_path)
+        preemption_run, tmp_path):
+    config, single_dir = preemption_run
     rng = random.Random()
     signalled, after_step = rng.randrange(2), rng.randrange(1, 4)
     workers_dir = str(tmp_path / "workers")
@@ -243,8 +249,8 @@ def writer_pids(model_dir):
 
 
 def test_a_chief_and_a_worker_have_one_writer_survive_sigterm_and_match_one_process(
-        one_file_dir, tmp_path):
-    config, single_dir = preemption_run(one_file_dir, tmp_path)
+        preemption_run, tmp_path):
+    config, single_dir = preemption_run
     workers_dir = str(tmp_path / "workers")
     processes, _ = start_workers(config, workers_dir, chief=True)
     chief = processes[0]
