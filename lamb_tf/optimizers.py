@@ -21,20 +21,10 @@ else:
     class BackendApply:
         """Keras's backend optimizer applies gradients: clipping, accumulation, EMA."""
 
-        def _build_base(self, variables):
-            # Keras's accumulators take the variable's dtype: bf16 ones lose micro-batch
-            # gradients to rounding. Ours are float32 (as on TensorFlow), created where Keras
-            # creates its own and with its names, so its accumulation logic and checkpoints
-            # find them unchanged.
-            accumulation_steps = self.gradient_accumulation_steps
-            self.gradient_accumulation_steps = None
-            try:
-                super().build(variables)
-            finally:
-                self.gradient_accumulation_steps = accumulation_steps
-            if accumulation_steps:
-                self._accumulated_gradients = [
-                    self._add_float32_slot(v, "gradient_accumulator") for v in variables]
+        def _add_accumulator(self, variable):
+            # Named as Keras names its own, so its accumulation logic and checkpoints find
+            # them unchanged.
+            return self._add_float32_slot(variable, "gradient_accumulator")
 
         def _backend_apply_gradients(self, grads, trainable_variables):
             if self.gradient_accumulation_steps:
@@ -75,6 +65,20 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, BackendApply,
                 "is built (before the first fit/apply), because exclusions are decided once at "
                 "build time. Or pass `exclude_from_weight_decay=[patterns]` to the constructor.")
         super().exclude_from_weight_decay(var_list=var_list, var_names=var_names)
+
+    def _build_base(self, variables):
+        # The base class's accumulators take the variable's dtype (bf16 ones lose micro-batch
+        # gradients to rounding) and, under tf.distribute, are mirrored: the backend's
+        # `_add_accumulator` makes float32 ones instead, created where the base class creates
+        # its own, so checkpoints keep their order.
+        accumulation_steps = self.gradient_accumulation_steps
+        self.gradient_accumulation_steps = None
+        try:
+            super().build(variables)
+        finally:
+            self.gradient_accumulation_steps = accumulation_steps
+        if accumulation_steps:
+            self._accumulated_gradients = [self._add_accumulator(v) for v in variables]
 
     def build(self, variables):
         if self.built:

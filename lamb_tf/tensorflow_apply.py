@@ -24,18 +24,8 @@ from lamb_tf import core, exclusions
 class TensorFlowApply:
     """Build and apply hooks of `LayerwiseOptimizer` under the TensorFlow backend."""
 
-    def _build_base(self, variables):
-        accumulation_steps = self.gradient_accumulation_steps
-        self.gradient_accumulation_steps = None  # the base class's accumulators are mirrored
-        try:
-            super().build(variables)
-        finally:
-            self.gradient_accumulation_steps = accumulation_steps
-        if accumulation_steps:
-            # Created where the base class creates its own, so checkpoints keep their order.
-            self._accumulated_gradients = [
-                self._add_float32_slot(v, "gradient_accumulator", replica_local=True)
-                for v in variables]
+    def _add_accumulator(self, variable):
+        return self._add_float32_slot(variable, "gradient_accumulator", replica_local=True)
 
     def _add_float32_slot(self, variable, name, replica_local=False):
         """Optimizer state is float32 whatever the variable's dtype (bf16 state overflows).
