@@ -83,10 +83,18 @@ class Task(abc.ABC):
             dataset = inputs.train_dataset(global_batch_size, input_context, seed=seed)
             spec = dataset.element_spec
             if isinstance(spec, dict) and positions.POSITION_KEY in spec:
-                raise ValueError(
-                    f"{type(inputs).__name__}.train_dataset gives batches with data positions "
-                    "but takes no `after` to resume from one; add an `after` parameter "
-                    "(trainers.data.positions) or drop the positions.")
+                # Saved, a position this dataset cannot start after would resume from its
+                # start: without them the runner checkpoints the iterator, as for an old
+                # input_fn (trainers.input.TrainInput).
+                logging.warning(
+                    "%s.train_dataset takes no `after`, so a resumed run cannot start its "
+                    "batches after their data position: the positions are dropped and the "
+                    "whole input iterator (shuffle buffer included) is checkpointed instead. "
+                    "Add an `after` parameter (trainers.data.positions) to save positions.",
+                    type(inputs).__name__)
+                dataset = dataset.map(lambda batch: {
+                    key: value for key, value in batch.items()
+                    if key != positions.POSITION_KEY})
             return dataset
         return self.inputs(mode).eval_dataset(global_batch_size, input_context)
 
