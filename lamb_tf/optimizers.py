@@ -125,7 +125,8 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, BackendApply,
             core.as_float32(variable), core.as_float32(gradient), slots,
             self._update_step_number(), learning_rate, self._weight_decay_of(index),
             self._adapts[index])
-        self.assign(self._trust_ratios[index], step.trust_ratio)
+        if self._adapts[index]:  # the others' ratio is the constant 1 they were built with
+            self.assign(self._trust_ratios[index], step.trust_ratio)
         self.assign_sub(variable, step.delta)
 
     def get_config(self):
