@@ -73,8 +73,9 @@ class FashionCnn:
     """A small CNN (two strided convolutions, one hidden dense layer; 106k parameters) on
     Fashion-MNIST: ~10,000 images/s on 2 CPU cores, so 32x batch ranges fit in minutes."""
 
-    def __init__(self, data_dir=FASHION_MNIST_DIR):
+    def __init__(self, data_dir=FASHION_MNIST_DIR, jit_compile=True):
         self.data_dir = data_dir
+        self.jit_compile = jit_compile  # False: graph mode, which compiles faster (tests)
         self._data = None
 
     def _load(self):
@@ -121,7 +122,7 @@ class FashionCnn:
         per_call = math.gcd(updates, max(1, 4096 // batch))
         model.compile(optimizer=keras3_optimizer(optimizer, schedule),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=True, steps_per_execution=per_call)
+                      metrics=["accuracy"], jit_compile=self.jit_compile, steps_per_execution=per_call)
         train = (tf.data.Dataset.from_tensor_slices(data["train"])
                  .shuffle(len(data["train"][0]), seed=seed, reshuffle_each_iteration=True)
                  .repeat().batch(batch, drop_remainder=True).prefetch(4))
@@ -152,7 +153,7 @@ class FashionCnn:
         per_call = math.gcd(eval_every, max(1, 4096 // batch))
         model.compile(optimizer=keras3_optimizer(optimizer, schedule),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      jit_compile=True, steps_per_execution=per_call)
+                      jit_compile=self.jit_compile, steps_per_execution=per_call)
         train = (tf.data.Dataset.from_tensor_slices(data["train"])
                  .shuffle(len(data["train"][0]), seed=seed, reshuffle_each_iteration=True)
                  .repeat().batch(batch, drop_remainder=True).prefetch(4))
