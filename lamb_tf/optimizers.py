@@ -103,9 +103,13 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, BackendApply,
         """
         if not self.built:
             return {}
+        # An excluded variable's ratio is the constant 1, never written (a restored value may
+        # be another run's).
         return {
-            exclusions.variable_path(variable): ops.copy(ratio.value)
-            for variable, ratio in zip(self._trainable_variables, self._trust_ratios)
+            exclusions.variable_path(variable):
+                ops.copy(ratio.value) if adapts else ops.ones((), "float32")
+            for variable, ratio, adapts in zip(
+                self._trainable_variables, self._trust_ratios, self._adapts)
         }
 
     def _get_current_learning_rate(self):

@@ -196,3 +196,29 @@ def test_registered_name_finds_lamb_tf_optimizers():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="lamb_tf>Lamb", loss="mse")
     assert isinstance(model.optimizer, lamb_tf.Lamb)
+
+
+def test_a_variable_excluded_after_a_restore_reports_the_ratio_1_it_is_updated_with(tmp_path):
+    # Its ratio variable is not written at each step (it is the constant 1), so one restored
+    # from a run that adapted it must not be reported as this run's.
+    x = np.ones((8, 3), np.float32)
+    y = np.ones((8, 1), np.float32)
+
+    def trained(optimizer, checkpoint=None):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="dense")],
+                                 name="model")
+        model.compile(optimizer=optimizer, loss="mse")
+        model.optimizer.build(model.trainable_variables)
+        if checkpoint:
+            tf.train.Checkpoint(optimizer=optimizer).read(checkpoint).expect_partial()
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        return optimizer
+
+    first = trained(lamb_tf.Lamb(0.1, weight_decay=0.01))
+    bias = next(path for path in first.trust_ratios if "bias" in path)
+    assert float(first.trust_ratios[bias]) != 1.0  # adapted in the first run
+    saved = tf.train.Checkpoint(optimizer=first).write(str(tmp_path / "ckpt"))
+    excluded = trained(lamb_tf.Lamb(0.1, weight_decay=0.01,
+                                    exclude_from_layer_adaptation=["bias"]), saved)
+    assert float(excluded.trust_ratios[bias]) == 1.0
