@@ -26,11 +26,20 @@ def data_dir(tmp_path_factory):
 def _fast_retries_and_leases(monkeypatch):
     monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0, 0, 0))
     monkeypatch.setattr(model_dir_lock, "LEASE_RENEW_SECONDS", 0.05)
-    # 40 renewals' worth: on a loaded 2-core machine the holder's renewing thread can miss
-    # 0.5 s (seen once in CI beside other jobs: a live lease taken for stale).
+    # Renewed every 0.05 s, but with room for a loaded 2-core machine (a second pytest worker
+    # beside these tests): a lease has gone unrenewed for 6 s there, and a claim's read and
+    # write have taken longer than 0.2 s. The tests of those timings shorten them
+    # (_short_leases).
+    monkeypatch.setattr(model_dir_lock, "LEASE_STALE_SECONDS", 40.0)
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 30.0, raising=False)
+    monkeypatch.setattr(model_dir_lock, "LEASE_SETTLE_SECONDS", 1.0, raising=False)
+
+
+def _short_leases(monkeypatch):
+    """Deadline, staleness and settling short enough to be waited out in a test."""
     monkeypatch.setattr(model_dir_lock, "LEASE_STALE_SECONDS", 2.0)
-    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 1.5, raising=False)
-    monkeypatch.setattr(model_dir_lock, "LEASE_SETTLE_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 1.5)
+    monkeypatch.setattr(model_dir_lock, "LEASE_SETTLE_SECONDS", 0.2)
 
 
 def train(data_dir, model_dir, steps=4, task_class=BertPretrainingTask, task_args=(),
@@ -293,7 +302,8 @@ def test_a_second_run_on_a_remote_model_dir_with_a_live_lease_is_refused(data_di
     train(data_dir, model_dir, steps=2)  # released: the next run goes ahead
 
 
-def test_a_stale_lease_of_a_killed_run_is_taken_over():
+def test_a_stale_lease_of_a_killed_run_is_taken_over(monkeypatch):
+    _short_leases(monkeypatch)
     model_dir = "ram://storage_test/stale"
     tf.io.gfile.makedirs(model_dir)
     with tf.io.gfile.GFile(f"{model_dir}/{model_dir_lock.LEASE_FILE}", "w") as f:
@@ -350,9 +360,7 @@ def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
 
     failing = threading.Event()
     monkeypatch.setattr(storage, "write_text", write)
-    # Longer than the others' 1.5 s: until step 4 the renewals must keep the lease, and on a
-    # loaded 2-core machine a lease has gone unrenewed for 6 s (seen beside a
-    # second pytest worker), which ended the run there without the injected failure.
+    # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
     _pausing_at_step(monkeypatch, 4, lambda: (failing.set(), time.sleep(
         model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)))
@@ -427,6 +435,7 @@ def test_a_renewal_failing_past_the_deadline_never_lands_over_a_successors_lease
     """Storage fails the holder's renewals for 2.6 s. A renewal retried through
     storage.retrying (1 s waits here) began inside the deadline and landed at ~3 s, after the
     successor had taken over: it replaced the successor's lease and both runs stopped."""
+    _short_leases(monkeypatch)
     model_dir = "ram://storage_test/renewal_retried_late"
     monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (1.0, 1.0, 1.0))
     real_write, outage = storage._write_remote, {"until": 0.0}
@@ -448,6 +457,7 @@ def test_a_renewal_failing_past_the_deadline_never_lands_over_a_successors_lease
 def test_a_renewal_whose_read_answers_past_the_deadline_does_not_write(monkeypatch):
     """The holder's renewal reads its own lease, but the answer arrives 2.6 s later, after the
     successor took over: writing then would replace the successor's lease."""
+    _short_leases(monkeypatch)
     model_dir = "ram://storage_test/renewal_read_late"
     real_gfile, slowed = tf.io.gfile.GFile, {"thread": None, "done": False}
 
@@ -508,6 +518,7 @@ def test_a_deletion_that_succeeded_but_reported_a_transient_error_counts_as_done
 def test_two_starters_within_one_read_then_write_window_do_not_both_go_on(monkeypatch):
     """Both starters read the lease absent; the slow one's claim lands after the fast one has
     read its own back. The slow one must not go on too."""
+    _short_leases(monkeypatch)
     model_dir = "ram://storage_test/racing"
     real_write, both_read = storage.write_text, threading.Barrier(2)
 

@@ -82,8 +82,10 @@ class TrainInput:
             return self.position
         if self.local_pipelines > 1:
             raise ValueError("This task's training batches carry no data position "
-                             "(trainers.data.positions.POSITION_KEY), which a TPU pod slice "
-                             "needs to read on every host and resume exactly.")
+                             "(trainers.data.positions.POSITION_KEY) that its input can resume "
+                             "from, which a TPU pod slice needs to read on every host and "
+                             "resume exactly: give them positions and its input_fn and "
+                             "train_dataset an `after` parameter.")
         self._iterator = iter(dataset)
         return self._iterator
 
