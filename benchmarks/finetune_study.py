@@ -22,6 +22,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ("init", "learning_rate", "seed", "dev_accuracy", "test_accuracy")
 RANDOM = "random"
+TIE = 1e-4  # mean dev accuracies closer than the CSV's rounding are a tie
 
 flags.DEFINE_multi_string("init_checkpoint", [], "Pretraining model_dirs, checkpoints or "
                           "exports to compare (the first one's architecture is also trained "
@@ -124,12 +125,20 @@ def table(rows):
             by_rate.setdefault(r["learning_rate"], []).append(r)
         mean_dev = {rate: statistics.mean(float(r["dev_accuracy"]) for r in rs)
                     for rate, rs in by_rate.items()}
-        best = max(mean_dev, key=mean_dev.get)
+        # Accuracies are stored to 4 decimals: rates whose mean dev accuracy differs by less
+        # than that rounding tie, and the first of them in the grid's order is taken.
+        top = max(mean_dev.values())
+        tied = [rate for rate in by_rate if mean_dev[rate] >= top - TIE]
+        best = tied[0]
         tests = [float(r["test_accuracy"]) for r in by_rate[best]]
         devs = [float(r["dev_accuracy"]) for r in by_rate[best]]
+        also = "".join(
+            f" (tied on dev with {rate}: test "
+            f"{statistics.mean(float(r['test_accuracy']) for r in by_rate[rate]):.1%})"
+            for rate in tied[1:])
         lines.append(
             f"| {init} | {best} | {statistics.mean(devs):.1%} | "
-            f"{statistics.mean(tests):.1%} ({', '.join(f'{t:.1%}' for t in tests)}) | "
+            f"{statistics.mean(tests):.1%} ({', '.join(f'{t:.1%}' for t in tests)}){also} | "
             + ", ".join(f"{rate}: {mean_dev[rate]:.1%}" for rate in by_rate) + " |")
     return "\n".join(lines) + "\n"
 
