@@ -48,6 +48,7 @@ setup(
         # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are);
         # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor.
         "dev": TRAINERS + DEMO_DATA + JAX + [
-            "pytest>=8", "pytest-xdist>=3.6", "matplotlib>=3.5", "keras-hub==0.32.0", "optax>=0.2.8,<0.3"],
+            "pytest>=8", "pytest-xdist>=3.6", "matplotlib>=3.5", "keras-hub==0.32.0",
+            "optax>=0.2.8,<0.3"],
     },
 )

@@ -122,7 +122,8 @@ class FashionCnn:
         per_call = math.gcd(updates, max(1, 4096 // batch))
         model.compile(optimizer=keras3_optimizer(optimizer, schedule),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=self.jit_compile, steps_per_execution=per_call)
+                      metrics=["accuracy"], jit_compile=self.jit_compile,
+                      steps_per_execution=per_call)
         train = (tf.data.Dataset.from_tensor_slices(data["train"])
                  .shuffle(len(data["train"][0]), seed=seed, reshuffle_each_iteration=True)
                  .repeat().batch(batch, drop_remainder=True).prefetch(4))
