@@ -45,6 +45,26 @@ VARIANTS = {
                                     "--params_override=optimizer.name=adamw"]),
     "lamb_0.01": ("the rate", ["--learning_rate=0.01", *_SHORT]),
 }
+
+
+def _study_cell(optimizer, batch, rate):
+    """One best cell (seed 1's best rate) of the large-batch study's BERT part: 25,600
+    examples at `batch`, warmup 10% then linear decay (benchmarks/results/large_batch_study_cpu).
+    Its rates were chosen by masked-LM accuracy alone; these reruns ask whether the winning
+    runs are healthy encoders or masked-LM bought with a rate that breaks them."""
+    updates = 25_600 // batch
+    extra = [f"--train_batch_size={batch}", f"--num_train_steps={updates}",
+             f"--num_warmup_steps={updates // 10}", f"--learning_rate={rate}"]
+    if optimizer != "lamb":
+        extra.append(f"--params_override=optimizer.name={optimizer}")
+    return (f"the large-batch study's best {optimizer} cell at batch {batch}", extra)
+
+
+VARIANTS.update({
+    f"study_{optimizer}_b{batch}": _study_cell(optimizer, batch, rate)
+    for optimizer, batch, rate in (("lamb", 16, 0.015), ("adamw", 16, 0.002),
+                                   ("lamb", 32, 0.0212132), ("adamw", 32, 0.00141421),
+                                   ("lamb", 64, 0.015), ("adamw", 64, 0.001))})
 FIELDS = ("variant", "question", "flags", "masked_lm_accuracy", "next_sentence_accuracy",
           "pooler_saturation", "pooler_spread", "word_embedding_growth", "largest_growth",
           "largest_growth_variable", "probe_dev_accuracy")
