@@ -132,6 +132,25 @@ def test_random_init_keeps_the_architecture_but_not_the_weights(pretrained):
     assert np.abs(got - expected).max() > 0.1
 
 
+@pytest.mark.parametrize("kind", ["model_dir", "export"])
+def test_init_cls_pooler_starts_the_head_from_the_next_sentence_pooler(pretrained, kind):
+    head = next(h for h in pretrained["trained"].classification_heads
+                if h.name == "next_sentence")
+    trained_kernel, trained_bias = (w.numpy() for w in head.dense.weights)
+    poolers = {}
+    for init_cls_pooler in (True, False):
+        experiment = _experiment(pretrained, _source(pretrained, kind),
+                                 init_cls_pooler=init_cls_pooler)
+        task = ClassificationTask(experiment.task)
+        model = task.build_model()
+        task.initialize(model, experiment.trainer.init_checkpoint)
+        poolers[init_cls_pooler] = [
+            w.numpy() for w in model.checkpoint_items["sentence_prediction.pooler_dense"].weights]
+    np.testing.assert_array_equal(poolers[True][0], trained_kernel)
+    np.testing.assert_array_equal(poolers[True][1], trained_bias)
+    assert np.abs(poolers[False][0] - trained_kernel).max() > 0.01  # the default: a fresh one
+
+
 def test_fine_tuning_from_an_export_trains_evaluates_and_resumes_exactly(pretrained, tmp_path):
     experiment = _experiment(pretrained, pretrained["export"])
     whole = str(tmp_path / "whole")

@@ -30,6 +30,10 @@ class ClassificationTaskConfig:
     # init_checkpoint's architecture, vocab and casing, but random weights: the baseline that
     # shows what pretraining is worth.
     random_init: bool = False
+    # Start the classification head's pooler (dense + tanh on [CLS]) from the pretraining's
+    # trained next-sentence pooler, as google-research/bert's run_classifier does; false: a fresh
+    # one (Model Garden's sentence_prediction default; same option name there).
+    init_cls_pooler: bool = False
     labels: typing.List[str] = dataclasses.field(default_factory=list)  # []: sorted train labels
     train_data: ClassificationDataConfig = dataclasses.field(
         default_factory=ClassificationDataConfig)

@@ -168,6 +168,13 @@ class ClassificationTask(task_lib.Task):
             raise ValueError(f"The encoder of {checkpoint} does not fit "
                              f"task.model: {e}") from None
         logging.info("Encoder weights from %s.", checkpoint)
+        if self.config.init_cls_pooler:
+            # restore() leaves the trained next-sentence pooler in the encoder's pooler layer.
+            encoder = model.checkpoint_items["encoder"]
+            model.checkpoint_items["sentence_prediction.pooler_dense"].set_weights(
+                encoder.pooler_layer.get_weights())
+            logging.info("task.init_cls_pooler: the classification head's pooler starts from "
+                         "the next-sentence pooler of %s.", checkpoint)
 
     def weight_decay_exclusions(self):
         return list(WEIGHT_DECAY_EXCLUSIONS)
