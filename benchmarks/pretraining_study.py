@@ -44,6 +44,17 @@ VARIANTS = {
     "adamw_3e-4": ("AdamW's rate", ["--learning_rate=0.0003", *_SHORT,
                                     "--params_override=optimizer.name=adamw"]),
     "lamb_0.01": ("the rate", ["--learning_rate=0.01", *_SHORT]),
+    # At the rate that broke the recipe: would sparing the embeddings and the next-sentence
+    # pooler from layer adaptation, or bounding ||w|| in the trust ratio, have saved it?
+    "lamb_0.03_adapt_no_embeddings_pooler": (
+        "layer adaptation on the embeddings and the pooler",
+        ["--learning_rate=0.03", *_SHORT, "--params_override=optimizer.lamb."
+         "exclude_from_layer_adaptation=[LayerNorm, layer_norm, bias, embeddings, pooler_dense]"]),
+    "lamb_0.03_norm_bounds": (
+        "the trust ratio's bounds (phi clipping ||w|| to at most 10; the word embeddings start "
+        "near 20, the kernels near 3)",
+        ["--learning_rate=0.03", *_SHORT,
+         "--params_override=optimizer.lamb.weight_norm_bounds=[0.0, 10.0]"]),
 }
 
 
