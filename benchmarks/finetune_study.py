@@ -61,6 +61,8 @@ def run_one(init_checkpoint, random_init, learning_rate, seed, model_dir):
     override = f"task.random_init={str(random_init).lower()}"
     if FLAGS.params_override:
         override += "," + FLAGS.params_override
+    if random_init:  # random weights have no trained pooler to start a head from
+        override += ",task.init_cls_pooler=false"
     common = [f"--init_checkpoint={init_checkpoint}", f"--model_dir={model_dir}",
               f"--learning_rate={learning_rate}", f"--seed={seed}",
               f"--params_override=optimizer.name={FLAGS.optimizer},{override}"]

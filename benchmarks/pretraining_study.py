@@ -59,10 +59,12 @@ VARIANTS = {
 
 
 def _study_cell(optimizer, batch, rate):
-    """One best cell (seed 1's best rate) of the large-batch study's BERT part: 25,600
-    examples at `batch`, warmup 10% then linear decay (benchmarks/results/large_batch_study_cpu).
-    Its rates were chosen by masked-LM accuracy alone; these reruns ask whether the winning
-    runs are healthy encoders or masked-LM bought with a rate that breaks them."""
+    """One best cell of the large-batch study's BERT part (the rate its first seed chose, which
+    its second seed reran): 25,600 examples at `batch`, warmup 10% then linear decay
+    (benchmarks/results/large_batch_study_cpu). Its rates were chosen by masked-LM accuracy
+    alone; these reruns ask whether the winning runs are healthy encoders or masked-LM bought
+    with a rate that breaks them. They run on command 1's model, whose embedding tables have
+    8,000 rows and 512 positions (the study's: 7,707 and 128), and on its seed."""
     updates = 25_600 // batch
     extra = [f"--train_batch_size={batch}", f"--num_train_steps={updates}",
              f"--num_warmup_steps={updates // 10}", f"--learning_rate={rate}"]

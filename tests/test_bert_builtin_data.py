@@ -60,10 +60,17 @@ def test_bbc_news_train_shards_hold_only_the_training_articles_in_the_given_voca
     task = BertPretrainingTask(BertTaskConfig(train_data=data, eval_data=data))
     assert sorted(task.inputs("train").files) == sorted(
         tf.io.gfile.glob(os.path.join(directory, "train-*.tfrecord")))
-    assert builtin_data.directory_of("bbc_news:train", 64, 8) == directory  # cached
+    assert builtin_data.directory_of("BBC_News: train", 64, 8) == directory  # cached
+    (wiki / "vocab.txt").write_text("\n".join(vocab[:-1]) + "\n")
+    assert builtin_data.directory_of("bbc_news:train", 64, 8) != directory  # another vocab
 
 
-@pytest.mark.parametrize("split", ["dev", "test"])
+@pytest.mark.parametrize("split", ["dev", "test", " Test"])
 def test_pretraining_on_the_articles_that_judge_fine_tuning_is_refused(split):
-    with pytest.raises(ValueError, match=f"bbc_news:{split}.*only bbc_news:train.*leak"):
+    with pytest.raises(ValueError, match="only bbc_news:train.*leak"):
         builtin_data.directory_of(f"bbc_news:{split}", 128, 20)
+
+
+def test_an_unknown_bbc_news_split_is_named_as_such():
+    with pytest.raises(ValueError, match="'bbc_news:training': unknown BBC News split"):
+        builtin_data.directory_of("bbc_news:training", 128, 20)

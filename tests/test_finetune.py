@@ -151,6 +151,28 @@ def test_init_cls_pooler_starts_the_head_from_the_next_sentence_pooler(pretraine
     assert np.abs(poolers[False][0] - trained_kernel).max() > 0.01  # the default: a fresh one
 
 
+@pytest.mark.parametrize("init_checkpoint, random_init", [("", False), ("export", True)])
+def test_init_cls_pooler_without_a_pretrained_pooler_is_refused(pretrained, init_checkpoint,
+                                                                random_init):
+    with pytest.raises(ValueError, match="init_cls_pooler.*needs --init_checkpoint and "
+                                         "task.random_init=false"):
+        _experiment(pretrained, pretrained.get(init_checkpoint, ""), init_cls_pooler=True,
+                    random_init=random_init)
+
+
+def test_continuing_a_pretraining_run_on_data_of_another_vocab_is_refused(pretrained,
+                                                                          tmp_path):
+    data = shutil.copytree(pretrained["data_dir"], tmp_path / "data")
+    tokens = (data / "vocab.txt").read_text().split("\n")
+    task = BertPretrainingTask(bert_runs.experiment(str(data)).task)
+    model = task.build_model()
+    task.initialize(model, pretrained["model_dir"])  # the same vocab: continues
+    (data / "vocab.txt").write_text("\n".join(tokens[:5] + tokens[6:] + tokens[5:6]))
+    task = BertPretrainingTask(bert_runs.experiment(str(data)).task)
+    with pytest.raises(ValueError, match="another: token ids would mean other words"):
+        task.initialize(model, pretrained["model_dir"])
+
+
 def test_fine_tuning_from_an_export_trains_evaluates_and_resumes_exactly(pretrained, tmp_path):
     experiment = _experiment(pretrained, pretrained["export"])
     whole = str(tmp_path / "whole")

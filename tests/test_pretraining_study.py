@@ -1,4 +1,5 @@
-"""The pretraining study's reruns of the large-batch study's BERT cells are the cells it chose."""
+"""The pretraining study's reruns of the large-batch study's BERT cells use the rate, batch,
+updates and warmup that study chose (on command 1's model, not the study's)."""
 
 import csv
 import math
@@ -14,7 +15,7 @@ def _flag(flags, name):
     return next(f.split("=", 1)[1] for f in flags if f.startswith(f"--{name}="))
 
 
-def test_study_cells_are_the_large_batch_studys_best_bert_cells():
+def test_study_cells_take_the_large_batch_studys_chosen_rate_batch_and_schedule():
     with open(RESULTS) as f:
         rows = [r for r in csv.DictReader(f) if r["workload"] == "bert" and r["seed"] == "1"]
     cells = {name: flags for name, (_, flags) in pretraining_study.VARIANTS.items()

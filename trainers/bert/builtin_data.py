@@ -2,6 +2,7 @@
 (`builtin`), and the BBC News task's training articles (`bbc_news:train`) for task-adaptive
 pretraining, tokenized with the Wikipedia data's vocab so that one encoder reads both."""
 
+import hashlib
 import os
 
 import tensorflow as tf
@@ -43,16 +44,22 @@ def ensure_bbc_news_train(max_seq_length, max_predictions_per_seq):
     from trainers.bert.finetune import data as task_data  # pylint: disable=g-import-not-at-top
     from trainers.data import corpus  # pylint: disable=g-import-not-at-top
     vocab = os.path.join(ensure(max_seq_length, max_predictions_per_seq), "vocab.txt")
+    articles = task_data.bbc_news("train").texts
+    # The name holds a digest of the articles and the vocab: were the split ever to change, a
+    # cache made from the old training articles (some now dev or test) is not reused.
+    digest = hashlib.sha256()
+    for text in [*articles, tf.io.gfile.GFile(vocab).read()]:
+        digest.update(hashlib.sha256(text.encode("utf-8")).digest())
     directory = os.path.join(
         cache_root(), f"bert_bbc_news_train_seq{max_seq_length}_pred"
-        f"{max_predictions_per_seq}_vocab{VOCAB_SIZE}_dupe{DUPE_FACTOR}")
+        f"{max_predictions_per_seq}_dupe{DUPE_FACTOR}_{digest.hexdigest()[:12]}")
     if not _complete(directory):
         logging.info("Making pretraining data of the BBC News training articles in %s (once; "
                      "about a minute)...", directory)
         tf.io.gfile.makedirs(directory)
         text = os.path.join(directory, "bbc_news_train.txt")
         with open(text, "w", encoding="utf-8") as f:
-            for article in task_data.bbc_news("train").texts:
+            for article in articles:
                 f.write("\n".join(corpus.split_sentences(article.strip())) + "\n\n")
         creator.create(creator.CreationOptions(
             input_file=text, output_dir=directory, vocab_file=vocab,
@@ -66,13 +73,17 @@ def directory_of(input_path, max_seq_length, max_predictions_per_seq):
     name = input_path.strip()
     if name == BUILTIN:
         return ensure(max_seq_length, max_predictions_per_seq)
-    if name == BBC_NEWS_TRAIN:
+    if not name.lower().startswith("bbc_news:"):
+        return None
+    split = name.split(":", 1)[1].strip().lower()
+    if split == "train":
         return ensure_bbc_news_train(max_seq_length, max_predictions_per_seq)
-    if name.startswith("bbc_news:"):
+    if split in ("dev", "test"):
         raise ValueError(f"input_path {name!r}: only {BBC_NEWS_TRAIN} can be pretrained on; the "
                          "dev and test articles judge the fine-tuning, so pretraining on them "
                          "would leak into its evaluation.")
-    return None
+    raise ValueError(f"input_path {name!r}: unknown BBC News split; pretraining reads "
+                     f"{BBC_NEWS_TRAIN}.")
 
 
 def _complete(directory):

@@ -34,6 +34,10 @@ def resolve_pretrained(experiment, model_dir=None):
     does not belong to the checkpoint. A `model_dir` that holds checkpoints already gives them
     itself (resume, eval): its params.yaml and its copy of the vocab."""
     task = experiment.task
+    if task.init_cls_pooler and (task.random_init or not experiment.trainer.init_checkpoint):
+        raise ValueError("task.init_cls_pooler starts the head from a pretrained next-sentence "
+                         "pooler, and there is none: it needs --init_checkpoint and "
+                         "task.random_init=false.")
     if not _resume_from_records(experiment, model_dir):
         _take_from_init_checkpoint(experiment)
     if not task.vocab_file:
