@@ -82,11 +82,16 @@ FIELDS = ("variant", "question", "flags", "masked_lm_accuracy", "next_sentence_a
           "pooler_saturation", "pooler_spread", "word_embedding_growth", "largest_growth",
           "largest_growth_variable", "probe_dev_accuracy")
 
-flags.DEFINE_list("variants", list(VARIANTS), "Which variants to run, in order.")
-flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
-                                           "pretraining_study.csv"), "The results table.")
-flags.DEFINE_string("work_dir", "/tmp/pretraining_study", "Where the runs' model_dirs stay "
-                    "(kept: fine-tune them with benchmarks.finetune_study).")
+def _define_flags():
+    """Defined only when run as a program, so that tests can import VARIANTS beside the other
+    benchmarks' flags."""
+    flags.DEFINE_list("variants", list(VARIANTS), "Which variants to run, in order.")
+    flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
+                                               "pretraining_study.csv"), "The results table.")
+    flags.DEFINE_string("work_dir", "/tmp/pretraining_study", "Where the runs' model_dirs stay "
+                        "(kept: fine-tune them with benchmarks.finetune_study).")
+
+
 FLAGS = flags.FLAGS
 
 _PROBE = re.compile(r"pretrained encoder, mean over tokens: dev accuracy ([0-9.]+)%")
@@ -205,4 +210,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
