@@ -32,6 +32,7 @@ from trainers.bert.config import BertExperimentConfig
 from trainers.bert.task import BertPretrainingTask
 from trainers import recipes
 from trainers import runner
+from benchmarks import result_file
 
 LAYOUTS = {"accumulation": (2, "auto"), "split": (1, "split")}
 
@@ -89,4 +90,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)
