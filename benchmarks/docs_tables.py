@@ -19,7 +19,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(REPO, "docs")
 RESULTS = os.path.join(REPO, "benchmarks", "results")
-REGION = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.S)
+REGION = re.compile(r"(<!-- generated: ([\w.-]+) -->\n)(.*?)(<!-- end generated -->)", re.S)
 
 
 def _rows(name):
@@ -33,12 +33,13 @@ def _source(*paths):
         " by `python -m benchmarks.docs_tables`.*\n"
 
 
-def _demoted(markdown):
-    """A report's markdown under a page's own headings: its title dropped, sections one level
-    down."""
-    lines = [line for line in markdown.splitlines() if not line.startswith("# ")]
-    return "\n".join("#" + line if line.startswith("## ") else line for line in lines).strip() + \
-        "\n"
+def _workload_section(markdown, workload):
+    """One workload's section of a study's report, without its heading (the page has its own)."""
+    sections = re.split(r"^## ", markdown, flags=re.M)[1:]
+    mine = [s for s in sections if re.match(rf"{workload}\b", s)]
+    if len(mine) != 1:
+        raise ValueError(f"the report has no single section for workload {workload!r}")
+    return mine[0].split("\n", 1)[1].strip() + "\n"
 
 
 def finetune(csv_name):
@@ -64,21 +65,22 @@ def pretraining_study():
         _source("benchmarks/results/pretraining_study.csv")
 
 
-def large_batch_study():
+def large_batch_study(workload):
     from benchmarks.large_batch_study import presets, report
     from benchmarks.large_batch_study.results import ResultsFile
     path = "benchmarks/results/large_batch_study_cpu/results.csv"
     records = list(ResultsFile(os.path.join(REPO, path)).records.values())
-    return _demoted(report.markdown(presets.PRESETS["cpu"], records)) + _source(path)
+    markdown = report.markdown(presets.PRESETS["cpu"], records)
+    return _workload_section(markdown, workload) + _source(path)
 
 
-def steps_to_target():
+def steps_to_target(workload):
     from benchmarks.large_batch_study import presets, target_report
     from benchmarks.large_batch_study.results import ResultsFile, TargetRecord
     path = "benchmarks/results/steps_to_target_cpu/targets.csv"
     records = list(ResultsFile(os.path.join(REPO, path), TargetRecord).records.values())
-    return _demoted(target_report.markdown(presets.TARGET_PRESETS["cpu"], records)) + \
-        _source(path)
+    markdown = target_report.markdown(presets.TARGET_PRESETS["cpu"], records)
+    return _workload_section(markdown, workload) + _source(path)
 
 
 def _recipe_row(path):
@@ -132,8 +134,10 @@ GENERATORS = {
     "finetune_bbc_news_init_cls_pooler": lambda: finetune("finetune_bbc_news_init_cls_pooler.csv"),
     "finetune_bbc_news_10_epochs": lambda: finetune("finetune_bbc_news_10_epochs.csv"),
     "pretraining_study": pretraining_study,
-    "large_batch_study_cpu": large_batch_study,
-    "steps_to_target_cpu": steps_to_target,
+    "large_batch_study_cpu.fashion_cnn": lambda: large_batch_study("fashion_cnn"),
+    "large_batch_study_cpu.bert": lambda: large_batch_study("bert"),
+    "steps_to_target_cpu.fashion_cnn": lambda: steps_to_target("fashion_cnn"),
+    "steps_to_target_cpu.bert": lambda: steps_to_target("bert"),
     "recipes": recipes,
     "bad_inputs": bad_inputs,
 }
