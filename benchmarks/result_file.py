@@ -68,8 +68,9 @@ def run(main):
     known, rest = parser.parse_known_args(sys.argv[1:])
     if known.output is None:
         return main()
-    module = sys.modules["__main__"].__spec__.name
-    command = "python -m " + " ".join([module] + [shlex.quote(a) for a in rest])
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    program = f"python -m {spec.name}" if spec else f"python {sys.argv[0]}"
+    command = " ".join([program] + [shlex.quote(a) for a in rest])
     sys.argv = sys.argv[:1] + rest
     tee = _Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
