@@ -63,7 +63,7 @@ class _Tee(io.TextIOBase):
 def run(main):
     """Call `main()`; with `--output FILE` on the command line, also write what it printed to
     FILE under `header`, once it has finished without an error."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--output", default=None)
     known, rest = parser.parse_known_args(sys.argv[1:])
     if known.output is None:
