@@ -103,7 +103,8 @@ def _recipe_row(path):
 
 def recipes():
     lines = ["| recipe (`--config_file=`) | model | training data | batch | updates | "
-             "optimizer | peak rate | warmup | starts from |", "|---|---|---|---:|---:|---|---:|---:|---|"]
+             "optimizer | peak rate | warmup | starts from |",
+             "|---|---|---|---:|---:|---|---:|---:|---|"]
     lines += [_recipe_row(path)
               for path in sorted(glob.glob(os.path.join(REPO, "configs", "*", "*.yaml")))]
     return "\n".join(lines) + "\n" + _source("configs/*/*.yaml")
