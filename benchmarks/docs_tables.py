@@ -42,21 +42,17 @@ def _workload_section(markdown, workload):
     return mine[0].split("\n", 1)[1].strip() + "\n"
 
 
-def finetune(csv_name):
+def finetune(csv_name, tfidf_from=None):
+    """The fine-tuning study's table from its CSV; with `tfidf_from`, plus the TF-IDF rows its
+    command wrote into that .md (computed from the data, they are not in the CSV)."""
     from benchmarks import finetune_study
     table = finetune_study.table(_rows(csv_name))
-    return table + _source(f"benchmarks/results/{csv_name}")
-
-
-def finetune_with_tfidf():
-    """The study's table from its CSV, with the TF-IDF rows its command wrote beside it (they
-    are computed from the data, not stored in the CSV)."""
-    from benchmarks import finetune_study
-    with open(os.path.join(RESULTS, "finetune_bbc_news.md")) as f:
-        tfidf = [line for line in f.read().splitlines() if line.startswith("| TF-IDF")]
-    table = finetune_study.table(_rows("finetune_bbc_news.csv")) + "\n".join(tfidf) + "\n"
-    return table + _source("benchmarks/results/finetune_bbc_news.csv",
-                           "benchmarks/results/finetune_bbc_news.md (TF-IDF rows)")
+    sources = [f"benchmarks/results/{csv_name}"]
+    if tfidf_from:
+        with open(os.path.join(RESULTS, tfidf_from)) as f:
+            table += "".join(line for line in f if line.startswith("| TF-IDF"))
+        sources.append(f"benchmarks/results/{tfidf_from} (TF-IDF rows)")
+    return table + _source(*sources)
 
 
 def pretraining_study():
@@ -131,7 +127,7 @@ def bad_inputs():
 
 
 GENERATORS = {
-    "finetune_bbc_news": finetune_with_tfidf,
+    "finetune_bbc_news": lambda: finetune("finetune_bbc_news.csv", "finetune_bbc_news.md"),
     "finetune_bbc_news_init_cls_pooler": lambda: finetune("finetune_bbc_news_init_cls_pooler.csv"),
     "finetune_bbc_news_10_epochs": lambda: finetune("finetune_bbc_news_10_epochs.csv"),
     "pretraining_study": pretraining_study,
