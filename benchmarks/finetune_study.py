@@ -24,19 +24,24 @@ FIELDS = ("init", "learning_rate", "seed", "dev_accuracy", "test_accuracy")
 RANDOM = "random"
 TIE = 1e-4  # mean dev accuracies closer than the CSV's rounding are a tie
 
-flags.DEFINE_multi_string("init_checkpoint", [], "Pretraining model_dirs, checkpoints or "
-                          "exports to compare (the first one's architecture is also trained "
-                          "from random weights).")
-flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3"], "Peak rates to try.")
-flags.DEFINE_list("seeds", ["1", "2"], "Seeds of each (init, rate).")
-flags.DEFINE_string("optimizer", "adamw", "trainers optimizer name.")
-flags.DEFINE_string("params_override", "", "Passed on to every run.")
-flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
-                                           "finetune_bbc_news.csv"), "The results table.")
-flags.DEFINE_list("tfidf_words", ["100", "0"], "Words of each article the TF-IDF + logistic "
-                  "regression yardstick reads (0: the whole article).")
-flags.DEFINE_string("work_dir", "/tmp/finetune_study", "Where the runs' model_dirs go (each "
-                    "is deleted once its row is written).")
+def _define_flags():
+    """Defined only when run as a program, so that other studies can import run_one beside
+    their own flags."""
+    flags.DEFINE_multi_string("init_checkpoint", [], "Pretraining model_dirs, checkpoints or "
+                              "exports to compare (the first one's architecture is also trained "
+                              "from random weights).")
+    flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3"], "Peak rates to try.")
+    flags.DEFINE_list("seeds", ["1", "2"], "Seeds of each (init, rate).")
+    flags.DEFINE_string("optimizer", "adamw", "trainers optimizer name.")
+    flags.DEFINE_string("params_override", "", "Passed on to every run.")
+    flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
+                                               "finetune_bbc_news.csv"), "The results table.")
+    flags.DEFINE_list("tfidf_words", ["100", "0"], "Words of each article the TF-IDF + logistic "
+                      "regression yardstick reads (0: the whole article).")
+    flags.DEFINE_string("work_dir", "/tmp/finetune_study", "Where the runs' model_dirs go (each "
+                        "is deleted once its row is written).")
+
+
 FLAGS = flags.FLAGS
 
 _ACCURACY = re.compile(r"^eval: accuracy=([0-9.]+)", re.MULTILINE)
@@ -56,19 +61,24 @@ def _finetune(arguments):
     return done.stdout
 
 
-def run_one(init_checkpoint, random_init, learning_rate, seed, model_dir):
-    """(dev accuracy, test accuracy) of one fine-tuning run."""
-    override = f"task.random_init={str(random_init).lower()}"
-    if FLAGS.params_override:
-        override += "," + FLAGS.params_override
+def run_one(init_checkpoint, random_init, learning_rate, seed, model_dir, optimizer="adamw",
+            params_override="", task="bbc_news"):
+    """(dev accuracy, test accuracy) of one fine-tuning run on the built-in `task` (trained on
+    its train split, chosen on dev, reported on test); `params_override` is passed on."""
+    override = (f"task.random_init={str(random_init).lower()},"
+                f"task.train_data.input_path={task}:train")
+    if params_override:
+        override += "," + params_override
     if random_init:  # random weights have no trained pooler to start a head from
         override += ",task.init_cls_pooler=false"
     common = [f"--init_checkpoint={init_checkpoint}", f"--model_dir={model_dir}",
               f"--learning_rate={learning_rate}", f"--seed={seed}",
-              f"--params_override=optimizer.name={FLAGS.optimizer},{override}"]
+              f"--params_override=optimizer.name={optimizer},{override}"]
     shutil.rmtree(model_dir, ignore_errors=True)
-    dev = float(_ACCURACY.search(_finetune(common + ["--mode=train_and_eval"])).group(1))
-    test_override = common[-1] + ",task.eval_data.input_path=bbc_news:test"
+    dev_override = common[-1] + f",task.eval_data.input_path={task}:dev"
+    dev = float(_ACCURACY.search(_finetune(common[:-1] + [dev_override,
+                                                          "--mode=train_and_eval"])).group(1))
+    test_override = common[-1] + f",task.eval_data.input_path={task}:test"
     test = float(_ACCURACY.search(_finetune(common[:-1] + [test_override, "--mode=eval"]))
                  .group(1))
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -161,7 +171,8 @@ def main(argv):
                 if (label, rate, seed) in done:
                     continue
                 dev, test = run_one(path, random_init, rate, seed,
-                                    os.path.join(FLAGS.work_dir, "run"))
+                                    os.path.join(FLAGS.work_dir, "run"), FLAGS.optimizer,
+                                    FLAGS.params_override)
                 new = not os.path.exists(FLAGS.output)
                 with open(FLAGS.output, "a", newline="") as f:
                     writer = csv.DictWriter(f, FIELDS)
@@ -178,4 +189,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
