@@ -242,3 +242,54 @@ def test_a_plan_that_cannot_run_is_refused_with_the_fix():
         protocol.Plan(grid_size=2).check()
     with pytest.raises(ValueError, match="ascending"):
         protocol.Plan(batches=(128, 64)).check()
+
+
+def test_a_settings_flags_give_the_trainer_that_setting():
+    from absl import flags as absl_flags
+    from benchmarks import pretraining_study
+    from benchmarks.batch_scaling_study import runs
+    from trainers import flags as trainer_flags
+    from trainers.bert.config import BertExperimentConfig
+
+    plan = protocol.Plan()
+    setting = protocol.Setting("adamw", 1024, 0.004 * 2 ** 0.5, 60, beta_2=0.98, power=2.0)
+    values = absl_flags.FlagValues()
+    trainer_flags.define_flags(values)
+    values(["prog", f"--config_file={pretraining_study.RECIPE}",
+            *runs.pretraining_flags(setting, plan)])
+    experiment = trainer_flags.resolve(BertExperimentConfig(), values)
+    assert experiment.trainer.train_batch_size == 1024       # global: 8 micro-batches of 128
+    assert experiment.trainer.num_accumulation_steps == 8
+    assert experiment.trainer.num_train_steps == 300         # 307,200 examples
+    assert experiment.optimizer.name == "adamw"
+    assert experiment.optimizer.learning_rate == 0.004 * 2 ** 0.5   # not rounded
+    assert experiment.optimizer.num_warmup_steps == 60
+    assert experiment.optimizer.adamw.beta_2 == 0.98 and experiment.optimizer.power == 2.0
+    # The rest is README command 1's: model, data, weight decay.
+    assert experiment.task.model.size == "tiny" and experiment.task.model.vocab_size == 8000
+    assert experiment.optimizer.adamw.weight_decay == 0.01
+    # A checkpoint every 25,600 examples, so a killed run loses at most that much.
+    assert experiment.trainer.iterations_per_loop == 25
+    assert experiment.trainer.save_checkpoints_steps == 25
+
+
+def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypatch, tmp_path):
+    from benchmarks import finetune_study
+    calls = []
+
+    def fake_finetune(arguments):
+        calls.append(arguments)
+        return "eval: accuracy=0.9000  loss=0.3\n" if len(calls) == 1 else "eval: accuracy=0.8"
+
+    monkeypatch.setattr(finetune_study, "_finetune", fake_finetune)
+    dev, test = finetune_study.run_one("enc", False, 1e-3, 2, str(tmp_path / "m"),
+                                       task="reuters_r8")
+    assert (dev, test) == (0.9, 0.8)
+    (train_run, test_run) = calls
+    override = next(a for a in train_run if a.startswith("--params_override="))
+    assert "--mode=train_and_eval" in train_run and "task.train_data.input_path=reuters_r8:train" \
+        in override and override.endswith("task.eval_data.input_path=reuters_r8:dev")
+    override = next(a for a in test_run if a.startswith("--params_override="))
+    assert "--mode=eval" in test_run and override.endswith(
+        "task.eval_data.input_path=reuters_r8:test")
+    assert "--seed=2" in train_run and "--seed=2" in test_run
