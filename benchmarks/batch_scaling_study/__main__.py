@@ -77,6 +77,10 @@ def main(argv):
         return
     if not FLAGS.report:
         from benchmarks.batch_scaling_study import runs  # pylint: disable=g-import-not-at-top
+        try:
+            runs.check_tasks(plan.tasks)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
         study = protocol.Study(
             plan, pretrainings, finetunings, FLAGS.work_dir, runs.pretrain(plan),
             runs.finetune(plan, FLAGS.work_dir), runs.tfidf, shutil.rmtree,

@@ -101,7 +101,9 @@ def markdown(plan, pretrainings, finetunes):
         "(seeds). \"untuned\": the paper's rule (square-root rate from batch "
         f"{plan.batches[0]}, {plan.paper_warmup_updates()} warmup updates at every batch). "
         "Masked-LM and next-sentence accuracy on 1,024 held-out pairs; health: the pooler's "
-        "saturated share and spread, norm growth since initialization.", ""]
+        "saturated share and spread, norm growth since initialization. Generated from "
+        "pretraining.csv and finetuning.csv by `python -m benchmarks.batch_scaling_study "
+        "--report`.", ""]
     task_columns = " | ".join(f"{task} test" for task in plan.tasks)
     lines += [f"| encoder | batch | setting | runs | {task_columns} | dev (seed "
               f"{plan.seeds[0]}) | masked-LM | next-sentence | pooler saturated | pooler "

@@ -66,6 +66,15 @@ def finetune(plan, work_dir):
     return run
 
 
+def check_tasks(tasks):
+    """Refuses tasks that fine-tuning or the TF-IDF row cannot read, before anything runs."""
+    from trainers.bert.finetune import data as data_lib  # pylint: disable=g-import-not-at-top
+    unknown = [task for task in tasks if task != data_lib.BBC_NEWS]
+    if unknown:
+        raise ValueError(f"unknown downstream task(s) {unknown}; the built-in ones: "
+                         f"{[data_lib.BBC_NEWS]}.")
+
+
 def tfidf(task):
     """TF-IDF + logistic regression on the task's whole texts: (dev, test)."""
     if task != "bbc_news":
