@@ -51,9 +51,9 @@ def _label(path):
     return os.path.basename(os.path.normpath(path))
 
 
-def _finetune(arguments):
+def _finetune(task, arguments):
     done = subprocess.run([sys.executable, "-m", "trainers.bert.finetune",
-                           "--config_file=finetune_bbc_news", *arguments],
+                           f"--config_file=finetune_{task}", *arguments],
                           cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if done.returncode != 0:
@@ -61,10 +61,11 @@ def _finetune(arguments):
     return done.stdout
 
 
-def run_one(init_checkpoint, random_init, learning_rate, seed, model_dir, optimizer="adamw",
-            params_override="", task="bbc_news"):
-    """(dev accuracy, test accuracy) of one fine-tuning run on the built-in `task` (trained on
-    its train split, chosen on dev, reported on test); `params_override` is passed on."""
+def run_one(task, init_checkpoint, random_init, learning_rate, seed, model_dir,
+            optimizer="adamw", params_override=""):
+    """(dev accuracy, test accuracy) of one fine-tuning run on the built-in `task` (its recipe
+    configs/bert/finetune_<task>.yaml): trained on its train split, evaluated on dev, then on
+    test; `params_override` is passed on."""
     override = (f"task.random_init={str(random_init).lower()},"
                 f"task.train_data.input_path={task}:train")
     if params_override:
@@ -76,19 +77,21 @@ def run_one(init_checkpoint, random_init, learning_rate, seed, model_dir, optimi
               f"--params_override=optimizer.name={optimizer},{override}"]
     shutil.rmtree(model_dir, ignore_errors=True)
     dev_override = common[-1] + f",task.eval_data.input_path={task}:dev"
-    dev = float(_ACCURACY.search(_finetune(common[:-1] + [dev_override,
-                                                          "--mode=train_and_eval"])).group(1))
+    dev = float(_ACCURACY.search(_finetune(task, common[:-1] + [
+        dev_override, "--mode=train_and_eval"])).group(1))
     test_override = common[-1] + f",task.eval_data.input_path={task}:test"
-    test = float(_ACCURACY.search(_finetune(common[:-1] + [test_override, "--mode=eval"]))
+    test = float(_ACCURACY.search(_finetune(task, common[:-1] + [test_override, "--mode=eval"]))
                  .group(1))
     shutil.rmtree(model_dir, ignore_errors=True)
     return dev, test
 
 
-def tfidf_baseline(first_words):
+def tfidf_baseline(first_words, task="bbc_news"):
     """(best C on dev, dev accuracy, test accuracy) of TF-IDF + logistic regression on the same
     split, reading each article's first `first_words` words (0: all). Fits in seconds: the
     yardstick a pretrained encoder has to beat on topic classification."""
+    if task != "bbc_news":
+        raise ValueError(f"the TF-IDF yardstick reads bbc_news only, not {task!r}.")
     from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
     from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
     from trainers.bert.finetune import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -170,7 +173,7 @@ def main(argv):
             for seed in FLAGS.seeds:
                 if (label, rate, seed) in done:
                     continue
-                dev, test = run_one(path, random_init, rate, seed,
+                dev, test = run_one("bbc_news", path, random_init, rate, seed,
                                     os.path.join(FLAGS.work_dir, "run"), FLAGS.optimizer,
                                     FLAGS.params_override)
                 new = not os.path.exists(FLAGS.output)

@@ -277,13 +277,12 @@ def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypat
     from benchmarks import finetune_study
     calls = []
 
-    def fake_finetune(arguments):
-        calls.append(arguments)
+    def fake_finetune(task, arguments):
+        calls.append([f"--config_file=finetune_{task}", *arguments])
         return "eval: accuracy=0.9000  loss=0.3\n" if len(calls) == 1 else "eval: accuracy=0.8"
 
     monkeypatch.setattr(finetune_study, "_finetune", fake_finetune)
-    dev, test = finetune_study.run_one("enc", False, 1e-3, 2, str(tmp_path / "m"),
-                                       task="reuters_r8")
+    dev, test = finetune_study.run_one("reuters_r8", "enc", False, 1e-3, 2, str(tmp_path / "m"))
     assert (dev, test) == (0.9, 0.8)
     (train_run, test_run) = calls
     override = next(a for a in train_run if a.startswith("--params_override="))
@@ -293,3 +292,4 @@ def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypat
     assert "--mode=eval" in test_run and override.endswith(
         "task.eval_data.input_path=reuters_r8:test")
     assert "--seed=2" in train_run and "--seed=2" in test_run
+    assert "--config_file=finetune_reuters_r8" in train_run + test_run

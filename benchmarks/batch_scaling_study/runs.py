@@ -60,24 +60,24 @@ def pretrain(plan):
 def finetune(plan, work_dir):
     """`finetune(task, init_checkpoint, random_init, seed)` for protocol.Study."""
     def run(task, init_checkpoint, random_init, seed):
-        return finetune_study.run_one(init_checkpoint, random_init,
+        return finetune_study.run_one(task, init_checkpoint, random_init,
                                       plan.finetune_learning_rate, seed,
-                                      os.path.join(work_dir, "finetune"), task=task)
+                                      os.path.join(work_dir, "finetune"))
     return run
 
 
 def check_tasks(tasks):
-    """Refuses tasks that fine-tuning or the TF-IDF row cannot read, before anything runs."""
-    from trainers.bert.finetune import data as data_lib  # pylint: disable=g-import-not-at-top
-    unknown = [task for task in tasks if task != data_lib.BBC_NEWS]
+    """Refuses, before anything runs, a task without its fine-tuning recipe finetune_<task>."""
+    from trainers import recipes  # pylint: disable=g-import-not-at-top
+    known = sorted(name.split("/")[1][len("finetune_"):] for name in recipes.available()
+                   if name.startswith("bert/finetune_"))
+    unknown = [task for task in tasks if task not in known]
     if unknown:
-        raise ValueError(f"unknown downstream task(s) {unknown}; the built-in ones: "
-                         f"{[data_lib.BBC_NEWS]}.")
+        raise ValueError(f"unknown downstream task(s) {unknown}: no recipe "
+                         f"configs/bert/finetune_<task>.yaml; the tasks with one: {known}.")
 
 
 def tfidf(task):
     """TF-IDF + logistic regression on the task's whole texts: (dev, test)."""
-    if task != "bbc_news":
-        raise ValueError(f"the TF-IDF yardstick reads bbc_news only, not {task!r}.")
-    _, dev, test = finetune_study.tfidf_baseline(0)
+    _, dev, test = finetune_study.tfidf_baseline(0, task)
     return dev, test
