@@ -150,6 +150,9 @@ def test_both_optimizers_get_the_same_search_and_adamw_also_nados_at_the_largest
     finally:
         DEV_PEAK.update(original)
     records = study.pretrainings.records.values()
+    # With no grid widened, --plan's count is exactly what ran.
+    plan_text = "\n".join(protocol.describe(plan))
+    assert f"at least {len(records)} pretraining runs" in plan_text
     for batch in BATCHES:
         stages = {o: sorted(r.stage for r in records if r.optimizer == o and r.batch == batch)
                   for o in protocol.OPTIMIZERS}

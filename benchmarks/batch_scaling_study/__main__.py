@@ -34,6 +34,8 @@ flags.DEFINE_integer("max_widenings", _DEFAULT.max_widenings, "Rates added past 
                      "cell's grid while its best sits there, per side.")
 flags.DEFINE_float("examples_per_sec", 200.0, "For --plan: pretraining speed to assume "
                    "(README: 196-213 on 2 CPU cores with nothing else running).")
+flags.DEFINE_float("finetune_minutes", 1.5, "For --plan: minutes per fine-tuning run, "
+                   "averaged over --tasks (bbc_news: about 1.5 with its test evaluation).")
 FLAGS = flags.FLAGS
 
 
@@ -73,7 +75,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     if FLAGS.plan:
         print("\n".join(protocol.describe(plan, pretrainings.records, finetunings.records,
-                                          FLAGS.examples_per_sec)))
+                                          FLAGS.examples_per_sec, FLAGS.finetune_minutes)))
         return
     if not FLAGS.report:
         from benchmarks.batch_scaling_study import runs  # pylint: disable=g-import-not-at-top

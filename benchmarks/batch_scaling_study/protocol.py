@@ -353,13 +353,18 @@ def describe(plan, pretrainings=(), finetunings=(), examples_per_sec=200.0,
     cells = len(plan.batches) * len(OPTIMIZERS)
     finetune_runs = len(plan.tasks) * (pretraining_runs + 2 * cells * (len(plan.seeds) - 1)
                                        + len(plan.seeds))
-    seconds = (pretraining_runs * (plan.examples / examples_per_sec + 60)
-               + finetune_runs * finetune_minutes * 60)
+    pretraining_seconds = plan.examples / examples_per_sec + 60  # + start and diagnostics
+    seconds = pretraining_runs * pretraining_seconds + finetune_runs * finetune_minutes * 60
+    done = [r.wall_seconds for r in pretrainings.values() if r.examples == plan.examples]
+    if done:  # what the finished runs took, for what is left
+        pretraining_seconds = sum(done) / len(done)
+    left = (max(0, pretraining_runs - len(done)) * pretraining_seconds
+            + max(0, finetune_runs - len(finetunings)) * finetune_minutes * 60)
     lines += ["", f"at least {pretraining_runs} pretraining runs and at most {finetune_runs} "
               f"fine-tuning runs (chosen and untuned encoders x {len(plan.seeds) - 1} more "
               f"seeds, random weights x {len(plan.seeds)}): ~{format_duration(seconds)} at "
-              f"{examples_per_sec:.0f} examples/s and {finetune_minutes:g} min per fine-tuning "
-              f"(each widening: +{format_duration(plan.examples / examples_per_sec + 60)})",
-              f"done so far: {len(pretrainings)} pretraining and {len(finetunings)} fine-tuning "
-              "rows"]
+              f"{examples_per_sec:.0f} examples/s and {finetune_minutes:g} min per fine-tuning; "
+              f"each widening of a grid adds ~{format_duration(pretraining_seconds)}",
+              f"done: {len(done)} pretraining and {len(finetunings)} fine-tuning rows; left: "
+              f"~{format_duration(left)}"]
     return lines
