@@ -326,10 +326,11 @@ def setting_of(record):
 
 
 # ------------------------------------------------------------------------------------ the plan
-def describe(plan, pretrainings=(), finetunings=(), examples_per_sec=200.0,
+def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
              finetune_minutes=1.5):
     """--plan: the cells in run order, each one's settings, the least number of runs and the
     estimated hours (widening adds runs: each one pretraining more)."""
+    pretrainings, finetunings = pretrainings or {}, finetunings or {}
     lines = [f"{plan.examples:,} examples per pretraining, micro-batch {plan.micro_batch}, "
              f"tasks {', '.join(plan.tasks)}, fine-tuning seeds {list(plan.seeds)} (the first "
              f"chooses on dev)", f"warmup: the paper's rule, {plan.paper_warmup_updates()} "
