@@ -8,6 +8,7 @@ cell stay there.
 
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -83,6 +84,9 @@ def main(argv):
             runs.check_tasks(plan.tasks)
         except ValueError as e:
             sys.exit(f"error: {e}")
+        # Killed by its pid alone, the study takes its running trainer with it (subprocess.run
+        # kills the child on any exception), so no orphan holds the model_dir's lock.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
         study = protocol.Study(
             plan, pretrainings, finetunings, FLAGS.work_dir, runs.pretrain(plan),
             runs.finetune(plan, FLAGS.work_dir), runs.tfidf, shutil.rmtree,
