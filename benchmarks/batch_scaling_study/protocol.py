@@ -213,7 +213,7 @@ class Study:
 
         def try_setting(setting, stage):
             record = self.ensure_pretrained(setting, stage)
-            if record not in visited:
+            if all(r.encoder != record.encoder for r in visited):  # (NaN fields never equal)
                 visited.append(record)
             if not record.finite:
                 return -math.inf
