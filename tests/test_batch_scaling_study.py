@@ -22,8 +22,9 @@ LAMB_DROP_FROM = 512  # LAMB's test accuracy falls 5 points from this batch on
 class FakeRuns:
     """Pretraining and fine-tuning with accuracies given by a formula of the setting."""
 
-    def __init__(self, plan, stop_after=None):
+    def __init__(self, plan, stop_after=None, other_dev_peak=None):
         self.plan = plan
+        self.other_dev_peak = other_dev_peak  # where task "other"'s dev accuracy peaks
         self.pretrained, self.finetuned = [], []
         self.setting_of_dir = {}
         self.stop_after = stop_after
@@ -50,7 +51,10 @@ class FakeRuns:
         relative = setting.learning_rate / self.plan.square_root_rule(setting.optimizer,
                                                                       setting.batch)
         # The warmup of 10% scores a little better on dev; beta_2 0.98 a little worse.
-        dev = (0.9 - 0.02 * abs(math.log2(relative / DEV_PEAK[setting.optimizer]))
+        peak = DEV_PEAK[setting.optimizer]
+        if task == "other" and self.other_dev_peak:
+            peak = self.other_dev_peak
+        dev = (0.9 - 0.02 * abs(math.log2(relative / peak))
                + 0.001 * (setting.warmup_updates != self.plan.paper_warmup_updates())
                - 0.001 * (setting.beta_2 != 0.999))
         drop = 0.05 if setting.optimizer == "lamb" and setting.batch >= LAMB_DROP_FROM else 0
@@ -118,6 +122,27 @@ def test_the_chosen_setting_is_the_best_on_dev_never_on_test(tmp_path, plan):
         for encoder in (record.encoder, plan.untuned(optimizer, batch).encoder):
             for task in plan.tasks:
                 assert all((task, encoder, plan.examples, s) in finetunes for s in plan.seeds)
+
+
+def test_selection_tasks_alone_choose_and_the_others_only_fine_tune_what_was_chosen(
+        tmp_path):
+    plan = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"),
+                         selection_tasks=("bbc_news",))
+    # On "other", dev would choose half the rule: it must not count.
+    runs = FakeRuns(plan, other_dev_peak=0.5)
+    study, _ = make_study(tmp_path, plan, runs)
+    chosen = study.run()
+    for (optimizer, batch), record in chosen.items():
+        assert record.learning_rate == pytest.approx(
+            DEV_PEAK[optimizer] * plan.square_root_rule(optimizer, batch))
+    kept = {r.encoder for r in chosen.values()} | {
+        plan.untuned(o, b).encoder for o in protocol.OPTIMIZERS for b in BATCHES}
+    on_other = [c for c in runs.finetuned if c[0] == "other"]
+    assert sorted(c[1] for c in on_other if not c[2]) == sorted(
+        e for e in kept for _ in plan.seeds)
+    assert len(on_other) == len(kept) * 3 + 3  # and 3 seeds of random weights
+    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    assert "- AdamW tuned, other: test accuracy holds" in text
 
 
 def test_the_rate_grid_widens_while_its_best_sits_on_an_edge(tmp_path, plan):

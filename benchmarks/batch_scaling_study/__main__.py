@@ -27,6 +27,10 @@ flags.DEFINE_string("output_dir", os.path.join(REPO, "benchmarks", "results", "b
 flags.DEFINE_string("work_dir", "/tmp/batch_scaling_study", "Where the model_dirs go.")
 flags.DEFINE_list("tasks", list(_DEFAULT.tasks), "Built-in downstream tasks, by name; the "
                   "setting of a cell is chosen on their mean dev accuracy.")
+flags.DEFINE_list("selection_tasks", [], "The tasks whose dev accuracy chooses each cell's "
+                  "setting (default: all --tasks); the others are fine-tuned only from the "
+                  "chosen and untuned encoders (3 seeds each), which saves a fine-tuning per "
+                  "task and pretraining run.")
 flags.DEFINE_list("batches", [str(b) for b in _DEFAULT.batches], "Global pretraining batches.")
 flags.DEFINE_integer("examples", _DEFAULT.examples, "Training examples at every batch.")
 flags.DEFINE_integer("micro_batch", _DEFAULT.micro_batch, "Examples per device step; larger "
@@ -47,7 +51,8 @@ def make_plan():
         raise app.UsageError(f"--batches takes integers, got {FLAGS.batches}.")
     plan = protocol.Plan(batches=batches, examples=FLAGS.examples,
                          micro_batch=FLAGS.micro_batch, max_widenings=FLAGS.max_widenings,
-                         tasks=tuple(FLAGS.tasks))
+                         tasks=tuple(FLAGS.tasks),
+                         selection_tasks=tuple(FLAGS.selection_tasks))
     plan.check()
     return plan
 

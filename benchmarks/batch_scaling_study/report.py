@@ -96,7 +96,8 @@ def markdown(plan, pretrainings, finetunes):
         "# The LAMB paper's Table 1 in miniature: downstream accuracy against pretraining batch",
         "", f"BERT-Tiny, built-in Wikipedia corpus, {plan.examples:,} examples at every batch. "
         "Each cell's setting is chosen on the mean dev accuracy of one fine-tuning "
-        f"(seed {plan.seeds[0]}) per task; its encoder is then fine-tuned with seeds "
+        f"(seed {plan.seeds[0]}) on each of {', '.join(plan.choosing_tasks)}; its encoder is "
+        "then fine-tuned with seeds "
         f"{', '.join(map(str, plan.seeds))} and the table gives test accuracy (%): mean "
         "(seeds). \"untuned\": the paper's rule (square-root rate from batch "
         f"{plan.batches[0]}, {plan.paper_warmup_updates()} warmup updates at every batch). "
@@ -151,8 +152,9 @@ def _row_line(plan, row):
                 + " diverged |" * len(plan.tasks) + " |" * 7)
     tests = [f"**{_percent(row.mean(task))}** ({', '.join(_percent(t) for t in row.tests[task])})"
              if row.tests[task] else "in progress" for task in plan.tasks]
-    devs = [row.devs[task][0] for task in plan.tasks if row.devs[task]]
-    dev = _percent(statistics.fmean(devs)) if len(devs) == len(plan.tasks) else "in progress"
+    devs = [row.devs[task][0] for task in plan.choosing_tasks if row.devs[task]]
+    dev = (_percent(statistics.fmean(devs)) if len(devs) == len(plan.choosing_tasks)
+           else "in progress")
     return (f"| {name} | {row.batch} | {_setting(record)} | {row.runs_tried} | "
             + " | ".join(tests) + f" | {dev} | {_percent(record.masked_lm_accuracy)} | "
             f"{_percent(record.next_sentence_accuracy)} | {_percent(record.pooler_saturation)} | "
