@@ -8,9 +8,12 @@ BERT-Tiny on the built-in Wikipedia corpus (README command 1's model, data and s
 307,200 training examples at every global batch from 64 to 1,024 (batches past the per-replica
 micro-batch through `--num_accumulation_steps`), LAMB against AdamW (shared/design.md section
 10; issue 38). Every (batch, optimizer) cell gets the same search, and each of its settings is
-judged downstream: the encoder is fine-tuned once (first seed) on each downstream task, and the
-setting with the best mean dev accuracy is the cell's; its encoder is then fine-tuned with the
-other seeds, and test accuracy is what the table reports. Test accuracy never chooses anything.
+judged downstream: the encoder is fine-tuned once (first seed) on each downstream task of
+--selection_tasks (default: all --tasks), and the setting with the best mean dev accuracy is
+the cell's; its encoder (and the untuned rule's) is then fine-tuned with every seed on every
+task, and test accuracy is what the table reports. Test accuracy never chooses anything. Keep
+--selection_tasks fixed through a study; adding a task to --tasks later only fine-tunes the
+kept encoders on it.
 
 The search of a cell (`protocol.Study.run_cell`):
 1. the rate: 3 points a factor 2 apart around the square-root rule from the healthy batch-64
