@@ -145,6 +145,21 @@ def test_selection_tasks_alone_choose_and_the_others_only_fine_tune_what_was_cho
     assert "- AdamW tuned, other: test accuracy holds" in text
 
 
+def test_a_task_added_later_fine_tunes_the_kept_encoders_and_pretrains_nothing(tmp_path):
+    first = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news",))
+    runs = FakeRuns(first)
+    chosen = make_study(tmp_path, first, runs)[0].run()
+    later = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"),
+                          selection_tasks=("bbc_news",))
+    more = FakeRuns(later)
+    more.setting_of_dir = runs.setting_of_dir
+    assert make_study(tmp_path, later, more)[0].run() == chosen
+    assert more.pretrained == [] and {c[0] for c in more.finetuned} == {"other"}
+    kept = {r.encoder for r in chosen.values()} | {
+        later.untuned(o, b).encoder for o in protocol.OPTIMIZERS for b in BATCHES}
+    assert len(more.finetuned) == 3 * len(kept) + 3
+
+
 def test_the_rate_grid_widens_while_its_best_sits_on_an_edge(tmp_path, plan):
     runs = FakeRuns(plan)
     study, _ = make_study(tmp_path, plan, runs)

@@ -12,8 +12,8 @@ judged downstream: the encoder is fine-tuned once (first seed) on each downstrea
 --selection_tasks (default: all --tasks), and the setting with the best mean dev accuracy is
 the cell's; its encoder (and the untuned rule's) is then fine-tuned with every seed on every
 task, and test accuracy is what the table reports. Test accuracy never chooses anything. Keep
---selection_tasks fixed through a study; adding a task to --tasks later only fine-tunes the
-kept encoders on it.
+--selection_tasks fixed through a study (name it explicitly before adding a task to --tasks):
+a task added later is then only fine-tuned from the kept encoders, no pretraining is redone.
 
 The search of a cell (`protocol.Study.run_cell`):
 1. the rate: 3 points a factor 2 apart around the square-root rule from the healthy batch-64
