@@ -24,19 +24,24 @@ FIELDS = ("init", "learning_rate", "seed", "dev_accuracy", "test_accuracy")
 RANDOM = "random"
 TIE = 1e-4  # mean dev accuracies closer than the CSV's rounding are a tie
 
-flags.DEFINE_multi_string("init_checkpoint", [], "Pretraining model_dirs, checkpoints or "
-                          "exports to compare (the first one's architecture is also trained "
-                          "from random weights).")
-flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3"], "Peak rates to try.")
-flags.DEFINE_list("seeds", ["1", "2"], "Seeds of each (init, rate).")
-flags.DEFINE_string("optimizer", "adamw", "trainers optimizer name.")
-flags.DEFINE_string("params_override", "", "Passed on to every run.")
-flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
-                                           "finetune_bbc_news.csv"), "The results table.")
-flags.DEFINE_list("tfidf_words", ["100", "0"], "Words of each article the TF-IDF + logistic "
-                  "regression yardstick reads (0: the whole article).")
-flags.DEFINE_string("work_dir", "/tmp/finetune_study", "Where the runs' model_dirs go (each "
-                    "is deleted once its row is written).")
+def _define_flags():
+    """Defined only when run as a program, so that other studies can import run_one beside
+    their own flags."""
+    flags.DEFINE_multi_string("init_checkpoint", [], "Pretraining model_dirs, checkpoints or "
+                              "exports to compare (the first one's architecture is also trained "
+                              "from random weights).")
+    flags.DEFINE_list("learning_rates", ["1e-4", "3e-4", "1e-3", "3e-3"], "Peak rates to try.")
+    flags.DEFINE_list("seeds", ["1", "2"], "Seeds of each (init, rate).")
+    flags.DEFINE_string("optimizer", "adamw", "trainers optimizer name.")
+    flags.DEFINE_string("params_override", "", "Passed on to every run.")
+    flags.DEFINE_string("output", os.path.join(REPO, "benchmarks", "results",
+                                               "finetune_bbc_news.csv"), "The results table.")
+    flags.DEFINE_list("tfidf_words", ["100", "0"], "Words of each article the TF-IDF + logistic "
+                      "regression yardstick reads (0: the whole article).")
+    flags.DEFINE_string("work_dir", "/tmp/finetune_study", "Where the runs' model_dirs go (each "
+                        "is deleted once its row is written).")
+
+
 FLAGS = flags.FLAGS
 
 _ACCURACY = re.compile(r"^eval: accuracy=([0-9.]+)", re.MULTILINE)
@@ -46,9 +51,9 @@ def _label(path):
     return os.path.basename(os.path.normpath(path))
 
 
-def _finetune(arguments):
+def _finetune(task, arguments):
     done = subprocess.run([sys.executable, "-m", "trainers.bert.finetune",
-                           "--config_file=finetune_bbc_news", *arguments],
+                           f"--config_file=finetune_{task}", *arguments],
                           cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if done.returncode != 0:
@@ -56,29 +61,37 @@ def _finetune(arguments):
     return done.stdout
 
 
-def run_one(init_checkpoint, random_init, learning_rate, seed, model_dir):
-    """(dev accuracy, test accuracy) of one fine-tuning run."""
-    override = f"task.random_init={str(random_init).lower()}"
-    if FLAGS.params_override:
-        override += "," + FLAGS.params_override
+def run_one(task, init_checkpoint, random_init, learning_rate, seed, model_dir,
+            optimizer="adamw", params_override=""):
+    """(dev accuracy, test accuracy) of one fine-tuning run on the built-in `task` (its recipe
+    configs/bert/finetune_<task>.yaml): trained on its train split, evaluated on dev, then on
+    test; `params_override` is passed on."""
+    override = (f"task.random_init={str(random_init).lower()},"
+                f"task.train_data.input_path={task}:train")
+    if params_override:
+        override += "," + params_override
     if random_init:  # random weights have no trained pooler to start a head from
         override += ",task.init_cls_pooler=false"
     common = [f"--init_checkpoint={init_checkpoint}", f"--model_dir={model_dir}",
               f"--learning_rate={learning_rate}", f"--seed={seed}",
-              f"--params_override=optimizer.name={FLAGS.optimizer},{override}"]
+              f"--params_override=optimizer.name={optimizer},{override}"]
     shutil.rmtree(model_dir, ignore_errors=True)
-    dev = float(_ACCURACY.search(_finetune(common + ["--mode=train_and_eval"])).group(1))
-    test_override = common[-1] + ",task.eval_data.input_path=bbc_news:test"
-    test = float(_ACCURACY.search(_finetune(common[:-1] + [test_override, "--mode=eval"]))
+    dev_override = common[-1] + f",task.eval_data.input_path={task}:dev"
+    dev = float(_ACCURACY.search(_finetune(task, common[:-1] + [
+        dev_override, "--mode=train_and_eval"])).group(1))
+    test_override = common[-1] + f",task.eval_data.input_path={task}:test"
+    test = float(_ACCURACY.search(_finetune(task, common[:-1] + [test_override, "--mode=eval"]))
                  .group(1))
     shutil.rmtree(model_dir, ignore_errors=True)
     return dev, test
 
 
-def tfidf_baseline(first_words):
+def tfidf_baseline(first_words, task="bbc_news"):
     """(best C on dev, dev accuracy, test accuracy) of TF-IDF + logistic regression on the same
     split, reading each article's first `first_words` words (0: all). Fits in seconds: the
     yardstick a pretrained encoder has to beat on topic classification."""
+    if task != "bbc_news":
+        raise ValueError(f"the TF-IDF yardstick reads bbc_news only, not {task!r}.")
     from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
     from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
     from trainers.bert.finetune import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -160,8 +173,9 @@ def main(argv):
             for seed in FLAGS.seeds:
                 if (label, rate, seed) in done:
                     continue
-                dev, test = run_one(path, random_init, rate, seed,
-                                    os.path.join(FLAGS.work_dir, "run"))
+                dev, test = run_one("bbc_news", path, random_init, rate, seed,
+                                    os.path.join(FLAGS.work_dir, "run"), FLAGS.optimizer,
+                                    FLAGS.params_override)
                 new = not os.path.exists(FLAGS.output)
                 with open(FLAGS.output, "a", newline="") as f:
                     writer = csv.DictWriter(f, FIELDS)
@@ -178,4 +192,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
