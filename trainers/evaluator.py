@@ -76,7 +76,8 @@ class Evaluator:
     def _log_weight_growth(self, step):
         if not self.weight_norms:
             return
-        start = self.weight_norms.start(step)
+        # Read only: training records the start, and an eval-only run does not hold model_dir.
+        start = self.weight_norms.start(step, record=False)
         if start is None:
             return
         logging.info("weight norms at step %d, largest growth since step %d: %s", step,

@@ -4,8 +4,6 @@ kept beside the checkpoints, and the restore of the checkpoint to go on from."""
 
 import os
 
-import tensorflow as tf
-
 from trainers import checkpointing
 from trainers import distribution
 from trainers import storage
@@ -33,14 +31,12 @@ def check_records(task, model_dir):
     """Refuses to resume if the task's model_dir records differ from this run's."""
     for name, text in task.model_dir_records().items():
         path = os.path.join(model_dir, name)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                if f.read() != text:
-                    raise ValueError(
-                        f"{path} records what the checkpoints in {model_dir} were "
-                        f"trained with, and this run's {name} differs; resume with the "
-                        "same, or pass another --model_dir (with --init_checkpoint to "
-                        "start from these weights).")
+        recorded = storage.read_text(path)
+        if recorded is not None and recorded != text:
+            raise ValueError(
+                f"{path} records what the checkpoints in {model_dir} were trained with, and "
+                f"this run's {name} differs; resume with the same, or pass another "
+                "--model_dir (with --init_checkpoint to start from these weights).")
 
 
 def write_records(task, model_dir):

@@ -94,9 +94,9 @@ class CheckpointCadence:
         step = self._current_step()
         if self.last_save != step:
             self._savable(step, self._checkpoints)
-            if self._lock is not None:
-                self._lock.check()  # a run that may have lost model_dir must not write to it
-            self._checkpoints.save()
+            # A run that may have lost model_dir must not write to it: checked before each
+            # write and deletion of the save.
+            self._checkpoints.save(check_lease=self._lock.check if self._lock else None)
             self.last_save = step
             if evaluate and self._evaluate is not None:
                 self.results = self._evaluate()
