@@ -116,3 +116,26 @@ def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_d
     embeddings.assign(embeddings * (11.0 * baseline[index] / np.linalg.norm(embeddings.numpy())))
     _, warnings = second.weight_norms.check(step=15)
     assert len(warnings) == 1 and "since step 10" in warnings[0]
+
+
+@pytest.mark.parametrize("mode", ["eval", "continuous_eval"])
+def test_eval_only_modes_read_the_weight_norm_record_and_never_write_it(data_dir, tmp_path,
+                                                                       mode, caplog):
+    # They do not hold model_dir: a record written by them would become the trainer's start.
+    model_dir = str(tmp_path / "run")
+    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    record = os.path.join(model_dir, health.START_NORMS_FILE)
+    with open(record) as f:
+        written_by_the_trainer = f.read()
+    caplog.set_level(logging.INFO)
+    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
+    with open(record) as f:
+        assert f.read() == written_by_the_trainer
+    assert any(m.startswith("weight norms at step 10, largest growth since step 0: ")
+               for m in caplog.messages)
+    os.remove(record)  # as before the trainer's first start wrote it
+    caplog.clear()
+    results = _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
+    assert "masked_lm_accuracy" in results
+    assert not os.path.exists(record)
+    assert not any(m.startswith("weight norms at step") for m in caplog.messages)

@@ -13,7 +13,7 @@ from official.nlp.modeling import networks as nlp_networks
 from trainers import task as task_lib
 from trainers.bert import builtin_data
 from trainers.bert import config as bert_config
-from trainers.bert import pretrained
+from trainers.bert import vocab_files
 from trainers.bert.input_pipeline import PretrainingInput
 from trainers.data import create_pretraining_data as creator
 from trainers.data import wordpiece
@@ -104,7 +104,7 @@ class BertPretrainingTask(task_lib.Task):
         ids other words: refused when the run records its vocab and the data has one."""
         model_dir = (init_checkpoint if tf.io.gfile.isdir(init_checkpoint)
                      else os.path.dirname(init_checkpoint))
-        recorded = os.path.join(model_dir, pretrained.VOCAB_FILE)
+        recorded = os.path.join(model_dir, vocab_files.VOCAB_FILE)
         data_vocab = os.path.join(os.path.dirname(self.inputs("train").files[0]), "vocab.txt")
         if not (tf.io.gfile.exists(recorded) and tf.io.gfile.exists(data_vocab)):
             return
@@ -155,7 +155,7 @@ class BertPretrainingTask(task_lib.Task):
         made with: task.vocab_file and task.do_lower_case where set, else what
         create_pretraining_data wrote beside the shards."""
         data_directory = os.path.dirname(self.inputs("train").files[0])
-        beside, beside_lower_case, tokenizer = pretrained.data_tokenization(data_directory)
+        beside, beside_lower_case, tokenizer = vocab_files.data_tokenization(data_directory)
         vocab, do_lower_case = self.config.vocab_file or beside, self.config.do_lower_case
         if self.config.vocab_file and beside and (wordpiece.read_vocab(self.config.vocab_file)
                                                   != wordpiece.read_vocab(beside)):
@@ -176,13 +176,13 @@ class BertPretrainingTask(task_lib.Task):
         if vocab:
             wordpiece.read_vocab(vocab)  # a vocab fine-tuning could not use fails here, now
             with tf.io.gfile.GFile(vocab) as f:
-                records[pretrained.VOCAB_FILE] = f.read()
+                records[vocab_files.VOCAB_FILE] = f.read()
         else:
             logging.warning("No vocab is known for this run's data (task.vocab_file is unset "
                             "and none lies beside the shards): fine-tuning from it or exporting "
                             "it will need one given.")
         if do_lower_case is not None:
-            records[pretrained.TOKENIZATION_FILE] = pretrained.tokenization_record(
+            records[vocab_files.TOKENIZATION_FILE] = vocab_files.tokenization_record(
                 do_lower_case, tokenizer)
         return records
 
