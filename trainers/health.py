@@ -49,10 +49,13 @@ class WeightNorms:
     def start(self, step):
         """The norms growth is judged against: step 0's, recorded when a fresh run starts and
         read back on resume. A model_dir without a usable record (made before this check) gets
-        one at the step it is first seen, and the warnings then say "since step N"."""
+        one at the step it is first seen, and the warnings then say "since step N".
+
+        At step 0 the norms now are step 0's, whatever a record says: a record there is of an
+        earlier attempt that died before its first checkpoint, maybe from other weights."""
         if self._start is not None:
             return self._start
-        if tf.io.gfile.exists(self._start_file):
+        if step > 0 and tf.io.gfile.exists(self._start_file):
             with tf.io.gfile.GFile(self._start_file) as f:
                 recorded = json.load(f)
             if len(recorded["norms"]) == len(self.paths):
