@@ -174,6 +174,26 @@ def test_continuing_a_pretraining_run_on_data_of_another_vocab_is_refused(pretra
         task.initialize(model, pretrained["model_dir"])
 
 
+def test_continuing_on_data_of_another_vocab_given_as_task_vocab_file_is_refused(pretrained,
+                                                                                tmp_path):
+    # Shards with no vocab beside them (another tool's); the vocab comes from task.vocab_file.
+    data = shutil.copytree(pretrained["data_dir"], tmp_path / "data")
+    tokens = (data / "vocab.txt").read_text().split("\n")
+    reordered = tmp_path / "reordered_vocab.txt"
+    reordered.write_text("\n".join(tokens[:5] + tokens[6:] + tokens[5:6]))
+    experiment = bert_runs.experiment(str(data))
+    (data / "vocab.txt").unlink()
+    experiment.task.vocab_file = str(data.parent / "same_vocab.txt")
+    shutil.copy(os.path.join(pretrained["data_dir"], "vocab.txt"), experiment.task.vocab_file)
+    task = BertPretrainingTask(experiment.task)
+    model = task.build_model()
+    task.initialize(model, pretrained["model_dir"])  # the same vocab: continues
+    experiment.task.vocab_file = str(reordered)
+    task = BertPretrainingTask(experiment.task)
+    with pytest.raises(ValueError, match="another: token ids would mean other words"):
+        task.initialize(model, pretrained["model_dir"])
+
+
 def test_fine_tuning_from_an_export_trains_evaluates_and_resumes_exactly(pretrained, tmp_path):
     experiment = _experiment(pretrained, pretrained["export"])
     whole = str(tmp_path / "whole")

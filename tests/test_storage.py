@@ -499,6 +499,50 @@ def test_transient_errors_reading_a_lease_are_retried(monkeypatch):
         assert _lease_text(model_dir).startswith(f"pid {os.getpid()} on ")
 
 
+def _outage(monkeypatch, model_dir, failures, makedirs=True):
+    """Writing `model_dir`'s lease (and creating model_dir, if `makedirs`) fail with
+    UnavailableError, the first `failures` times each (None: always); returns the counts of
+    failed calls."""
+    real_makedirs, real_write = tf.io.gfile.makedirs, storage._write_remote
+    failed = {"makedirs": 0, "write": 0}
+
+    def failing(kind, real):
+        def call(path, *args):
+            if path.startswith(model_dir) and (failures is None or failed[kind] < failures):
+                failed[kind] += 1
+                raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+            return real(path, *args)
+        return call
+
+    if makedirs:
+        monkeypatch.setattr(tf.io.gfile, "makedirs", failing("makedirs", real_makedirs))
+    monkeypatch.setattr(storage, "_write_remote", failing("write", real_write))
+    return failed
+
+
+def test_a_transient_outage_while_taking_a_lease_is_waited_out(monkeypatch):
+    # Waits of 0.6 s: two failed writes retried inside one claim would take it past the 1 s
+    # within which a racing starter is ruled out, and the run would be refused.
+    monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0.6, 0.6, 0.6))
+    model_dir = "ram://storage_test/lease_outage_passes"
+    failed = _outage(monkeypatch, model_dir, failures=2)
+    with model_dir_lock.ModelDirLock(model_dir):
+        assert failed == {"makedirs": 2, "write": 2}
+        assert _lease_text(model_dir).startswith(f"pid {os.getpid()} on ")
+
+
+def test_an_outage_while_taking_a_lease_is_named_as_one(monkeypatch):
+    model_dir = "ram://storage_test/lease_outage"
+    _outage(monkeypatch, model_dir, failures=None, makedirs=False)
+    with pytest.raises(storage.StorageUnavailableError,
+                       match=r"Taking the lease .*run\.lease failed 4 times over 0 s with "
+                             r"UnavailableError \(injected: storage did not answer\)\. The "
+                             r"storage is unavailable, not unwritable"):
+        with model_dir_lock.ModelDirLock(model_dir):
+            pass
+    assert not tf.io.gfile.exists(f"{model_dir}/{model_dir_lock.LEASE_FILE}")
+
+
 def _holder_and_successor(model_dir, during_holders_trouble):
     """A holder whose renewals run into `during_holders_trouble` (set up once it holds the
     lease), a successor that watches its lease go stale and takes over; both, once the

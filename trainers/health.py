@@ -53,10 +53,13 @@ class WeightNorms:
 
         `record=False` (runs that do not hold model_dir, such as eval-only ones) only reads:
         None if there is no usable record, and nothing is written.
+
+        At step 0 the norms now are step 0's, whatever a record says: a record there is of an
+        earlier attempt that died before its first checkpoint, maybe from other weights.
         """
         if self._start is not None:
             return self._start
-        text = storage.read_text(self._start_file)
+        text = storage.read_text(self._start_file) if step > 0 else None
         if text is not None:
             recorded = json.loads(text)
             if len(recorded["norms"]) == len(self.paths):

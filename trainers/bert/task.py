@@ -101,18 +101,23 @@ class BertPretrainingTask(task_lib.Task):
 
     def _check_init_vocab(self, init_checkpoint):
         """Continuing a pretraining run on data tokenized with another vocab would give its token
-        ids other words: refused when the run records its vocab and the data has one."""
+        ids other words: refused when the run records its vocab and the data's is known, from
+        task.vocab_file or beside the shards (tokenization())."""
         model_dir = (init_checkpoint if tf.io.gfile.isdir(init_checkpoint)
                      else os.path.dirname(init_checkpoint))
         recorded = os.path.join(model_dir, vocab_files.VOCAB_FILE)
-        data_vocab = os.path.join(os.path.dirname(self.inputs("train").files[0]), "vocab.txt")
-        if not (tf.io.gfile.exists(recorded) and tf.io.gfile.exists(data_vocab)):
+        if not tf.io.gfile.exists(recorded):
+            return
+        data_vocab = self.tokenization()[0]
+        if not data_vocab:
             return
         if wordpiece.read_vocab(recorded) != wordpiece.read_vocab(data_vocab):
             raise ValueError(f"init_checkpoint {init_checkpoint} was pretrained with the vocab "
                              f"{recorded}, and the training data was made with {data_vocab}, "
                              "another: token ids would mean other words. Make the data with "
-                             f"--vocab_file={recorded}.")
+                             f"--vocab_file={recorded}" + (
+                                 ", or set task.vocab_file to the vocab it was made with."
+                                 if self.config.vocab_file else "."))
 
     # ------------------------------------------------------------------------------ data
     def _data_config(self, mode):
