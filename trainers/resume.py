@@ -7,6 +7,7 @@ import os
 from absl import logging
 
 from trainers import checkpointing
+from trainers import params_record
 from trainers import distribution
 from trainers import storage
 
@@ -65,7 +66,7 @@ def restore(checkpoint, latest, model_dir):
         raise ValueError(
             f"The checkpoint {latest} in model_dir does not fit this model: {e} "
             "Use another --model_dir, or the config that wrote it "
-            f"({os.path.join(model_dir, checkpointing.PARAMS_FILE)}).") from None
+            f"({os.path.join(model_dir, params_record.PARAMS_FILE)}).") from None
 
 
 def already_trained(model_dir, step, num_train_steps):

@@ -19,6 +19,7 @@ from absl import logging
 
 from lamb_tf import noise_scale
 from trainers import checkpointing
+from trainers import params_record
 from trainers import distribution
 from trainers import evaluator as evaluator_lib
 from trainers import health
@@ -142,7 +143,7 @@ class Runner:
     def _train(self, eval_each_checkpoint, stop_when, lock):
         """`lock`: the chief's ModelDirLock, checked before each write (None elsewhere)."""
         trainer, train_input = self.trainer, self.train_input
-        params = checkpointing.ParamsRecord(self.model_dir)
+        params = params_record.ParamsRecord(self.model_dir)
         cluster = {"workers": distribution.worker_count(self.strategy),
                    "replicas": self.num_replicas}
         stream = resume.check(self.task, self.experiment, self.model_dir, params, cluster)

@@ -15,6 +15,7 @@ import yaml
 from absl import logging
 
 from trainers import checkpointing
+from trainers import params_record
 from trainers import config as config_lib
 from trainers import storage
 from trainers.bert import builtin_data
@@ -60,7 +61,7 @@ def model_config_of(encoder_yaml, source):
 
 def pretraining_experiment(model_dir):
     """The BertExperimentConfig a pretraining model_dir was written with."""
-    params = checkpointing.ParamsRecord(model_dir).previous()
+    params = params_record.ParamsRecord(model_dir).previous()
     if params is None:
         raise FileNotFoundError(f"{model_dir} holds no readable params.yaml: give the model_dir "
                                 "of a trainers.bert run.")
@@ -140,14 +141,14 @@ def locate(path):
     if (tf.io.gfile.exists(os.path.join(path, ENCODER_CONFIG_FILE))
             and storage.index_exists(os.path.join(path, CHECKPOINT_NAME))):
         return _from_export(path)
-    if tf.io.gfile.exists(os.path.join(path, checkpointing.PARAMS_FILE)):
+    if tf.io.gfile.exists(os.path.join(path, params_record.PARAMS_FILE)):
         if not checkpointing.checkpoint_steps(path):
             raise FileNotFoundError(f"init_checkpoint {path} holds no checkpoint yet; pretrain "
                                     "first.")
         return _from_pretraining(path)
     model_dir = os.path.dirname(path.rstrip("/"))
     if storage.index_exists(path) and tf.io.gfile.exists(
-            os.path.join(model_dir, checkpointing.PARAMS_FILE)):
+            os.path.join(model_dir, params_record.PARAMS_FILE)):
         return _from_pretraining(model_dir, path)
     raise FileNotFoundError(
         f"init_checkpoint {path} is neither a trainers.bert model_dir, a checkpoint in one "

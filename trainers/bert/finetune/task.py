@@ -18,6 +18,7 @@ from absl import logging
 from official.nlp.modeling import models as nlp_models
 
 from trainers import checkpointing
+from trainers import params_record
 from trainers import config as config_lib
 from trainers import task as task_lib
 from trainers.bert import config as bert_config
@@ -108,7 +109,7 @@ def _resume_from_records(experiment, model_dir):
     pretraining run nor the export; False if `model_dir` holds none."""
     if not model_dir or not checkpointing.checkpoint_steps(model_dir):
         return False
-    previous = checkpointing.ParamsRecord(model_dir).previous()
+    previous = params_record.ParamsRecord(model_dir).previous()
     if not previous or "task" not in previous:
         return False
     recorded = config_lib.merge(ClassificationExperimentConfig(), previous).task
