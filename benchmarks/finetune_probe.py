@@ -5,9 +5,9 @@ r"""What a frozen encoder's features know about BBC News topics: a linear probe.
 For the pretrained encoder and the same architecture at random weights, fits a logistic
 regression (trainers/bert/probe.py, which pretraining runs at each evaluation with
 task.probe_tasks) on the training articles' features and prints its dev accuracy, for two
-features: the mean of the final layer over the real tokens,
-and the [CLS] token's final layer. No fine-tuning: this separates what pretraining put into
-the features from how fast fine-tuning can change them.
+features: the mean of the final layer over the real tokens, and the [CLS] token's final layer.
+No fine-tuning: this separates what pretraining put into the features from how fast fine-tuning
+can change them.
 """
 
 import tensorflow as tf

@@ -112,7 +112,8 @@ def test_a_pretraining_run_logs_and_writes_the_probe_at_each_evaluation(tmp_path
     from trainers import runner
     from trainers.bert.task import BertPretrainingTask
     data_dir = bert_runs.make_data(str(tmp_path / "data"))
-    experiment = bert_runs.experiment(data_dir, task={"probe_tasks": ["bbc_news"], "probe_max_seq_length": bert_runs.SEQ})
+    experiment = bert_runs.experiment(data_dir, task={"probe_tasks": ["bbc_news"],
+                                                      "probe_max_seq_length": bert_runs.SEQ})
     model_dir = str(tmp_path / "run")
     results = runner.run(BertPretrainingTask(experiment.task), experiment, model_dir,
                          "train_and_eval")

@@ -48,7 +48,8 @@ def pair_lengths(patterns, max_pairs):
 def lengths_only_accuracy(fit_patterns, held_out_patterns, max_fit_pairs=MAX_FIT_PAIRS,
                           max_held_out_pairs=MAX_HELD_OUT_PAIRS):
     """(held-out accuracy of the lengths-only classifier, held-out share of label 1)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from sklearn.ensemble import HistGradientBoostingClassifier
     fit_lengths, fit_labels = pair_lengths(fit_patterns, max_fit_pairs)
     held_out_lengths, held_out_labels = pair_lengths(held_out_patterns, max_held_out_pairs)
     if len(set(fit_labels.tolist())) < 2:
@@ -62,6 +63,9 @@ def lengths_only_accuracy(fit_patterns, held_out_patterns, max_fit_pairs=MAX_FIT
 def check_directory(data_dir):
     """lengths_only_accuracy of a create_pretraining_data output_dir (train-* vs eval-*)."""
     fit, held_out = (os.path.join(data_dir, f"{split}-*.tfrecord") for split in ("train", "eval"))
+    if not tf.io.gfile.isdir(data_dir):
+        raise FileNotFoundError(f"{data_dir} is not a directory: give the --output_dir of "
+                                "create_pretraining_data.")
     if not tf.io.gfile.glob(held_out):
         raise FileNotFoundError(f"{data_dir} has no eval-*.tfrecord shards to score on: make the "
                                 "data with --holdout_fraction > 0, or give --fit and --held_out.")
