@@ -81,7 +81,8 @@ def origins(short_documents, directory):
 
 def test_lengths_tell_the_label_of_random_next_pairs_only(made):
     """The shortcut of google-research/bert's pairs on short documents (the built-in summaries:
-    61%; 57% on these), gone with both other pair tasks."""
+    58.8% on held-out documents; 57% on these), gone with both other pair tasks (summaries:
+    50.0% matched, 52.4% sentence order)."""
     accuracy = {task: pair_lengths.check_directory(directory)[0]
                 for task, directory in made.items()}
     assert accuracy["random_next"] > 0.55
