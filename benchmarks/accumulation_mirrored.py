@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from benchmarks import result_file  # noqa: E402
 
 WIDTH, DEPTH, FEATURES, CLASSES = 1024, 8, 256, 10
 
@@ -105,4 +106,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)

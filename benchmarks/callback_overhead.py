@@ -18,6 +18,7 @@ import numpy as np
 
 import lamb_tf
 from benchmarks.large_batch_study.workloads import FashionCnn
+from benchmarks import result_file
 
 
 def timed_fit(model, data, callbacks, steps):
@@ -69,4 +70,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from trainers.data import positions  # noqa: E402
+from benchmarks import result_file  # noqa: E402
 
 SEED, CYCLE_LENGTH = 7, 8
 
@@ -123,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)

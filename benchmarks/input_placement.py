@@ -25,6 +25,7 @@ from trainers import config as config_lib
 from trainers import distribution
 from trainers.bert import builtin_data
 from trainers.bert.input_pipeline import PretrainingInput
+from benchmarks import result_file
 
 
 def parse(argv):
@@ -98,4 +99,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    result_file.run(lambda: main(sys.argv[1:]))

@@ -26,6 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.bert_shapes import SIZES, bert_shapes, time_round_robin  # noqa: E402
+from benchmarks import result_file  # noqa: E402
 
 BERT_EXCLUSIONS = ["layer_norm", "bias"]
 
@@ -178,4 +179,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)

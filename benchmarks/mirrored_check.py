@@ -19,6 +19,7 @@ import sys
 import tempfile
 
 import numpy as np
+from benchmarks import result_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BERT_RECIPE = os.path.join(REPO, "configs", "bert", "tiny_wiki_lamb.yaml")
@@ -104,4 +105,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(0 if result_file.run(main) else 1)

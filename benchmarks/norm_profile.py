@@ -24,6 +24,7 @@ import tensorflow as tf
 from benchmarks.bert_shapes import bert_shapes
 from benchmarks.optimizer_step import time_round_robin
 from lamb_tf import core
+from benchmarks import result_file
 
 HYPERPARAMETERS = dict(beta_1=0.9, beta_2=0.999, epsilon=1e-6, bias_correction=True)
 
@@ -139,4 +140,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from benchmarks import bert_shapes
 from benchmarks.bert_shapes import SIZES
+from benchmarks import result_file
 
 # Floats each algorithm must read + write per parameter at least (see the module docstring).
 FLOATS_MOVED = {"adamw": 7, "lamb": 10, "lars": 7, "floor": 7, "copy": 2}
@@ -196,4 +197,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)

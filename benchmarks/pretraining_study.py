@@ -97,12 +97,20 @@ FLAGS = flags.FLAGS
 _PROBE = re.compile(r"pretrained encoder, mean over tokens: dev accuracy ([0-9.]+)%")
 
 
-def pretrain(model_dir, extra_flags):
+class Diverged(Exception):
+    """The pretraining's loss or gradient became NaN or Inf (the trainer refused to go on)."""
+
+
+def pretrain(model_dir, extra_flags, mode="train_and_eval"):
+    """Trains (or resumes) README command 1's pretraining with `extra_flags` in `model_dir`;
+    raises Diverged when the loss went NaN or Inf, exits on any other failure."""
     done = subprocess.run(
         [sys.executable, "-m", "trainers.bert", f"--config_file={RECIPE}",
-         "--mode=train_and_eval", f"--model_dir={model_dir}", *extra_flags],
+         f"--mode={mode}", f"--model_dir={model_dir}", *extra_flags],
         cwd=REPO, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if done.returncode != 0:
+        if "became NaN or Inf" in done.stderr:
+            raise Diverged(done.stderr.strip().splitlines()[-1])
         sys.exit(f"error: pretraining {model_dir} failed:\n{done.stderr[-3000:]}")
 
 
@@ -191,7 +199,10 @@ def main(argv):
             continue
         question, extra_flags = VARIANTS[name]
         model_dir = os.path.join(FLAGS.work_dir, name)
-        pretrain(model_dir, extra_flags)
+        try:
+            pretrain(model_dir, extra_flags)
+        except Diverged as e:
+            sys.exit(f"error: variant {name} diverged: {e}")
         row = {"variant": name, "question": question, "flags": " ".join(extra_flags),
                **diagnose(model_dir), "probe_dev_accuracy": probe(model_dir)}
         new = not os.path.exists(FLAGS.output)

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from benchmarks import result_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BERT_RECIPE = os.path.join(REPO, "configs", "bert", "tiny_wiki_lamb.yaml")
@@ -397,4 +398,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    result_file.run(main)

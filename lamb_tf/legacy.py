@@ -70,9 +70,13 @@ class LayerwiseOptimizer(layerwise.LayerwiseSettings, tf_keras.optimizers.Optimi
         (values as of this call, not live variables)."""
         if not getattr(self, "_built", False):
             return {}
+        # An excluded variable's ratio is the constant 1: a value restored before its first
+        # step may be another run's.
         return {
-            exclusions.variable_path(variable): tf.identity(ratio)
-            for variable, ratio in zip(self._optimized_variables, self._trust_ratios)
+            exclusions.variable_path(variable):
+                tf.identity(ratio) if adapts else tf.constant(1.0, tf.float32)
+            for variable, ratio, adapts in zip(
+                self._optimized_variables, self._trust_ratios, self._adapts)
         }
 
     def update_step(self, gradient, variable):

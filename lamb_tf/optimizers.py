@@ -165,7 +165,8 @@ class Lamb(LayerwiseOptimizer):
 
     Args:
         learning_rate: float, `LearningRateSchedule` or callable.
-        beta_1, beta_2: moment decay rates in [0, 1).
+        beta_1: decay rate of the first moment, in [0, 1).
+        beta_2: decay rate of the second moment, in [0, 1).
         epsilon: added to sqrt(v_hat), >= 0.
         weight_decay: decoupled decay rate, >= 0, applied inside the trust ratio.
         exclude_from_weight_decay: regular expressions searched in variable paths

@@ -1,6 +1,7 @@
 r"""Bad inputs a user can give the command-line tools, each with the exit code and first line due.
 
-`python -m tests.bad_inputs` runs every case (a few minutes) and prints the README's table;
+`python -m tests.bad_inputs` runs every case (a few minutes) and prints each outcome (the table of
+docs/reliability.md is generated from CASES by `python -m benchmarks.docs_tables`);
 `tests/test_bad_inputs.py` runs the first case of each category. Each case is
 (category, module, arguments, exit code, regex the first `error:` line must match); arguments
 name files by `{placeholder}`s that `Files` makes.

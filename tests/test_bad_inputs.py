@@ -1,5 +1,5 @@
 """Each category of bad input to the command-line tools: exit code, one `error:` line, no
-traceback. `python -m tests.bad_inputs` runs all cases (the README's table); here, the first
+traceback. `python -m tests.bad_inputs` runs all cases (docs/reliability.md lists them); here, the first
 case of each category."""
 
 import pytest

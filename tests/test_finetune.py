@@ -2,6 +2,7 @@
 is given from, trains and evaluates on the runner, resumes exactly, reads tables as GLUE's are
 written, and Model Garden's own fine-tuning task accepts our export."""
 
+import csv
 import json
 import os
 import random
@@ -169,6 +170,26 @@ def test_continuing_a_pretraining_run_on_data_of_another_vocab_is_refused(pretra
     task.initialize(model, pretrained["model_dir"])  # the same vocab: continues
     (data / "vocab.txt").write_text("\n".join(tokens[:5] + tokens[6:] + tokens[5:6]))
     task = BertPretrainingTask(bert_runs.experiment(str(data)).task)
+    with pytest.raises(ValueError, match="another: token ids would mean other words"):
+        task.initialize(model, pretrained["model_dir"])
+
+
+def test_continuing_on_data_of_another_vocab_given_as_task_vocab_file_is_refused(pretrained,
+                                                                                tmp_path):
+    # Shards with no vocab beside them (another tool's); the vocab comes from task.vocab_file.
+    data = shutil.copytree(pretrained["data_dir"], tmp_path / "data")
+    tokens = (data / "vocab.txt").read_text().split("\n")
+    reordered = tmp_path / "reordered_vocab.txt"
+    reordered.write_text("\n".join(tokens[:5] + tokens[6:] + tokens[5:6]))
+    experiment = bert_runs.experiment(str(data))
+    (data / "vocab.txt").unlink()
+    experiment.task.vocab_file = str(data.parent / "same_vocab.txt")
+    shutil.copy(os.path.join(pretrained["data_dir"], "vocab.txt"), experiment.task.vocab_file)
+    task = BertPretrainingTask(experiment.task)
+    model = task.build_model()
+    task.initialize(model, pretrained["model_dir"])  # the same vocab: continues
+    experiment.task.vocab_file = str(reordered)
+    task = BertPretrainingTask(experiment.task)
     with pytest.raises(ValueError, match="another: token ids would mean other words"):
         task.initialize(model, pretrained["model_dir"])
 
@@ -470,3 +491,43 @@ def test_bbc_news_splits_are_fixed_disjoint_and_free_of_duplicates():
         "business", "entertainment", "politics", "sports", "tech"]
     again = data_lib.bbc_news("test")
     assert again.texts == splits["test"].texts
+
+
+def test_the_finetune_study_runs_a_built_in_task_by_name_from_init_checkpoint(pretrained,
+                                                                             tmp_path):
+    """benchmarks.finetune_study --task=reuters_r8, cut to 2 updates per run: each row is
+    evaluated on the task's own dev and test sets (accuracies in steps of 1/542 and 1/2189)."""
+    output = tmp_path / "r8.csv"
+    shrink = ",".join(["task.train_data.max_seq_length=32", "task.eval_data.max_seq_length=32",
+                       "trainer.num_train_steps=2", "trainer.iterations_per_loop=2",
+                       "trainer.save_checkpoints_steps=2", "optimizer.num_warmup_steps=1"])
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.finetune_study", "--task=reuters_r8",
+         f"--init_checkpoint={pretrained['model_dir']}", "--learning_rates=1e-3", "--seeds=1",
+         f"--params_override={shrink}", f"--output={output}", "--tfidf_words=1",
+         f"--work_dir={tmp_path / 'work'}"],
+        cwd=bert_runs.REPO, capture_output=True, text=True, timeout=900,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                 PYTHONPATH=bert_runs.REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(output)))
+    label = os.path.basename(pretrained["model_dir"])
+    assert [r["init"] for r in rows] == [label, f"random ({label}'s shape)"]
+    for row in rows:
+        for key, size in (("dev_accuracy", 542), ("test_accuracy", 2189)):
+            correct = float(row[key]) * size
+            assert abs(correct - round(correct)) < size * 5e-5, (key, row[key])
+    table = open(tmp_path / "r8.md").read()
+    assert f"| {label} | 1e-3 |" in table
+    assert "| TF-IDF + logistic regression, first 1 words (no encoder) | C=" in table
+
+
+def test_the_finetune_study_names_the_built_in_tasks_when_given_another():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.finetune_study", "--task=reuters",
+         "--init_checkpoint=unused"], cwd=bert_runs.REPO, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --task=reuters: no such built-in task; choose one of ['bbc_news', "
+        "'reuters_r8', 'health_tweets'].")

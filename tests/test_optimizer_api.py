@@ -222,3 +222,28 @@ def test_a_variable_excluded_after_a_restore_reports_the_ratio_1_it_is_updated_w
     excluded = trained(lamb_tf.Lamb(0.1, weight_decay=0.01,
                                     exclude_from_layer_adaptation=["bias"]), saved)
     assert float(excluded.trust_ratios[bias]) == 1.0
+
+
+@pytest.mark.parametrize("generation", GENERATIONS, ids=lambda g: g.name)
+def test_an_excluded_variable_reports_ratio_1_from_the_restore_on(generation, tmp_path):
+    # Before its first step too: a ratio restored from a run that adapted the variable is that
+    # run's, not this one's.
+    arrays = [("dense/kernel", np.ones((2, 2), np.float32)),
+              ("dense/bias", np.full(2, 0.5, np.float32))]
+    grads = [tf.fill((2, 2), 1e-3), tf.constant([0.2, -0.1])]
+    adapted = generation.Lamb(learning_rate=0.1, weight_decay=0.01)
+    generation.apply(adapted, grads, generation.make_variables(arrays))
+    bias = next(path for path in adapted.trust_ratios if "bias" in path)
+    adapted_ratio = float(adapted.trust_ratios[bias])
+    assert adapted_ratio != 1.0
+    saved = tf.train.Checkpoint(optimizer=adapted).write(str(tmp_path / "ckpt"))
+    variables = generation.make_variables(arrays)
+    excluded = generation.Lamb(learning_rate=0.1, weight_decay=0.01,
+                               exclude_from_layer_adaptation=["bias"])
+    excluded.build(variables)
+    tf.train.Checkpoint(optimizer=excluded).read(saved).assert_existing_objects_matched()
+    restored = [float(ratio) for ratio in excluded._trust_ratios]
+    assert adapted_ratio in restored  # the restore did bring the adapted run's ratio back
+    assert float(excluded.trust_ratios[bias]) == 1.0
+    generation.apply(excluded, grads, variables)
+    assert float(excluded.trust_ratios[bias]) == 1.0

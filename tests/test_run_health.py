@@ -77,6 +77,35 @@ def test_norms_are_judged_against_step_0_also_after_a_resume(data_dir, tmp_path,
     assert resumed.weight_norms.check(step=20)[1] == []
 
 
+def test_a_fresh_start_records_its_own_norms_over_an_earlier_attempts(data_dir, tmp_path,
+                                                                     caplog):
+    # An earlier attempt, from other weights (another --init_checkpoint), died before its first
+    # checkpoint: its step-0 record is left, its norms 1/41 of this run's.
+    model_dir = str(tmp_path / "restarted")
+    experiment = bert_runs.experiment(data_dir)
+    weight_norms = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment,
+                                 model_dir).weight_norms
+    stale = [norm / 41 for norm in weight_norms.norms()]
+    os.makedirs(model_dir)
+    with open(os.path.join(model_dir, health.START_NORMS_FILE), "w") as f:
+        json.dump({"step": 0, "paths": weight_norms.paths, "norms": stale}, f)
+    with caplog.at_level(logging.WARNING):
+        _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    assert _warnings(caplog) == []
+    with open(os.path.join(model_dir, health.START_NORMS_FILE)) as f:
+        recorded = json.load(f)["norms"]
+    # This run's own start: near the norms after 10 small steps, not 1/41 of them (variables
+    # that start at zero, biases, are not judged by growth).
+    finished = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment,
+                             model_dir)
+    finished.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    judged = [(start, end) for start, end in zip(recorded, finished.weight_norms.norms())
+              if start > 0]
+    assert len(judged) > len(recorded) // 2
+    for start, end in judged:
+        assert start == pytest.approx(end, rel=0.1)
+
+
 def test_pooler_saturation_is_the_share_of_tanh_outputs_beyond_the_bound():
     task = bert_task.BertPretrainingTask.__new__(bert_task.BertPretrainingTask)
     metrics = task.build_metrics()
@@ -116,3 +145,26 @@ def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_d
     embeddings.assign(embeddings * (11.0 * baseline[index] / np.linalg.norm(embeddings.numpy())))
     _, warnings = second.weight_norms.check(step=15)
     assert len(warnings) == 1 and "since step 10" in warnings[0]
+
+
+@pytest.mark.parametrize("mode", ["eval", "continuous_eval"])
+def test_eval_only_modes_read_the_weight_norm_record_and_never_write_it(data_dir, tmp_path,
+                                                                       mode, caplog):
+    # They do not hold model_dir: a record written by them would become the trainer's start.
+    model_dir = str(tmp_path / "run")
+    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    record = os.path.join(model_dir, health.START_NORMS_FILE)
+    with open(record) as f:
+        written_by_the_trainer = f.read()
+    caplog.set_level(logging.INFO)
+    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
+    with open(record) as f:
+        assert f.read() == written_by_the_trainer
+    assert any(m.startswith("weight norms at step 10, largest growth since step 0: ")
+               for m in caplog.messages)
+    os.remove(record)  # as before the trainer's first start wrote it
+    caplog.clear()
+    results = _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
+    assert "masked_lm_accuracy" in results
+    assert not os.path.exists(record)
+    assert not any(m.startswith("weight norms at step") for m in caplog.messages)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests import bert_runs
-from trainers import checkpointing, model_dir_lock, runner, storage
+from trainers import checkpointing, health, model_dir_lock, runner, storage
 from trainers.bert import export
 from trainers.bert.task import BertPretrainingTask
 
@@ -148,6 +148,63 @@ def test_transient_errors_while_saving_are_retried_and_the_run_goes_on(data_dir,
     assert failed == ["params.yaml", "checkpoint"]
     assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2, 4]
     assert tf.io.gfile.exists(f"{model_dir}/params.yaml")
+
+
+def _failing_once(monkeypatch, operation, path):
+    """`operation` ("listdir" or "read") of exactly `path` raising UnavailableError
+    once; returns the list of paths it failed on."""
+    failed = []
+
+    def fails(name):
+        if name != path or failed:
+            return False
+        failed.append(name)
+        return True
+
+    def injected():
+        return tf.errors.UnavailableError(None, None, f"injected: {operation} of {path}")
+
+    if operation == "read":
+        real = tf.io.gfile.GFile.read
+
+        def read(self, *args, **kwargs):
+            if fails(self.name):
+                raise injected()
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(tf.io.gfile.GFile, "read", read)
+    else:
+        real = getattr(tf.io.gfile, operation)
+
+        def call(name, *args, **kwargs):
+            if fails(str(name).rstrip("/")):
+                raise injected()
+            return real(name, *args, **kwargs)
+
+        monkeypatch.setattr(tf.io.gfile, operation, call)
+    return failed
+
+
+RESUME_START_READS = {  # what a resume reads before its first step: (operation, file)
+    "the checkpoint listing": ("listdir", ""),
+    "the records check": ("read", "vocab.txt"),
+    "remove_interrupted_writes": ("listdir", checkpointing.DATA_POSITION_DIR),
+    "the health record": ("read", health.START_NORMS_FILE),
+}
+
+
+@pytest.mark.parametrize("read", sorted(RESUME_START_READS))
+def test_one_transient_error_at_a_resumes_start_is_retried(data_dir, tmp_path, monkeypatch,
+                                                           caplog, read):
+    train(data_dir, tmp_path, steps=2)
+    operation, name = RESUME_START_READS[read]
+    path = os.path.join(str(tmp_path), name) if name else str(tmp_path)
+    failed = _failing_once(monkeypatch, operation, path)
+    caplog.set_level("INFO")
+    train(data_dir, tmp_path, steps=4)
+    assert failed == [path]
+    assert f"Resumed from {tmp_path}/ckpt-2 at step 2." in caplog.messages
+    assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2, 4]
 
 
 def test_write_text_on_a_local_disk_syncs_the_file_and_its_folder(tmp_path, monkeypatch):
@@ -372,6 +429,42 @@ def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
     assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
 
 
+def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
+        data_dir, monkeypatch):
+    # An outage fails the save's first part and the lease's renewals alike; the part's retries
+    # outlast the deadline, after which a successor may resume from ckpt-2.
+    model_dir = "ram://storage_test/save_past_deadline"
+    real_write_text, real_checkpoint_write = storage.write_text, tf.train.Checkpoint.write
+    outage = threading.Event()
+
+    def write_text(path, *args, **kwargs):
+        if path.endswith(model_dir_lock.LEASE_FILE) and outage.is_set():
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_write_text(path, *args, **kwargs)
+
+    def checkpoint_write(self, prefix, *args, **kwargs):
+        if (f"/{checkpointing.DATA_POSITION_DIR}/" in prefix and prefix.endswith("/ckpt-4")
+                and not outage.is_set()):
+            outage.set()
+            time.sleep(model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_checkpoint_write(self, prefix, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "write_text", write_text)
+    monkeypatch.setattr(tf.train.Checkpoint, "write", checkpoint_write)
+    # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
+    with pytest.raises(model_dir_lock.LeaseLostError,
+                       match=r"was last renewed \d+ s ago, over the 10 s deadline"):
+        train(data_dir, model_dir, steps=4, trainer={"keep_checkpoint_max": 1})
+    assert outage.is_set()
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
+    data_positions = checkpointing.data_position_dir(model_dir, 0)
+    assert sorted(checkpointing.checkpoint_steps(data_positions)) == [2]
+    state = tf.train.get_checkpoint_state(model_dir)
+    assert state.model_checkpoint_path.endswith("/ckpt-2")
+
+
 def test_the_lease_renewal_survives_any_exception(monkeypatch):
     model_dir = "ram://storage_test/renewal_survives"
     real_write, raised = storage.write_text, []
@@ -404,6 +497,50 @@ def test_transient_errors_reading_a_lease_are_retried(monkeypatch):
     with model_dir_lock.ModelDirLock(model_dir):
         assert failures
         assert _lease_text(model_dir).startswith(f"pid {os.getpid()} on ")
+
+
+def _outage(monkeypatch, model_dir, failures, makedirs=True):
+    """Writing `model_dir`'s lease (and creating model_dir, if `makedirs`) fail with
+    UnavailableError, the first `failures` times each (None: always); returns the counts of
+    failed calls."""
+    real_makedirs, real_write = tf.io.gfile.makedirs, storage._write_remote
+    failed = {"makedirs": 0, "write": 0}
+
+    def failing(kind, real):
+        def call(path, *args):
+            if path.startswith(model_dir) and (failures is None or failed[kind] < failures):
+                failed[kind] += 1
+                raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+            return real(path, *args)
+        return call
+
+    if makedirs:
+        monkeypatch.setattr(tf.io.gfile, "makedirs", failing("makedirs", real_makedirs))
+    monkeypatch.setattr(storage, "_write_remote", failing("write", real_write))
+    return failed
+
+
+def test_a_transient_outage_while_taking_a_lease_is_waited_out(monkeypatch):
+    # Waits of 0.6 s: two failed writes retried inside one claim would take it past the 1 s
+    # within which a racing starter is ruled out, and the run would be refused.
+    monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0.6, 0.6, 0.6))
+    model_dir = "ram://storage_test/lease_outage_passes"
+    failed = _outage(monkeypatch, model_dir, failures=2)
+    with model_dir_lock.ModelDirLock(model_dir):
+        assert failed == {"makedirs": 2, "write": 2}
+        assert _lease_text(model_dir).startswith(f"pid {os.getpid()} on ")
+
+
+def test_an_outage_while_taking_a_lease_is_named_as_one(monkeypatch):
+    model_dir = "ram://storage_test/lease_outage"
+    _outage(monkeypatch, model_dir, failures=None, makedirs=False)
+    with pytest.raises(storage.StorageUnavailableError,
+                       match=r"Taking the lease .*run\.lease failed 4 times over 0 s with "
+                             r"UnavailableError \(injected: storage did not answer\)\. The "
+                             r"storage is unavailable, not unwritable"):
+        with model_dir_lock.ModelDirLock(model_dir):
+            pass
+    assert not tf.io.gfile.exists(f"{model_dir}/{model_dir_lock.LEASE_FILE}")
 
 
 def _holder_and_successor(model_dir, during_holders_trouble):

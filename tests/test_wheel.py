@@ -1,9 +1,10 @@
 """Installed from a wheel, not a clone: the recipes come along and run by name from anywhere.
 
 The wheel is built from a copy of the package's sources (a build in the clone would leave
-`build/` behind) and installed, not editable, into a fresh virtual environment that reuses
-this machine's installed dependencies (`--system-site-packages`), with `--no-index`: the
-`demo` extra must then be satisfied by what is installed, and nothing is downloaded.
+`build/` behind) and installed, not editable, into a fresh virtual environment that sees the dependencies installed
+where the tests run (a venv of the user's or the machine's Python; tests/wheels.py says how),
+with `--no-index`: the `demo` extra must then be satisfied by what is installed, and nothing is
+downloaded.
 """
 
 import glob
@@ -33,9 +34,7 @@ def _run(command, cwd, timeout=600):
 def venv_python(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
     wheel = wheels.build_wheel(str(root))
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")],
-         cwd=root)
-    python = str(root / "venv" / "bin" / "python")
+    python = wheels.make_venv_over_installed_packages(str(root / "venv"))
     # Forced: the machine's own lamb_tf (editable, a clone's) would otherwise count as there.
     _run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--force-reinstall",
           wheel], cwd=root)
@@ -95,12 +94,26 @@ def test_an_unknown_recipe_lists_the_recipes_in_one_line(venv_python, empty_dir)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         "error: Config file tiny_wiki does not exist, and no recipe has that name. Recipes: "
-        "bert/finetune_bbc_news, bert/large_lamb_32k, bert/large_lamb_512, bert/large_lamb_64k_phase1, "
+        "bert/finetune_bbc_news, bert/finetune_health_tweets, bert/finetune_reuters_r8, "
+        "bert/large_lamb_32k, bert/large_lamb_512, bert/large_lamb_64k_phase1, "
         "bert/large_lamb_64k_phase2, bert/mlperf_lamb_bs256, bert/mlperf_lamb_bs6912, "
         "bert/tiny_wiki_lamb, bert/tiny_wiki_lamb_hour, bert/tiny_wiki_lamb_hour_bbc, "
         "resnet/resnet50_lamb_32k, "
         "resnet/resnet50_lars_32k, "
         "resnet/tiny_fashion_mnist.")
+
+
+def test_the_venv_takes_the_dependencies_from_here_and_leaves_them_in_place(venv_python,
+                                                                           empty_dir):
+    python, _ = venv_python
+    import keras
+    where = _run([python, "-c", "import keras, lamb_tf; print(keras.__file__); "
+                  "print(lamb_tf.__file__)"], cwd=empty_dir).split()
+    assert where[0] == keras.__file__  # the environment running the tests provides keras
+    assert "/venv/" in where[1]
+    # The wheel's install did not uninstall the lamb_tf of the environment running the tests.
+    here = _run([sys.executable, "-c", "import lamb_tf; print(lamb_tf.__file__)"], cwd=empty_dir)
+    assert "/venv/" not in here
 
 
 def test_lamb_tf_alone_imports_from_the_wheel_without_the_extras(venv_python, empty_dir):

@@ -187,24 +187,23 @@ def write_state(model_dir, kept):
 def remove_interrupted_writes(model_dir):
     """Removes what saves that a kill interrupted leave: TensorFlow's `ckpt-N_temp` folders
     (`ckpt-N.part-*` files on s3://) and the non-chief workers' `worker_tmp/` copies. Nothing
-    else, whatever its name: a model_dir may hold a user's own files."""
-    directories = [model_dir]
-    data_root = os.path.join(model_dir, DATA_POSITION_DIR)
-    if tf.io.gfile.isdir(data_root):
-        directories += [os.path.join(data_root, d.rstrip("/"))
-                        for d in tf.io.gfile.listdir(data_root)]
-    leftovers = [os.path.join(directory, name.rstrip("/")) for directory in directories
-                 for name in tf.io.gfile.listdir(directory)
-                 if _INTERRUPTED_WRITE.match(name.rstrip("/"))]
-    worker_copies = os.path.join(model_dir, WORKER_COPIES_DIR)
-    if tf.io.gfile.isdir(worker_copies):
-        leftovers.append(worker_copies)
-    for path in leftovers:
-        logging.info("Removing %s, left by an interrupted checkpoint write.", path)
-        if tf.io.gfile.isdir(path):
-            tf.io.gfile.rmtree(path)
-        else:
-            tf.io.gfile.remove(path)
+    else, whatever its name: a model_dir may hold a user's own files. Transient errors are
+    retried (each try lists again; a path already gone counts as removed)."""
+    def remove():
+        data_root = os.path.join(model_dir, DATA_POSITION_DIR)
+        directories = [model_dir] + [os.path.join(data_root, d.rstrip("/"))
+                                     for d in storage.listing(data_root)]
+        leftovers = [os.path.join(directory, name.rstrip("/")) for directory in directories
+                     for name in storage.listing(directory)
+                     if _INTERRUPTED_WRITE.match(name.rstrip("/"))]
+        worker_copies = os.path.join(model_dir, WORKER_COPIES_DIR)
+        if tf.io.gfile.isdir(worker_copies):
+            leftovers.append(worker_copies)
+        for path in leftovers:
+            logging.info("Removing %s, left by an interrupted checkpoint write.", path)
+            storage.delete(path)
+
+    storage.retrying(remove, f"what interrupted saves left in {model_dir}", doing="Removing")
 
 
 # -------------------------------------------------------------------------------- params
@@ -420,9 +419,12 @@ class RunCheckpoints:
                                                    move_broken=self._is_chief)
         step = step_of(self.resume_from) if self.resume_from else 0
         # Data positions newer than the resumed step belong to saves a kill cut short.
-        keep_newest(self._data_dir, keep, up_to=step)
+        storage.retrying(lambda: keep_newest(self._data_dir, keep, up_to=step),
+                         f"old training-data positions in {self._data_dir}", doing="Deleting")
         if self.resume_from and self._is_chief:
-            write_state(model_dir, keep_newest(model_dir, keep, up_to=step))
+            storage.retrying(
+                lambda: write_state(model_dir, keep_newest(model_dir, keep, up_to=step)),
+                f"old checkpoints in {model_dir}", doing="Deleting")
         self.latest = self.resume_from
 
     def restore_data_position(self, step):
@@ -445,25 +447,30 @@ class RunCheckpoints:
         storage.retrying(lambda: self._data_checkpoint.restore(path).assert_consumed(),
                          f"the training-data position {path}")
 
-    def save(self):
+    def save(self, check_lease=None):
+        """Saves this step. `check_lease()` runs before every try of every part, so that a
+        save retried or slowed past the model_dir lease's deadline stops (LeaseLostError)
+        before it writes or deletes more: by then a successor may have taken model_dir over."""
         step = int(self._step_counter.numpy())
         data_prefix = os.path.join(self._data_dir, f"ckpt-{step}")
         model_prefix = os.path.join(self._own_dir, f"ckpt-{step}")
+
+        def part(operation, what, doing):
+            storage.retrying(operation, what, doing, before_each_try=check_lease)
+
         # Each part is retried whole (a rewrite of the same prefix, a deletion by exact name).
         # The data position first: a model checkpoint is the commit point.
-        storage.retrying(lambda: self._data_checkpoint.write(data_prefix),
-                         f"the training-data position {data_prefix}", doing="Writing")
-        storage.retrying(lambda: self._checkpoint.write(model_prefix),
-                         f"the checkpoint {model_prefix}", doing="Writing")
-        storage.retrying(lambda: keep_newest(self._data_dir, self._keep),
-                         f"old training-data positions in {self._data_dir}", doing="Deleting")
+        part(lambda: self._data_checkpoint.write(data_prefix),
+             f"the training-data position {data_prefix}", "Writing")
+        part(lambda: self._checkpoint.write(model_prefix), f"the checkpoint {model_prefix}",
+             "Writing")
+        part(lambda: keep_newest(self._data_dir, self._keep),
+             f"old training-data positions in {self._data_dir}", "Deleting")
         if self._is_chief:
-            storage.retrying(
-                lambda: write_state(self.model_dir, keep_newest(self.model_dir, self._keep)),
-                f"old checkpoints in {self.model_dir}", doing="Deleting")
+            part(lambda: write_state(self.model_dir, keep_newest(self.model_dir, self._keep)),
+                 f"old checkpoints in {self.model_dir}", "Deleting")
         else:
-            storage.retrying(lambda: storage.delete(self._own_dir), self._own_dir,
-                             doing="Deleting")
+            part(lambda: storage.delete(self._own_dir), self._own_dir, "Deleting")
         # Every worker names the chief's copy, which all of them restore from.
         self.latest = os.path.join(self.model_dir, f"ckpt-{step}")
 

@@ -46,18 +46,25 @@ class WeightNorms:
         """[norm of each variable], in the order of `paths`."""
         return self._norms().numpy().tolist()
 
-    def start(self, step):
+    def start(self, step, record=True):
         """The norms growth is judged against: step 0's, recorded when a fresh run starts and
         read back on resume. A model_dir without a usable record (made before this check) gets
-        one at the step it is first seen, and the warnings then say "since step N"."""
+        one at the step it is first seen, and the warnings then say "since step N".
+
+        `record=False` (runs that do not hold model_dir, such as eval-only ones) only reads:
+        None if there is no usable record, and nothing is written.
+
+        At step 0 the norms now are step 0's, whatever a record says: a record there is of an
+        earlier attempt that died before its first checkpoint, maybe from other weights.
+        """
         if self._start is not None:
             return self._start
-        if tf.io.gfile.exists(self._start_file):
-            with tf.io.gfile.GFile(self._start_file) as f:
-                recorded = json.load(f)
+        text = storage.read_text(self._start_file) if step > 0 else None
+        if text is not None:
+            recorded = json.loads(text)
             if len(recorded["norms"]) == len(self.paths):
                 self._start, self.start_step = recorded["norms"], recorded.get("step", 0)
-        if self._start is None:
+        if self._start is None and record:
             self._start, self.start_step = self.norms(), step
             storage.write_text(self._start_file, json.dumps(
                 {"step": step, "paths": self.paths, "norms": self._start}, indent=1))

@@ -74,11 +74,15 @@ class ModelDirLock:
         self._owner = None
 
     def __enter__(self):
-        try:
-            tf.io.gfile.makedirs(self.model_dir)
-        except (OSError, tf.errors.OpError) as e:
-            raise _unwritable(self.model_dir, e) from None
         remote = "://" in self.model_dir
+        try:
+            if remote:  # a blip is retried, and an outage named as one (StorageUnavailableError)
+                storage.retrying(lambda: tf.io.gfile.makedirs(self.model_dir), self.model_dir,
+                                 doing="Creating")
+            else:
+                tf.io.gfile.makedirs(self.model_dir)
+        except (OSError, tf.errors.OpError, storage.StorageAccessError) as e:
+            raise _unwritable(self.model_dir, e) from None
         self._owner = (_Lease if remote else _FileLock)(self.model_dir)
         self._owner.acquire()
         return self
@@ -169,19 +173,45 @@ class _Lease:
                            temporary=f"{self.path}.{self._token}.partial", retry=retry)
 
     def acquire(self):
-        seen = self._read()
-        if seen is not None:
+        """Claims the lease. A transient error while claiming abandons the claim and starts
+        over after a wait (storage.RETRY_DELAYS_SECONDS); StorageUnavailableError, naming the
+        outage, once those are used up. A refusal means model_dir cannot be written."""
+        for delay in storage.RETRY_DELAYS_SECONDS + (None,):
+            try:
+                return self._claim()
+            except tf.errors.OpError as e:
+                if isinstance(e, storage.REFUSED) or storage.is_damage(e):
+                    raise _unwritable(self.model_dir, e) from None
+                if delay is None:
+                    self._remove_if_ours()
+                    raise storage.StorageUnavailableError(
+                        f"Taking the lease {self.path} failed "
+                        f"{len(storage.RETRY_DELAYS_SECONDS) + 1} times over "
+                        f"{sum(storage.RETRY_DELAYS_SECONDS)} s with {type(e).__name__} "
+                        f"({storage.short(e)}). The storage is unavailable, not unwritable, "
+                        "and nothing was written to model_dir; rerun when it answers "
+                        "again.") from None
+                logging.warning("Taking the lease %s: %s (%s); starting over in %s s.",
+                                self.path, type(e).__name__, storage.short(e), delay)
+                self._abandon_claim()
+                time.sleep(delay)
+            except storage.StorageAccessError as e:
+                raise _unwritable(self.model_dir, e) from None
+
+    def _claim(self):
+        """One try at the claim; every read and write in it is tried once, so that a failure
+        abandons it (acquire) instead of a retried write landing after a racing starter read
+        its own claim back. Watching a holder's lease (its reads retried) is not bounded so."""
+        seen = self._read(retry=False)
+        # Ours: an abandoned claim whose write landed after all; no other run's to watch.
+        if seen is not None and not self._ours(seen):
             self._wait_until_stale(seen)
-        try:
-            claim_started = time.monotonic()
-            current = self._read()
-            if current is not None and current != seen:
-                raise _in_use(self.model_dir, _first_line(current))
-            self._write()
-            claim_seconds = time.monotonic() - claim_started
-        except (tf.errors.OpError, storage.StorageUnavailableError,
-                storage.StorageAccessError) as e:
-            raise _unwritable(self.model_dir, e) from None
+        claim_started = time.monotonic()
+        current = self._read(retry=False)
+        if current is not None and current != seen:
+            raise _in_use(self.model_dir, _first_line(current))
+        self._write(retry=False)
+        claim_seconds = time.monotonic() - claim_started
         if claim_seconds >= LEASE_SETTLE_SECONDS:
             self._remove_if_ours()
             raise ValueError(
@@ -189,7 +219,7 @@ class _Lease:
                 f"{LEASE_SETTLE_SECONDS:g} s within which a run starting at the same time is "
                 "ruled out; this run stops before touching model_dir. Rerun it.")
         time.sleep(LEASE_SETTLE_SECONDS)  # a starter racing us has written its claim by now
-        current = self._read()
+        current = self._read(retry=False)
         if not self._ours(current):
             raise _in_use(self.model_dir, _first_line(current or "another run"))
         self._proven_at = claim_started
@@ -259,6 +289,15 @@ class _Lease:
             f"This run no longer holds model_dir {self.model_dir} ({reason}), so it stops "
             "without saving: another run may take it over. Rerun the same command to resume "
             "from the last checkpoint once no other run uses model_dir.")
+
+    def _abandon_claim(self):
+        """Removes a claim of ours that may have landed, in one try: the next claim starts by
+        reading the lease anyway."""
+        try:
+            if self._ours(self._read(retry=False)):
+                tf.io.gfile.remove(self.path)
+        except tf.errors.OpError:
+            pass
 
     def _remove_if_ours(self):
         try:

@@ -49,13 +49,17 @@ def short(error):
     return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", detail).split("\n")[0].strip()[:200]
 
 
-def retrying(operation, what, doing="Reading"):
+def retrying(operation, what, doing="Reading", before_each_try=None):
     """`operation()`, tried again after each OpError that is neither damage nor a refusal;
     damage is raised at once, a refusal as StorageAccessError.
 
     After the last try, StorageUnavailableError names `doing`, `what` and the error.
+    `before_each_try()`, if given, runs before every try and stops the tries by raising (a
+    lease holder's check: retries must not carry a write past the lease's deadline).
     """
     for delay in RETRY_DELAYS_SECONDS + (None,):
+        if before_each_try is not None:
+            before_each_try()
         try:
             return operation()
         except tf.errors.OpError as e:
@@ -86,12 +90,17 @@ def check_path(name, path):
             "Choose a path without * ? [ or \\.")
 
 
+def listing(directory):
+    """The names in `directory` ([] if it is not one), the listing retried."""
+    def names():
+        return tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []
+    return retrying(names, f"the listing of {directory}")
+
+
 def checkpoint_steps(directory):
     """{step: prefix} of every ckpt-N in `directory` with an index or data file (whole or not)."""
     found = {}
-    if not tf.io.gfile.isdir(directory):
-        return found
-    for name in tf.io.gfile.listdir(directory):
+    for name in listing(directory):
         match = _CHECKPOINT_FILE.match(name.rstrip("/"))
         if match:
             found[int(match.group(1))] = os.path.join(directory, f"ckpt-{match.group(1)}")
@@ -100,14 +109,27 @@ def checkpoint_steps(directory):
 
 def checkpoint_files(directory, step):
     """The exact paths of ckpt-`step`'s files in `directory`."""
-    if not tf.io.gfile.isdir(directory):
-        return []
-    return [os.path.join(directory, name) for name in tf.io.gfile.listdir(directory)
+    return [os.path.join(directory, name) for name in listing(directory)
             if (m := _CHECKPOINT_FILE.match(name)) and int(m.group(1)) == step]
 
 
+def exists(path):
+    return retrying(lambda: tf.io.gfile.exists(path), path)
+
+
+def read_text(path):
+    """The text of the file at `path`, None if there is none; transient errors retried."""
+    def read():
+        try:
+            with tf.io.gfile.GFile(path) as f:
+                return f.read()
+        except tf.errors.NotFoundError:
+            return None
+    return retrying(read, path)
+
+
 def index_exists(prefix):
-    return tf.io.gfile.exists(prefix + ".index")
+    return exists(prefix + ".index")
 
 
 def write_text(path, text, temporary=None, retry=True):

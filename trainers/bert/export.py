@@ -29,6 +29,7 @@ from absl import flags
 from trainers import cli
 from trainers import checkpointing
 from trainers.bert import pretrained
+from trainers.bert import vocab_files
 
 CHECKPOINT_NAME = pretrained.CHECKPOINT_NAME
 ENCODER_CONFIG_FILE = pretrained.ENCODER_CONFIG_FILE
@@ -115,10 +116,10 @@ def _write_export(experiment, checkpoint, vocab, do_lower_case, output_dir):
     with tf.io.gfile.GFile(os.path.join(output_dir, ENCODER_CONFIG_FILE), "w") as f:
         f.write(yaml.safe_dump(pretrained.encoder_config(experiment.task.model),
                                sort_keys=False))
-    tf.io.gfile.copy(vocab, os.path.join(output_dir, pretrained.VOCAB_FILE), overwrite=True)
+    tf.io.gfile.copy(vocab, os.path.join(output_dir, vocab_files.VOCAB_FILE), overwrite=True)
     if do_lower_case is not None:
-        with tf.io.gfile.GFile(os.path.join(output_dir, pretrained.TOKENIZATION_FILE), "w") as f:
-            f.write(pretrained.tokenization_record(do_lower_case))
+        with tf.io.gfile.GFile(os.path.join(output_dir, vocab_files.TOKENIZATION_FILE), "w") as f:
+            f.write(vocab_files.tokenization_record(do_lower_case))
     module = EncoderModule(model.encoder_network)
     # tf.saved_model.save leaves absl's logger at WARNING, which would silence the INFO
     # progress of everything the calling process runs after an in-process export.

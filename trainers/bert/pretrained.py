@@ -7,7 +7,6 @@ where the trained weights are.
 """
 
 import dataclasses
-import json
 import os
 import typing
 
@@ -20,14 +19,13 @@ from trainers import config as config_lib
 from trainers import storage
 from trainers.bert import builtin_data
 from trainers.bert import config as bert_config
-from trainers.data import create_pretraining_data as creator
+from trainers.bert import vocab_files
+from trainers.bert.task import BertPretrainingTask
 from trainers.data import files as files_lib
 
 # The export's files (trainers.bert.export).
 CHECKPOINT_NAME = "bert_model.ckpt"
 ENCODER_CONFIG_FILE = "encoder_config.yaml"
-TOKENIZATION_FILE = "tokenization.json"
-VOCAB_FILE = "vocab.txt"
 
 
 def encoder_config(model_config):
@@ -62,12 +60,11 @@ def model_config_of(encoder_yaml, source):
 
 def pretraining_experiment(model_dir):
     """The BertExperimentConfig a pretraining model_dir was written with."""
-    from trainers.bert.config import BertExperimentConfig  # pylint: disable=g-import-not-at-top
     params = checkpointing.ParamsRecord(model_dir).previous()
     if params is None:
         raise FileNotFoundError(f"{model_dir} holds no readable params.yaml: give the model_dir "
                                 "of a trainers.bert run.")
-    return config_lib.merge(BertExperimentConfig(), params)
+    return config_lib.merge(bert_config.BertExperimentConfig(), params)
 
 
 def _data_directory(data_config):
@@ -79,48 +76,18 @@ def _data_directory(data_config):
     return os.path.dirname(files_lib.expand_patterns(data_config.input_path)[0])
 
 
-def data_tokenization(data_directory):
-    """(vocab path or "", do_lower_case or None, tokenizer or None) that
-    create_pretraining_data wrote beside its shards in `data_directory`; empty where the data
-    does not say (made by another tool)."""
-    vocab = os.path.join(data_directory, VOCAB_FILE)
-    description = os.path.join(data_directory, creator.DATA_DESCRIPTION_FILE)
-    settings = {}
-    if tf.io.gfile.exists(description):
-        with tf.io.gfile.GFile(description) as f:
-            settings = json.load(f).get("settings", {})
-    return (vocab if tf.io.gfile.exists(vocab) else "", settings.get("do_lower_case"),
-            settings.get("tokenizer"))
-
-
-def tokenization_record(do_lower_case, tokenizer=None):
-    """The contents of TOKENIZATION_FILE: how the vocab's text was cut (the export's format)."""
-    record = {"do_lower_case": do_lower_case}
-    if tokenizer:
-        record["tokenizer"] = tokenizer
-    return json.dumps(record)
-
-
-def _recorded_lower_case(directory):
-    path = os.path.join(directory, TOKENIZATION_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f).get("do_lower_case")
-
-
 def pretraining_tokenization(model_dir, experiment):
     """(vocab path or "", do_lower_case or None) a pretraining model_dir was trained with: the
     copies it records (vocab.txt, tokenization.json), else, for a run from before it recorded
     them, what lies beside its training data if that is still where params.yaml says."""
-    recorded = os.path.join(model_dir, VOCAB_FILE)
+    recorded = os.path.join(model_dir, vocab_files.VOCAB_FILE)
     if tf.io.gfile.exists(recorded):
-        return recorded, _recorded_lower_case(model_dir)
+        return recorded, vocab_files.recorded_lower_case(model_dir)
     try:
         directory = _data_directory(experiment.task.train_data)
     except (ValueError, FileNotFoundError):  # moved data
         return "", None
-    vocab, do_lower_case, _ = data_tokenization(directory)
+    vocab, do_lower_case, _ = vocab_files.data_tokenization(directory)
     if vocab:
         logging.info("%s records no vocab (a run from before it did): using %s beside its "
                      "training data.", model_dir, vocab)
@@ -130,7 +97,6 @@ def pretraining_tokenization(model_dir, experiment):
 def trained_pretrainer(experiment, checkpoint):
     """The pretraining model restored from `checkpoint`, its encoder's pooler replaced by the
     trained next-sentence pooler (the encoder's own gets no gradient in pretraining)."""
-    from trainers.bert.task import BertPretrainingTask  # pylint: disable=g-import-not-at-top
     model = BertPretrainingTask(experiment.task).build_model()
     tf.train.Checkpoint(model=model).read(checkpoint).expect_partial() \
         .assert_existing_objects_matched()
@@ -192,8 +158,8 @@ def locate(path):
 def _from_export(path):
     with tf.io.gfile.GFile(os.path.join(path, ENCODER_CONFIG_FILE)) as f:
         model = model_config_of(yaml.safe_load(f), os.path.join(path, ENCODER_CONFIG_FILE))
-    return PretrainedEncoder(model=model, vocab_file=os.path.join(path, VOCAB_FILE),
-                             do_lower_case=_recorded_lower_case(path),
+    return PretrainedEncoder(model=model, vocab_file=os.path.join(path, vocab_files.VOCAB_FILE),
+                             do_lower_case=vocab_files.recorded_lower_case(path),
                              checkpoint=os.path.join(path, CHECKPOINT_NAME))
 
 

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from trainers.bert.finetune import builtin_tasks
 from trainers.bert.finetune import data as data_lib
-from trainers.bert.finetune.config import ClassificationDataConfig
 
 BATCH_SIZE = 128
 MAX_ITERATIONS = 3000
@@ -43,23 +43,23 @@ def dev_accuracy(train_features, train_labels, dev_features, dev_labels):
 
 
 class LinearProbe:
-    """The probe on built-in tasks named `<task>:train` / `<task>:dev` (trainers.bert.finetune
-    .data.read), tokenized once with the pretraining data's vocab."""
+    """The probe on built-in tasks (trainers.bert.finetune.builtin_tasks.TASKS), fit on each
+    task's train split and scored on its dev split, tokenized once with the pretraining data's
+    vocab."""
 
     def __init__(self, task_names, vocab, do_lower_case, max_seq_length):
-        unknown = [name for name in task_names if name not in data_lib.BUILTIN_TASKS]
+        unknown = [name for name in task_names if name not in builtin_tasks.TASKS]
         if unknown or not task_names:
             raise ValueError(f"task.probe_tasks={list(task_names)}: give built-in task names, "
-                             f"from {list(data_lib.BUILTIN_TASKS)}.")
+                             f"from {list(builtin_tasks.TASKS)}.")
         self.splits = {}
         for name in task_names:
-            examples = {split: data_lib.read(ClassificationDataConfig(
-                input_path=f"{name}:{split}", max_seq_length=max_seq_length))
-                for split in ("train", "dev")}
-            labels = sorted(set(examples["train"].labels))
+            # The fine-tuning runs' class ids: every split's labels, sorted.
+            labels = builtin_tasks.labels(name)
             self.splits[name] = {
                 split: data_lib.ClassificationInput(
-                    examples[split], vocab, do_lower_case, labels, max_seq_length).arrays
+                    data_lib.builtin(name, split), vocab, do_lower_case, labels,
+                    max_seq_length).arrays
                 for split in ("train", "dev")}
 
     def accuracies(self, encoder):

@@ -13,8 +13,8 @@ from official.nlp.modeling import networks as nlp_networks
 from trainers import task as task_lib
 from trainers.bert import builtin_data
 from trainers.bert import config as bert_config
-from trainers.bert import pretrained
 from trainers.bert import probe as probe_lib
+from trainers.bert import vocab_files
 from trainers.bert.input_pipeline import PretrainingInput
 from trainers.data import create_pretraining_data as creator
 from trainers.data import instances
@@ -119,18 +119,23 @@ class BertPretrainingTask(task_lib.Task):
 
     def _check_init_vocab(self, init_checkpoint):
         """Continuing a pretraining run on data tokenized with another vocab would give its token
-        ids other words: refused when the run records its vocab and the data has one."""
+        ids other words: refused when the run records its vocab and the data's is known, from
+        task.vocab_file or beside the shards (tokenization())."""
         model_dir = (init_checkpoint if tf.io.gfile.isdir(init_checkpoint)
                      else os.path.dirname(init_checkpoint))
-        recorded = os.path.join(model_dir, pretrained.VOCAB_FILE)
-        data_vocab = os.path.join(os.path.dirname(self.inputs("train").files[0]), "vocab.txt")
-        if not (tf.io.gfile.exists(recorded) and tf.io.gfile.exists(data_vocab)):
+        recorded = os.path.join(model_dir, vocab_files.VOCAB_FILE)
+        if not tf.io.gfile.exists(recorded):
+            return
+        data_vocab = self.tokenization()[0]
+        if not data_vocab:
             return
         if wordpiece.read_vocab(recorded) != wordpiece.read_vocab(data_vocab):
             raise ValueError(f"init_checkpoint {init_checkpoint} was pretrained with the vocab "
                              f"{recorded}, and the training data was made with {data_vocab}, "
                              "another: token ids would mean other words. Make the data with "
-                             f"--vocab_file={recorded}.")
+                             f"--vocab_file={recorded}" + (
+                                 ", or set task.vocab_file to the vocab it was made with."
+                                 if self.config.vocab_file else "."))
 
     # ------------------------------------------------------------------------------ data
     def _data_config(self, mode):
@@ -174,7 +179,7 @@ class BertPretrainingTask(task_lib.Task):
         made with: task.vocab_file and task.do_lower_case where set, else what
         create_pretraining_data wrote beside the shards."""
         data_directory = os.path.dirname(self.inputs("train").files[0])
-        beside, beside_lower_case, tokenizer = pretrained.data_tokenization(data_directory)
+        beside, beside_lower_case, tokenizer = vocab_files.data_tokenization(data_directory)
         vocab, do_lower_case = self.config.vocab_file or beside, self.config.do_lower_case
         if self.config.vocab_file and beside and (wordpiece.read_vocab(self.config.vocab_file)
                                                   != wordpiece.read_vocab(beside)):
@@ -195,13 +200,13 @@ class BertPretrainingTask(task_lib.Task):
         if vocab:
             wordpiece.read_vocab(vocab)  # a vocab fine-tuning could not use fails here, now
             with tf.io.gfile.GFile(vocab) as f:
-                records[pretrained.VOCAB_FILE] = f.read()
+                records[vocab_files.VOCAB_FILE] = f.read()
         else:
             logging.warning("No vocab is known for this run's data (task.vocab_file is unset "
                             "and none lies beside the shards): fine-tuning from it or exporting "
                             "it will need one given.")
         if do_lower_case is not None:
-            records[pretrained.TOKENIZATION_FILE] = pretrained.tokenization_record(
+            records[vocab_files.TOKENIZATION_FILE] = vocab_files.tokenization_record(
                 do_lower_case, tokenizer)
         return records
 

@@ -9,8 +9,9 @@ from trainers.bert import config as bert_config
 
 @dataclasses.dataclass
 class ClassificationDataConfig:
-    # GLUE-style .tsv (or .csv) files with a header row (comma list, globs, gs://), or the
-    # built-in task: "bbc_news:train", "bbc_news:dev" or "bbc_news:test".
+    # GLUE-style .tsv (or .csv) files with a header row (comma list, globs, gs://), or a
+    # built-in task's split NAME:SPLIT, e.g. "bbc_news:train", "reuters_r8:dev" or
+    # "health_tweets:test" (trainers/bert/finetune/builtin_tasks.py).
     input_path: str = ""
     text_column: str = "sentence"       # GLUE's single-sentence column name (SST-2, CoLA)
     text_b_column: str = ""             # a pair's second text (e.g. "sentence2"); "": none

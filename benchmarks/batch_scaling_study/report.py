@@ -1,0 +1,240 @@
+"""study.md and study.png from pretraining.csv and finetuning.csv: test accuracy per batch and
+optimizer (tuned on dev, and the untuned rule), the pretraining figures and health beside it,
+and what held as the batch grew."""
+
+import dataclasses
+import math
+import statistics
+from typing import Dict, List, Optional
+
+from benchmarks.batch_scaling_study import protocol
+
+KINDS = ("tuned", "untuned")
+NAMES = {"lamb": "LAMB", "adamw": "AdamW"}
+
+
+@dataclasses.dataclass
+class Row:
+    """One encoder of the table: its pretraining record and its fine-tunings per task."""
+    kind: str
+    optimizer: str
+    batch: int
+    record: Optional[protocol.PretrainRecord]
+    runs_tried: int
+    tests: Dict[str, List[float]]   # task -> test accuracy per seed (the plan's order)
+    devs: Dict[str, List[float]]
+
+    def complete(self, plan):
+        return self.record is not None and all(
+            len(self.tests.get(task, [])) == len(plan.seeds) for task in plan.tasks)
+
+    def mean(self, task):
+        return statistics.fmean(self.tests[task])
+
+    def spread(self, task):
+        return max(self.tests[task]) - min(self.tests[task])
+
+
+def _fine_tunings(plan, finetunes, encoder, examples):
+    tests, devs = {}, {}
+    for task in plan.tasks:
+        found = [finetunes.get((task, encoder, examples, seed)) for seed in plan.seeds]
+        found = [record for record in found if record is not None]
+        tests[task] = [record.test_accuracy for record in found]
+        devs[task] = [record.dev_accuracy for record in found]
+    return tests, devs
+
+
+def rows(plan, pretrainings, finetunes):
+    """{(kind, optimizer, batch): Row} for every cell with at least one pretraining record."""
+    table = {}
+    for optimizer in protocol.OPTIMIZERS:
+        for batch in plan.batches:
+            cell = [r for r in pretrainings.values() if r.optimizer == optimizer
+                    and r.batch == batch and r.examples == plan.examples]
+            if not cell:
+                continue
+            untuned = plan.untuned(optimizer, batch).encoder
+            # A cell whose every run diverged shows its first run, marked so.
+            for kind, record in (("tuned", protocol.choose(cell, plan, finetunes) or cell[0]),
+                                 ("untuned", pretrainings.get((untuned, plan.examples)))):
+                tests, devs = _fine_tunings(plan, finetunes, record.encoder if record else "",
+                                            plan.examples)
+                table[kind, optimizer, batch] = Row(kind, optimizer, batch, record, len(cell),
+                                                    tests, devs)
+    return table
+
+
+def holds_up_to(plan, table, kind, optimizer, task):
+    """(largest batch up to which test accuracy stays within the seeds' spread of the smallest
+    batch's, that spread) or None while the smallest batch's row is incomplete. "Within": no
+    lower than the smallest batch's mean minus the range of its seeds."""
+    first = table.get((kind, optimizer, plan.batches[0]))
+    if first is None or not first.complete(plan):
+        return None
+    spread, held = first.spread(task), plan.batches[0]
+    for batch in plan.batches[1:]:
+        row = table.get((kind, optimizer, batch))
+        if row is None or not row.complete(plan) or row.mean(task) < first.mean(task) - spread:
+            break
+        held = batch
+    return held, spread
+
+
+def _percent(value):
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _setting(record):
+    return (f"lr {record.learning_rate:.3g}, warmup {record.warmup_updates}, "
+            f"beta_2 {record.beta_2:g}, power {record.power:g}")
+
+
+def markdown(plan, pretrainings, finetunes):
+    table = rows(plan, pretrainings, finetunes)
+    lines = [
+        "# The LAMB paper's Table 1 in miniature: downstream accuracy against pretraining batch",
+        "", f"BERT-Tiny, built-in Wikipedia corpus, {plan.examples:,} examples at every batch. "
+        "Each cell's setting is chosen on the mean dev accuracy of one fine-tuning "
+        f"(seed {plan.seeds[0]}) on each of {', '.join(plan.choosing_tasks)}; its encoder is "
+        "then fine-tuned with seeds "
+        f"{', '.join(map(str, plan.seeds))} and the table gives test accuracy (%): mean "
+        "(seeds). \"untuned\": the paper's rule (square-root rate from batch "
+        f"{plan.batches[0]}, {plan.paper_warmup_updates()} warmup updates at every batch). "
+        "Masked-LM and next-sentence accuracy on 1,024 held-out pairs; health: the pooler's "
+        "saturated share and spread, norm growth since initialization. Generated from "
+        "pretraining.csv and finetuning.csv by `python -m benchmarks.batch_scaling_study "
+        "--report`.", ""]
+    task_columns = " | ".join(f"{task} test" for task in plan.tasks)
+    lines += [f"| encoder | batch | setting | runs | {task_columns} | dev (seed "
+              f"{plan.seeds[0]}) | masked-LM | next-sentence | pooler saturated | pooler "
+              "spread | word-embedding growth | largest growth |",
+              "|---|---:|---|---:|" + "---:|" * len(plan.tasks) + "---:|" * 7]
+    for optimizer in protocol.OPTIMIZERS:
+        for kind in KINDS:
+            for batch in plan.batches:
+                row = table.get((kind, optimizer, batch))
+                if row is None:
+                    continue
+                lines.append(_row_line(plan, row))
+    for encoder, label in ((protocol.RANDOM, "random weights"),
+                           (protocol.TFIDF, "TF-IDF + logistic regression")):
+        seeds = plan.seeds if encoder == protocol.RANDOM else (0,)
+        cells = []
+        for task in plan.tasks:
+            found = [finetunes.get((task, encoder, 0, seed)) for seed in seeds]
+            tests = [r.test_accuracy for r in found if r is not None]
+            cells.append(f"{_percent(statistics.fmean(tests))} ("
+                         f"{', '.join(_percent(t) for t in tests)})" if tests else "not run yet")
+        lines.append(f"| {label} | | | | " + " | ".join(cells) + " |" + " |" * 7)
+    lines += ["", "Throughput of the pretraining runs (the trainer's examples/s, first loop of "
+              "each process left out), so accumulation's cost shows:", "",
+              "| batch | micro-batch x accumulation | examples/s (mean of runs, range) |",
+              "|---:|---|---|"]
+    for batch in plan.batches:
+        rates = [r.examples_per_sec for r in pretrainings.values() if r.batch == batch
+                 and r.examples == plan.examples and r.finite]
+        if rates:
+            lines.append(f"| {batch} | {min(batch, plan.micro_batch)} x "
+                         f"{plan.accumulation_steps(batch)} | {statistics.fmean(rates):.0f} "
+                         f"({min(rates):.0f}-{max(rates):.0f}, {len(rates)} runs) |")
+    lines += ["", "## What held", ""] + what_held(plan, table)
+    return "\n".join(lines) + "\n"
+
+
+def _row_line(plan, row):
+    name = f"{NAMES[row.optimizer]} {row.kind}"
+    record = row.record
+    if record is None:
+        return f"| {name} | {row.batch} | not run yet |" + " |" * (len(plan.tasks) + 8)
+    if not record.finite:
+        return (f"| {name} | {row.batch} | {_setting(record)} | {row.runs_tried} |"
+                + " diverged |" * len(plan.tasks) + " |" * 7)
+    tests = [f"**{_percent(row.mean(task))}** ({', '.join(_percent(t) for t in row.tests[task])})"
+             if row.tests[task] else "in progress" for task in plan.tasks]
+    devs = [row.devs[task][0] for task in plan.choosing_tasks if row.devs[task]]
+    dev = (_percent(statistics.fmean(devs)) if len(devs) == len(plan.choosing_tasks)
+           else "in progress")
+    return (f"| {name} | {row.batch} | {_setting(record)} | {row.runs_tried} | "
+            + " | ".join(tests) + f" | {dev} | {_percent(record.masked_lm_accuracy)} | "
+            f"{_percent(record.next_sentence_accuracy)} | {_percent(record.pooler_saturation)} | "
+            f"{record.pooler_spread:.2g} | {record.word_embedding_growth:.2f}x | "
+            f"{record.largest_growth:.2f}x |")
+
+
+def what_held(plan, table):
+    """Sentences computed from the rows: how far each optimizer's accuracy held, and where
+    tuned LAMB and AdamW differ beyond the seeds' spread."""
+    lines = []
+    for optimizer in protocol.OPTIMIZERS:
+        for kind in KINDS:
+            for task in plan.tasks:
+                held = holds_up_to(plan, table, kind, optimizer, task)
+                if held is None:
+                    continue
+                batch, spread = held
+                first = table[kind, optimizer, plan.batches[0]]
+                lines.append(
+                    f"- {NAMES[optimizer]} {kind}, {task}: test accuracy holds within the "
+                    f"seeds' spread ({100 * spread:.1f} points) of its batch-{plan.batches[0]} "
+                    f"figure ({_percent(first.mean(task))}%) up to batch {batch}"
+                    + ("." if batch == plan.batches[-1] else
+                       f"; batch {_next(plan, batch)} falls below it or is not complete yet."))
+    for batch in plan.batches:
+        for task in plan.tasks:
+            lamb, adamw = table.get(("tuned", "lamb", batch)), table.get(("tuned", "adamw", batch))
+            if not (lamb and adamw and lamb.complete(plan) and adamw.complete(plan)):
+                continue
+            difference = lamb.mean(task) - adamw.mean(task)
+            spread = max(lamb.spread(task), adamw.spread(task))
+            verdict = "beyond" if abs(difference) > spread else "within"
+            lines.append(f"- batch {batch}, {task}: tuned LAMB {_percent(lamb.mean(task))}% vs "
+                         f"tuned AdamW {_percent(adamw.mean(task))}%, a difference of "
+                         f"{100 * difference:+.1f} points, {verdict} the larger seeds' spread "
+                         f"({100 * spread:.1f}).")
+    return lines or ["- nothing complete yet: rerun the study's command to continue."]
+
+
+def _next(plan, batch):
+    return plan.batches[plan.batches.index(batch) + 1]
+
+
+def plot(plan, pretrainings, finetunes, path):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    table = rows(plan, pretrainings, finetunes)
+    figure, axes = plt.subplots(1, len(plan.tasks), figsize=(6.5 * len(plan.tasks), 4.5),
+                                squeeze=False)
+    for axis, task in zip(axes[0], plan.tasks):
+        for optimizer, colour in zip(protocol.OPTIMIZERS, ("tab:blue", "tab:orange")):
+            for kind, style in zip(KINDS, ("-", "--")):
+                done = [table[kind, optimizer, b] for b in plan.batches
+                        if (kind, optimizer, b) in table and table[kind, optimizer, b].complete(
+                            plan) and table[kind, optimizer, b].record.finite]
+                if not done:
+                    continue
+                means = [100 * row.mean(task) for row in done]
+                low = [m - 100 * min(row.tests[task]) for m, row in zip(means, done)]
+                high = [100 * max(row.tests[task]) - m for m, row in zip(means, done)]
+                axis.errorbar([row.batch for row in done], means, yerr=[low, high],
+                              color=colour, linestyle=style, marker="o", capsize=3,
+                              label=f"{NAMES[optimizer]} {kind}")
+        for encoder, label, style in ((protocol.RANDOM, "random weights", ":"),
+                                      (protocol.TFIDF, "TF-IDF", "-.")):
+            tests = [r.test_accuracy for (t, e, _, _), r in finetunes.items()
+                     if t == task and e == encoder]
+            if tests:
+                axis.axhline(100 * statistics.fmean(tests), color="grey", linestyle=style,
+                             label=label)
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(list(plan.batches))
+        axis.set_xticklabels([str(b) for b in plan.batches])
+        axis.set_xlabel(f"pretraining batch ({plan.examples:,} examples at each)")
+        axis.set_ylabel(f"{task} test accuracy (%), seeds' range as bars")
+        axis.grid(True, alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,195 @@
+r"""Fill the generated regions of the docs pages from the files they report.
+
+    python -m benchmarks.docs_tables           # rewrite every region that is out of date
+    python -m benchmarks.docs_tables --check   # list the stale regions, exit 1 if any
+
+A region is the text between `<!-- generated: NAME -->` and `<!-- end generated -->` in a page of
+docs/. Each NAME is made here by the code that made the committed result file (the studies'
+own `table`/`markdown` functions on their CSVs), from the recipes in configs/, or from the
+bad-input cases of tests/bad_inputs.py, so a page cannot quote a table its file does not hold.
+"""
+
+import argparse
+import csv
+import glob
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(REPO, "docs")
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+REGION = re.compile(r"(<!-- generated: ([\w.-]+) -->\n)(.*?)(<!-- end generated -->)", re.S)
+
+
+def _rows(name):
+    with open(os.path.join(RESULTS, name)) as f:
+        return list(csv.DictReader(f))
+
+
+def _source(*paths):
+    """The line under each table that names the files it was made from."""
+    return "\n*Generated from " + ", ".join(f"`{p}`" for p in paths) + \
+        " by `python -m benchmarks.docs_tables`.*\n"
+
+
+def _workload_section(markdown, workload):
+    """One workload's section of a study's report, without its heading (the page has its own)."""
+    sections = re.split(r"^## ", markdown, flags=re.M)[1:]
+    mine = [s for s in sections if re.match(rf"{workload}\b", s)]
+    if len(mine) != 1:
+        raise ValueError(f"the report has no single section for workload {workload!r}")
+    return mine[0].split("\n", 1)[1].strip() + "\n"
+
+
+def finetune(csv_name, tfidf_from=None):
+    """The fine-tuning study's table from its CSV; with `tfidf_from`, plus the TF-IDF rows its
+    command wrote into that .md (computed from the data, they are not in the CSV)."""
+    from benchmarks import finetune_study
+    table = finetune_study.table(_rows(csv_name))
+    sources = [f"benchmarks/results/{csv_name}"]
+    if tfidf_from:
+        with open(os.path.join(RESULTS, tfidf_from)) as f:
+            table += "".join(line for line in f if line.startswith("| TF-IDF"))
+        sources.append(f"benchmarks/results/{tfidf_from} (TF-IDF rows)")
+    return table + _source(*sources)
+
+
+def pretraining_study():
+    from benchmarks import pretraining_study as study
+    return study.table(_rows("pretraining_study.csv")) + \
+        _source("benchmarks/results/pretraining_study.csv")
+
+
+def large_batch_study(workload):
+    from benchmarks.large_batch_study import presets, report
+    from benchmarks.large_batch_study.results import ResultsFile
+    path = "benchmarks/results/large_batch_study_cpu/results.csv"
+    records = list(ResultsFile(os.path.join(REPO, path)).records.values())
+    markdown = report.markdown(presets.PRESETS["cpu"], records)
+    return _workload_section(markdown, workload) + _source(path)
+
+
+def steps_to_target(workload):
+    from benchmarks.large_batch_study import presets, target_report
+    from benchmarks.large_batch_study.results import ResultsFile, TargetRecord
+    path = "benchmarks/results/steps_to_target_cpu/targets.csv"
+    records = list(ResultsFile(os.path.join(REPO, path), TargetRecord).records.values())
+    markdown = target_report.markdown(presets.TARGET_PRESETS["cpu"], records)
+    return _workload_section(markdown, workload) + _source(path)
+
+
+def _recipe_row(path):
+    import yaml
+    with open(path) as f:
+        recipe = yaml.safe_load(f)
+    task, trainer = recipe.get("task", {}), recipe.get("trainer", {})
+    optimizer = recipe.get("optimizer", {})
+    model = task.get("model", {})
+    data = task.get("train_data", {}).get("input_path", "")
+    name = os.path.relpath(path, os.path.join(REPO, "configs"))[:-len(".yaml")]
+    cells = [f"`{name}`", str(model.get("size", model.get("model_id", ""))),
+             f"`{data}`" if data else "", f"{trainer.get('train_batch_size', ''):,}",
+             f"{trainer.get('num_train_steps', ''):,}", optimizer.get("name", ""),
+             f"{optimizer.get('learning_rate', ''):g}",
+             f"{optimizer.get('num_warmup_steps', ''):,}",
+             task.get("init_checkpoint", "") or trainer.get("init_checkpoint", "") or ""]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def recipes():
+    lines = ["| recipe (`--config_file=`) | model | training data | batch | updates | "
+             "optimizer | peak rate | warmup | starts from |",
+             "|---|---|---|---:|---:|---|---:|---:|---|"]
+    lines += [_recipe_row(path)
+              for path in sorted(glob.glob(os.path.join(REPO, "configs", "*", "*.yaml")))]
+    return "\n".join(lines) + "\n" + _source("configs/*/*.yaml")
+
+
+def _readable(pattern):
+    """A case's regular expression as the reader will meet the line: escapes removed, `.*`
+    (any text) shown as `…`."""
+    text = pattern.replace(".*", "…").replace(r"\d+", "N")
+    return re.sub(r"\\(.)", r"\1", text).replace("|", "\\|")
+
+
+def bad_inputs():
+    from tests.bad_inputs import CASES
+    lines = [f"{len(CASES)} cases. Each command is `python -m trainers.<tool> <arguments>`; "
+             "`{placeholders}` are files the test makes; the first line must match the text "
+             "shown, where `…` stands for any text.\n",
+             "| category | command | exit | first line |", "|---|---|---:|---|"]
+    for category, module, args, code, pattern in CASES:
+        shown = " ".join(args).replace("|", "\\|")
+        lines.append(f"| {category} | `{module.split('.', 1)[1]} {shown}` | {code} | "
+                     f"{_readable(pattern)} |")
+    return "\n".join(lines) + "\n" + _source("tests/bad_inputs.py")
+
+
+GENERATORS = {
+    "finetune_bbc_news": lambda: finetune("finetune_bbc_news.csv", "finetune_bbc_news.md"),
+    "finetune_bbc_news_init_cls_pooler": lambda: finetune("finetune_bbc_news_init_cls_pooler.csv"),
+    "finetune_bbc_news_10_epochs": lambda: finetune("finetune_bbc_news_10_epochs.csv"),
+    "pretraining_study": pretraining_study,
+    "large_batch_study_cpu.fashion_cnn": lambda: large_batch_study("fashion_cnn"),
+    "large_batch_study_cpu.bert": lambda: large_batch_study("bert"),
+    "steps_to_target_cpu.fashion_cnn": lambda: steps_to_target("fashion_cnn"),
+    "steps_to_target_cpu.bert": lambda: steps_to_target("bert"),
+    "recipes": recipes,
+    "bad_inputs": bad_inputs,
+}
+
+
+def pages():
+    return sorted(glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True))
+
+
+def refreshed(text, made):
+    """`text` with each generated region replaced by what its generator prints now; `made`
+    caches the generators' output across pages."""
+    def fill(match):
+        name = match.group(2)
+        if name not in GENERATORS:
+            raise ValueError(f"unknown generated region {name!r}; known: {sorted(GENERATORS)}")
+        if name not in made:
+            made[name] = GENERATORS[name]()
+        return match.group(1) + "\n" + made[name] + "\n" + match.group(4)
+    return REGION.sub(fill, text)
+
+
+def stale_regions():
+    """(page, region name) of every region whose text differs from its generator's output."""
+    made, stale = {}, []
+    for page in pages():
+        with open(page) as f:
+            text = f.read()
+        for match in REGION.finditer(text):
+            if refreshed(match.group(0), made) != match.group(0):
+                stale.append((os.path.relpath(page, REPO), match.group(2)))
+    return stale
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="Only list the stale regions; exit 1 if there are any.")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_regions()
+        for page, name in stale:
+            print(f"{page}: region {name} differs from python -m benchmarks.docs_tables")
+        return 1 if stale else 0
+    made = {}
+    for page in pages():
+        with open(page) as f:
+            text = f.read()
+        new = refreshed(text, made)
+        if new != text:
+            with open(page, "w") as f:
+                f.write(new)
+            print(f"updated {os.path.relpath(page, REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""The batch-scaling study's protocol on the full batch range with fake runs (no training): it
+chooses on dev and never on test, widens off edges, gives both optimizers the same search,
+runs the ends of the range first, resumes without redoing a run, and reports what held."""
+
+import math
+import os
+
+import pytest
+
+from benchmarks.batch_scaling_study import protocol, report
+from benchmarks.large_batch_study.results import ResultsFile
+
+BATCHES = (64, 128, 256, 512, 1024)
+# Where each optimizer's dev accuracy peaks, as a multiple of its square-root-rule rate: LAMB's
+# at 4x the rule (so its grid [1/2, 1, 2] must widen twice upwards), AdamW's on the rule.
+DEV_PEAK = {"lamb": 4.0, "adamw": 1.0}
+# Test accuracy peaks elsewhere (at half the rule): a study that chose on test would differ.
+TEST_PEAK = 0.5
+LAMB_DROP_FROM = 512  # LAMB's test accuracy falls 5 points from this batch on
+
+
+class FakeRuns:
+    """Pretraining and fine-tuning with accuracies given by a formula of the setting."""
+
+    def __init__(self, plan, stop_after=None, other_dev_peak=None):
+        self.plan = plan
+        self.other_dev_peak = other_dev_peak  # where task "other"'s dev accuracy peaks
+        self.pretrained, self.finetuned = [], []
+        self.setting_of_dir = {}
+        self.stop_after = stop_after
+
+    def pretrain(self, setting, model_dir):
+        if self.stop_after is not None and len(self.pretrained) == self.stop_after:
+            raise KeyboardInterrupt  # the study killed in the middle of this run
+        self.pretrained.append(setting.encoder)
+        os.makedirs(model_dir, exist_ok=True)
+        self.setting_of_dir[model_dir] = setting
+        if setting.learning_rate > 7.9 * self.plan.square_root_rule(setting.optimizer,
+                                                                    setting.batch):
+            return dict(protocol.DIVERGED)
+        return dict(finite=True, masked_lm_accuracy=0.2, next_sentence_accuracy=0.7,
+                    pooler_saturation=0.01, pooler_spread=0.3, word_embedding_growth=1.5,
+                    largest_growth=2.0, largest_growth_variable="pooler", b_simple=100.0,
+                    examples_per_sec=200.0 - setting.batch / 64)
+
+    def finetune(self, task, init_checkpoint, random_init, seed):
+        self.finetuned.append((task, os.path.basename(init_checkpoint), random_init, seed))
+        if random_init:
+            return 0.75, 0.77
+        setting = self.setting_of_dir[init_checkpoint]
+        relative = setting.learning_rate / self.plan.square_root_rule(setting.optimizer,
+                                                                      setting.batch)
+        # The warmup of 10% scores a little better on dev; beta_2 0.98 a little worse.
+        peak = DEV_PEAK[setting.optimizer]
+        if task == "other" and self.other_dev_peak:
+            peak = self.other_dev_peak
+        dev = (0.9 - 0.02 * abs(math.log2(relative / peak))
+               + 0.001 * (setting.warmup_updates != self.plan.paper_warmup_updates())
+               - 0.001 * (setting.beta_2 != 0.999))
+        drop = 0.05 if setting.optimizer == "lamb" and setting.batch >= LAMB_DROP_FROM else 0
+        test = 0.9 - 0.02 * abs(math.log2(relative / TEST_PEAK)) - drop + 0.005 * (seed - 2)
+        return dev, test
+
+    @staticmethod
+    def tfidf(task):
+        return 0.95, 0.94
+
+
+def make_study(tmp_path, plan, runs, log=None):
+    os.makedirs(tmp_path, exist_ok=True)
+    pretrainings = ResultsFile(str(tmp_path / "pretraining.csv"), protocol.PretrainRecord)
+    finetunings = ResultsFile(str(tmp_path / "finetuning.csv"), protocol.FinetuneRecord)
+    removed = []
+
+    def remove(path):
+        removed.append(path)
+        os.rmdir(path)
+
+    study = protocol.Study(plan, pretrainings, finetunings, str(tmp_path / "work"),
+                           runs.pretrain, runs.finetune, runs.tfidf, remove,
+                           log=log or (lambda line: None))
+    return study, removed
+
+
+@pytest.fixture(name="plan")
+def _plan():
+    # 10 updates at batch 1,024; the paper's warmup is 2 updates at every batch.
+    return protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"))
+
+
+def test_run_order_takes_the_ends_of_the_range_first():
+    assert protocol.run_order(BATCHES) == [64, 1024, 256, 128, 512]
+    assert protocol.run_order((1, 2, 4, 8, 16, 32, 64, 128, 256)) == [
+        1, 256, 16, 4, 64, 2, 8, 32, 128]
+    assert protocol.run_order((64, 128)) == [64, 128]
+
+
+def test_the_chosen_setting_is_the_best_on_dev_never_on_test(tmp_path, plan):
+    runs = FakeRuns(plan)
+    study, _ = make_study(tmp_path, plan, runs)
+    chosen = study.run()
+    finetunes = study.finetunings.records
+    for (optimizer, batch), record in chosen.items():
+        cell = [r for r in study.pretrainings.records.values()
+                if r.optimizer == optimizer and r.batch == batch]
+
+        def first_seed_mean(r, field):
+            return sum(getattr(finetunes[(task, r.encoder, plan.examples, 1)], field)
+                       for task in plan.tasks) / len(plan.tasks)
+
+        finite = [r for r in cell if r.finite]
+        best_dev = max(finite, key=lambda r: first_seed_mean(r, "dev_accuracy"))
+        best_test = max(finite, key=lambda r: first_seed_mean(r, "test_accuracy"))
+        assert record.encoder == best_dev.encoder
+        assert best_test.encoder != best_dev.encoder  # the data makes them disagree
+        # On dev the peak is DEV_PEAK x the rule, with the 10% warmup (a little better).
+        rule = plan.square_root_rule(optimizer, batch)
+        assert record.learning_rate == pytest.approx(DEV_PEAK[optimizer] * rule)
+        assert record.warmup_updates == plan.second_warmup_updates(batch)
+        assert record.beta_2 == 0.999 and record.power == 1.0
+        # The chosen encoder and the untuned rule's have every seed on every task.
+        for encoder in (record.encoder, plan.untuned(optimizer, batch).encoder):
+            for task in plan.tasks:
+                assert all((task, encoder, plan.examples, s) in finetunes for s in plan.seeds)
+
+
+def test_selection_tasks_alone_choose_and_the_others_only_fine_tune_what_was_chosen(
+        tmp_path):
+    plan = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"),
+                         selection_tasks=("bbc_news",))
+    # On "other", dev would choose half the rule: it must not count.
+    runs = FakeRuns(plan, other_dev_peak=0.5)
+    study, _ = make_study(tmp_path, plan, runs)
+    chosen = study.run()
+    for (optimizer, batch), record in chosen.items():
+        assert record.learning_rate == pytest.approx(
+            DEV_PEAK[optimizer] * plan.square_root_rule(optimizer, batch))
+    kept = {r.encoder for r in chosen.values()} | {
+        plan.untuned(o, b).encoder for o in protocol.OPTIMIZERS for b in BATCHES}
+    on_other = [c for c in runs.finetuned if c[0] == "other"]
+    assert sorted(c[1] for c in on_other if not c[2]) == sorted(
+        e for e in kept for _ in plan.seeds)
+    assert len(on_other) == len(kept) * 3 + 3  # and 3 seeds of random weights
+    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    assert "- AdamW tuned, other: test accuracy holds" in text
+
+
+def test_a_task_added_later_fine_tunes_the_kept_encoders_and_pretrains_nothing(tmp_path):
+    first = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news",))
+    runs = FakeRuns(first)
+    chosen = make_study(tmp_path, first, runs)[0].run()
+    later = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"),
+                          selection_tasks=("bbc_news",))
+    more = FakeRuns(later)
+    more.setting_of_dir = runs.setting_of_dir
+    assert make_study(tmp_path, later, more)[0].run() == chosen
+    assert more.pretrained == [] and {c[0] for c in more.finetuned} == {"other"}
+    kept = {r.encoder for r in chosen.values()} | {
+        later.untuned(o, b).encoder for o in protocol.OPTIMIZERS for b in BATCHES}
+    assert len(more.finetuned) == 3 * len(kept) + 3
+
+
+def test_the_rate_grid_widens_while_its_best_sits_on_an_edge(tmp_path, plan):
+    runs = FakeRuns(plan)
+    study, _ = make_study(tmp_path, plan, runs)
+    study.run()
+    for batch in BATCHES:
+        for optimizer, expected in (("lamb", [0.5, 1, 2, 4, 8]), ("adamw", [0.5, 1, 2])):
+            rule = plan.square_root_rule(optimizer, batch)
+            rates = sorted(r.learning_rate / rule for r in study.pretrainings.records.values()
+                           if r.optimizer == optimizer and r.batch == batch
+                           and r.stage == "rate")
+            assert rates == pytest.approx(expected)
+    # 8x the rule diverged: a row that says so, and nothing fine-tuned from it.
+    diverged = [r for r in study.pretrainings.records.values() if not r.finite]
+    assert len(diverged) == len(BATCHES) and all(r.optimizer == "lamb" for r in diverged)
+    assert not any(e == r.encoder for r in diverged for _, e, _, _ in
+                   study.finetunings.records)
+
+
+def test_both_optimizers_get_the_same_search_and_adamw_also_nados_at_the_largest(tmp_path,
+                                                                                  plan):
+    symmetric = dict(DEV_PEAK, lamb=1.0)
+    runs = FakeRuns(plan)
+    study, _ = make_study(tmp_path, plan, runs)
+    original = dict(DEV_PEAK)
+    DEV_PEAK.update(symmetric)
+    try:
+        study.run()
+    finally:
+        DEV_PEAK.update(original)
+    records = study.pretrainings.records.values()
+    # With no grid widened, --plan's count is exactly what ran.
+    plan_text = "\n".join(protocol.describe(plan))
+    assert f"at least {len(records)} pretraining runs" in plan_text
+    for batch in BATCHES:
+        stages = {o: sorted(r.stage for r in records if r.optimizer == o and r.batch == batch)
+                  for o in protocol.OPTIMIZERS}
+        assert stages["lamb"] == ["rate", "rate", "rate", "warmup"]
+        extras = ["beta_2", "power"] if batch in BATCHES[-2:] else []
+        assert stages["adamw"] == sorted(stages["lamb"] + extras)
+    # Each cell tried two distinct warmups, even where 10% of the updates is the paper's.
+    for optimizer in protocol.OPTIMIZERS:
+        for batch in BATCHES:
+            warmups = {r.warmup_updates for r in records
+                       if r.optimizer == optimizer and r.batch == batch}
+            assert len(warmups) == 2
+
+
+def test_cells_run_the_ends_of_the_range_first(tmp_path, plan):
+    runs = FakeRuns(plan)
+    study, _ = make_study(tmp_path, plan, runs)
+    study.run()
+    batch_of = {r.encoder: r.batch for r in study.pretrainings.records.values()}
+    order = list(dict.fromkeys(batch_of[e] for e in runs.pretrained))
+    assert order == [64, 1024, 256, 128, 512]
+    # A cell finishes (its seeds too) before the next one starts; random weights come after
+    # the first cell, so the table has its yardstick early.
+    first_random = next(i for i, call in enumerate(runs.finetuned) if call[2])
+    assert all(batch_of.get(call[1].split("/")[-1]) == 64
+               for call in runs.finetuned[:first_random])
+
+
+def test_a_killed_study_resumes_at_the_run_it_was_in_and_redoes_nothing(tmp_path, plan):
+    complete_runs = FakeRuns(plan)
+    make_study(tmp_path / "reference", plan, complete_runs)[0].run()
+
+    killed = FakeRuns(plan, stop_after=7)
+    study, _ = make_study(tmp_path, plan, killed)
+    with pytest.raises(KeyboardInterrupt):
+        study.run()
+    resumed = FakeRuns(plan)
+    resumed.setting_of_dir = killed.setting_of_dir  # the model_dirs are still on disk
+    study, _ = make_study(tmp_path, plan, resumed)
+    chosen = study.run()
+    # The resumed study starts with the run the killed one was in, and no run is done twice.
+    assert resumed.pretrained[0] == complete_runs.pretrained[7]
+    assert killed.pretrained + resumed.pretrained == complete_runs.pretrained
+    assert killed.finetuned + resumed.finetuned == complete_runs.finetuned
+    assert len(study.finetunings.records) == len(complete_runs.finetuned) + len(plan.tasks)
+
+    again = FakeRuns(plan)
+    study, _ = make_study(tmp_path, plan, again)
+    assert study.run() == chosen
+    assert again.pretrained == [] and again.finetuned == []
+
+
+def test_only_the_chosen_and_untuned_encoders_keep_their_model_dirs(tmp_path, plan):
+    runs = FakeRuns(plan)
+    study, removed = make_study(tmp_path, plan, runs)
+    chosen = study.run()
+    left = set(os.listdir(tmp_path / "work" / f"examples_{plan.examples}"))
+    expected = {r.encoder for r in chosen.values()} | {
+        plan.untuned(o, b).encoder for o in protocol.OPTIMIZERS for b in BATCHES}
+    assert left == expected
+    assert len(removed) == len(study.pretrainings.records) - len(expected)
+
+
+def test_the_report_says_up_to_which_batch_accuracy_held(tmp_path, plan):
+    runs = FakeRuns(plan)
+    study, _ = make_study(tmp_path, plan, runs)
+    study.run()
+    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    # Seeds 1-3 give test -0.5, 0, +0.5 points: a spread of 1 point. LAMB's test accuracy
+    # falls 5 points from batch 512 on, AdamW's never.
+    assert ("- LAMB tuned, bbc_news: test accuracy holds within the seeds' spread (1.0 "
+            "points) of its batch-64 figure") in text
+    assert "up to batch 256; batch 512 falls below it" in text
+    assert "- AdamW tuned, other: test accuracy holds" in text and "up to batch 1024." in text
+    assert "- batch 1024, bbc_news: tuned LAMB" in text and "beyond the larger" in text
+    assert "- batch 64, bbc_news: tuned LAMB" in text
+    # Random weights and TF-IDF are rows; every batch's throughput is listed.
+    assert "| random weights | | | | 77.0 (77.0, 77.0, 77.0) |" in text
+    assert "| TF-IDF + logistic regression | | | | 94.0 (94.0) |" in text
+    assert "| 1024 | 128 x 8 | 184 (184-184, 11 runs) |" in text
+    report.plot(plan, study.pretrainings.records, study.finetunings.records,
+                str(tmp_path / "study.png"))
+    assert os.path.getsize(tmp_path / "study.png") > 10_000
+
+
+def test_a_plan_that_cannot_run_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="multiple of --micro_batch"):
+        protocol.Plan(batches=(64, 192), micro_batch=128).check()
+    with pytest.raises(ValueError, match="odd size"):
+        protocol.Plan(grid_size=2).check()
+    with pytest.raises(ValueError, match="ascending"):
+        protocol.Plan(batches=(128, 64)).check()
+
+
+def test_a_settings_flags_give_the_trainer_that_setting():
+    from absl import flags as absl_flags
+    from benchmarks import pretraining_study
+    from benchmarks.batch_scaling_study import runs
+    from trainers import flags as trainer_flags
+    from trainers.bert.config import BertExperimentConfig
+
+    plan = protocol.Plan()
+    setting = protocol.Setting("adamw", 1024, 0.004 * 2 ** 0.5, 60, beta_2=0.98, power=2.0)
+    values = absl_flags.FlagValues()
+    trainer_flags.define_flags(values)
+    values(["prog", f"--config_file={pretraining_study.RECIPE}",
+            *runs.pretraining_flags(setting, plan)])
+    experiment = trainer_flags.resolve(BertExperimentConfig(), values)
+    assert experiment.trainer.train_batch_size == 1024       # global: 8 micro-batches of 128
+    assert experiment.trainer.num_accumulation_steps == 8
+    assert experiment.trainer.num_train_steps == 300         # 307,200 examples
+    assert experiment.optimizer.name == "adamw"
+    assert experiment.optimizer.learning_rate == 0.004 * 2 ** 0.5   # not rounded
+    assert experiment.optimizer.num_warmup_steps == 60
+    assert experiment.optimizer.adamw.beta_2 == 0.98 and experiment.optimizer.power == 2.0
+    # The rest is README command 1's: model, data, weight decay.
+    assert experiment.task.model.size == "tiny" and experiment.task.model.vocab_size == 8000
+    assert experiment.optimizer.adamw.weight_decay == 0.01
+    # A checkpoint every 25,600 examples, so a killed run loses at most that much.
+    assert experiment.trainer.iterations_per_loop == 25
+    assert experiment.trainer.save_checkpoints_steps == 25
+
+
+def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypatch, tmp_path):
+    from benchmarks import finetune_study
+    calls = []
+
+    def fake_finetune(task, arguments):
+        calls.append([f"--config_file=finetune_{task}", *arguments])
+        return "eval: accuracy=0.9000  loss=0.3\n" if len(calls) == 1 else "eval: accuracy=0.8"
+
+    monkeypatch.setattr(finetune_study, "_finetune", fake_finetune)
+    dev, test = finetune_study.run_one("reuters_r8", "enc", False, 1e-3, 2, str(tmp_path / "m"))
+    assert (dev, test) == (0.9, 0.8)
+    (train_run, test_run) = calls
+    override = next(a for a in train_run if a.startswith("--params_override="))
+    assert "--mode=train_and_eval" in train_run and "task.train_data.input_path=reuters_r8:train" \
+        in override and override.endswith("task.eval_data.input_path=reuters_r8:dev")
+    override = next(a for a in test_run if a.startswith("--params_override="))
+    assert "--mode=eval" in test_run and override.endswith(
+        "task.eval_data.input_path=reuters_r8:test")
+    assert "--seed=2" in train_run and "--seed=2" in test_run
+    assert "--config_file=finetune_reuters_r8" in train_run + test_run

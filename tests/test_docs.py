@@ -1,0 +1,196 @@
+"""The README and the manual in docs/: the site builds strictly, every generated table equals what
+its generator prints from the committed files now, every Python block runs (or says why not),
+and the README stays the short entrance with links that work away from the repository."""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from benchmarks import docs_tables
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(REPO, "README.md")
+PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True))
+TEST_COMMAND = "python -m pytest -q tests"
+MARKER = re.compile(r"<!-- (skip|fresh process): (.+?) -->")
+FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def python_blocks(path):
+    """(code, marker kind or None, reason) of each ```python block, the marker being an HTML
+    comment on the last non-empty line before the block."""
+    text = _read(path)
+    blocks = []
+    for match in FENCE.finditer(text):
+        before = text[:match.start()].rstrip("\n").splitlines()
+        marker = MARKER.fullmatch(before[-1].strip()) if before else None
+        blocks.append((match.group(1), *(marker.groups() if marker else (None, None))))
+    return blocks
+
+
+def sessions():
+    """Blocks as a reader runs them: a page's blocks in order in one namespace, a new namespace
+    from each `fresh process` marker on; skipped blocks apart. Returns (processes, skipped):
+    each process a list of (where, code) sessions. Sessions without a `fresh process` marker
+    share one process (each in its own namespace), to pay TensorFlow's import once."""
+    shared, fresh, skipped = [], [], []
+    for path in [README] + PAGES:
+        name = os.path.relpath(path, REPO)
+        current = None
+        for index, (code, kind, reason) in enumerate(python_blocks(path), 1):
+            if kind == "skip":
+                skipped.append((f"{name} block {index}", reason))
+                continue
+            if current is None or kind == "fresh process":
+                current = [f"{name} from block {index}", ""]
+                if kind == "fresh process":
+                    fresh.append([current])
+                else:
+                    shared.append(current)
+            current[1] += code + "\n"
+    return [shared] + fresh, skipped
+
+
+PROCESSES, SKIPPED = sessions()
+RUNNER = """
+import json, sys, traceback
+failed = []
+for where, code in json.load(open(sys.argv[1])):
+    try:
+        exec(compile(code, where, "exec"), {"__name__": "__main__"})
+    except BaseException:
+        failed.append(where)
+        print(f"{where} failed:", file=sys.stderr)
+        traceback.print_exc()
+sys.exit(1 if failed else 0)
+"""
+
+
+def test_the_docs_have_blocks_to_run_and_every_skip_says_why():
+    assert sum(len(process) for process in PROCESSES) >= 5, PROCESSES
+    for where, reason in SKIPPED:
+        assert len(reason.split()) >= 3, f"{where}: give the reason it cannot run here"
+        warnings.warn(f"not run: {where}: {reason}")
+
+
+@pytest.mark.parametrize("process", PROCESSES,
+                         ids=[" + ".join(where for where, _ in p) for p in PROCESSES])
+def test_python_blocks_run(process, tmp_path):
+    (tmp_path / "sessions.json").write_text(json.dumps(process), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("KERAS_BACKEND", None)
+    done = subprocess.run([sys.executable, "-c", RUNNER, "sessions.json"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_block_extraction_sees_markers(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("text\n\n<!-- skip: needs a TPU pod -->\n```python\nraise SystemExit(1)\n```\n"
+                    "```python\nx = 1\n```\n<!-- fresh process: sets a backend -->\n\n"
+                    "```python\nprint(2)\n```\n", encoding="utf-8")
+    assert python_blocks(str(page)) == [("raise SystemExit(1)\n", "skip", "needs a TPU pod"),
+                                        ("x = 1\n", None, None),
+                                        ("print(2)\n", "fresh process", "sets a backend")]
+
+
+def test_generated_tables_equal_what_their_files_give_now():
+    assert docs_tables.stale_regions() == [], "run python -m benchmarks.docs_tables"
+
+
+def test_a_changed_figure_in_a_generated_table_is_found():
+    page = os.path.join(REPO, "docs", "results", "pretraining.md")
+    text = _read(page)
+    assert "| lamb_0.03 |" in text
+    # The CSV's masked-LM accuracy of lamb_0.03 is 0.1372: the page must say 13.7%.
+    changed = text.replace("| 13.7% | 52.0% |", "| 13.9% | 52.0% |", 1)
+    assert changed != text
+    assert docs_tables.refreshed(changed, {}) == text
+
+
+def test_recipes_table_lists_every_recipe():
+    table = docs_tables.recipes()
+    for path in glob.glob(os.path.join(REPO, "configs", "*", "*.yaml")):
+        name = os.path.relpath(path, os.path.join(REPO, "configs"))[:-len(".yaml")]
+        assert f"| `{name}` |" in table
+
+
+def test_bad_inputs_table_has_a_row_per_case():
+    from tests.bad_inputs import CASES
+    rows = [line for line in docs_tables.bad_inputs().splitlines()
+            if line.startswith("| ") and not line.startswith(("| category", "|---"))]
+    assert len(rows) == len(CASES)
+
+
+def test_site_builds_strictly(tmp_path):
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                           str(tmp_path / "site")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "api" / "index.html").exists()
+
+
+def test_readme_is_the_short_entrance():
+    text = _read(README)
+    assert len(text.splitlines()) <= 200
+    first_block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert 'pip install -e ".[demo]" && python -m trainers.bert' in first_block
+    assert f'pip install -e ".[dev]" && {TEST_COMMAND}' in first_block
+    assert TEST_COMMAND in _read(os.path.join(REPO, ".ci", "run"))
+
+
+def test_every_page_is_linked_from_the_readme():
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", _read(README)))
+    pages = {os.path.relpath(p, REPO) for p in PAGES}
+    assert pages - linked == set()
+
+
+def test_long_description_has_no_relative_links():
+    done = subprocess.run([sys.executable, "setup.py", "--long-description"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    relative = re.findall(r"\]\((?!https?://)[^)]*\)", done.stdout)
+    assert relative == []
+    assert "(`docs/distributed.md`)" in done.stdout
+
+
+def test_pages_do_not_speak_of_their_history():
+    history = re.compile(r"issue \d+|this session|the session|until this|the former recipe|"
+                         r"as it was\b|this readme", re.I)
+    for path in [README] + PAGES:
+        if path.endswith("changelog.md"):
+            continue
+        found = history.findall(_read(path))
+        assert found == [], f"{os.path.relpath(path, REPO)}: {found} (history: changelog.md)"
+
+
+def test_benchmark_output_records_command_versions_machine_and_date(tmp_path):
+    (tmp_path / "fake_benchmark.py").write_text(
+        "import sys\nfrom benchmarks import result_file\n"
+        "def main():\n    print('argv', sys.argv[1:])\n    print('| a | 1.00 |')\n"
+        "if __name__ == '__main__':\n    result_file.run(main)\n", encoding="utf-8")
+    output = tmp_path / "table.txt"
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    done = subprocess.run([sys.executable, "-m", "fake_benchmark", "--rounds=3",
+                           f"--output={output}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "argv ['--rounds=3']" in done.stdout
+    lines = output.read_text().splitlines()
+    assert lines[0] == "command: python -m fake_benchmark --rounds=3"
+    assert lines[1].startswith("versions: Python ")
+    assert lines[2].startswith("machine: ") and "cores" in lines[2]
+    assert re.fullmatch(r"date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[3])
+    assert lines[5:] == ["argv ['--rounds=3']", "| a | 1.00 |"]
