@@ -126,7 +126,16 @@ def bad_inputs():
     return "\n".join(lines) + "\n" + _source("tests/bad_inputs.py")
 
 
+def batch_scaling_plan():
+    """The batch-scaling study's default plan as `--plan` prints it, without its progress line."""
+    from benchmarks.batch_scaling_study import protocol
+    lines = protocol.describe(protocol.Plan())[:-1]
+    return ("```text\n" + "\n".join(lines) + "\n```\n"
+            + _source("benchmarks/batch_scaling_study/protocol.py"))
+
+
 GENERATORS = {
+    "batch_scaling_plan": batch_scaling_plan,
     "finetune_bbc_news": lambda: finetune("finetune_bbc_news.csv", "finetune_bbc_news.md"),
     "finetune_bbc_news_init_cls_pooler": lambda: finetune("finetune_bbc_news_init_cls_pooler.csv"),
     "finetune_bbc_news_10_epochs": lambda: finetune("finetune_bbc_news_10_epochs.csv"),

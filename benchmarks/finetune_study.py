@@ -99,8 +99,8 @@ def run_one(task, init_checkpoint, random_init, learning_rate, seed, model_dir,
 def tfidf_baseline(first_words, task="bbc_news", inverse_regularizations=(1.0, 10.0, 100.0)):
     """(best C on dev, dev accuracy, test accuracy) of TF-IDF + logistic regression on the same
     split of a built-in task, reading each text's first `first_words` words (0: all), C chosen
-    from `inverse_regularizations`. About a minute per task on 2 cores (health_tweets' 48,062
-    tweets: ten): the yardstick a pretrained encoder has to beat."""
+    from `inverse_regularizations`. About a minute per task on 2 cores (health_tweets' whole
+    grid: two): the yardstick a pretrained encoder has to beat."""
     from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
     from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
     from trainers.bert.finetune import data as data_lib  # pylint: disable=g-import-not-at-top

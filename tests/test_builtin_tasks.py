@@ -30,10 +30,20 @@ R8_TRAIN = {"acq": 1596, "crude": 253, "earn": 2840, "grain": 41, "interest": 19
             "money-fx": 206, "ship": 108, "trade": 251}
 R8_TEST = {"acq": 696, "crude": 121, "earn": 1083, "grain": 10, "interest": 81,
            "money-fx": 87, "ship": 36, "trade": 75}
-HEALTH_ACCOUNTS = ["KaiserHealthNews", "NBChealth", "bbchealth", "cbchealth", "cnnhealth",
-                   "everydayhealth", "foxnewshealth", "gdnhealthcare", "goodhealth",
-                   "latimeshealth", "msnhealthnews", "nprhealth", "nytimeshealth",
-                   "reuters_health", "usnewshealth", "wsjhealth"]
+# Tweets per account of health_tweets' 80% train part (48,062), as the reader of commit
+# 1e2281f gave them whole as its train split; its dev and test splits' digests of
+# (label, text) lines: the subset drawn for train must leave dev and test exactly these.
+HEALTH_TRAIN_PART = {"KaiserHealthNews": 2790, "NBChealth": 2958, "bbchealth": 3134,
+                     "cbchealth": 2959, "cnnhealth": 3195, "everydayhealth": 1809,
+                     "foxnewshealth": 1395, "gdnhealthcare": 2320, "goodhealth": 5917,
+                     "latimeshealth": 3301, "msnhealthnews": 2534, "nprhealth": 3702,
+                     "nytimeshealth": 4950, "reuters_health": 3434, "usnewshealth": 1114,
+                     "wsjhealth": 2550}
+HEALTH_DIGESTS = {
+    "dev": "71c462f6e8e98e51c4720a612cd56795c807dfe860c65e75fd56f7672f9834be",
+    "test": "e54fabc5c82fa1593faed58c2089797c3aa71954c117cd7e517ee6bf1d28b470",
+}
+HEALTH_ACCOUNTS = sorted(HEALTH_TRAIN_PART)
 
 
 def _splits(name):
@@ -88,7 +98,8 @@ def test_reuters_r8_tests_on_the_packages_test_set_and_splits_dev_off_train():
 
 def test_health_tweets_are_split_per_account_without_links_handles_or_shared_texts():
     splits = _splits("health_tweets")
-    assert _sizes(splits) == {"train": 48062, "dev": 6009, "test": 6008}
+    assert _sizes(splits) == {"train": 8000, "dev": 6009, "test": 6008}
+    assert sum(HEALTH_TRAIN_PART.values()) == 48062
     assert builtin_tasks.labels("health_tweets") == HEALTH_ACCOUNTS
     # The account of each tweet is the one the package's file gives it (its source_id's
     # prefix): checked on every test tweet against the raw rows, normalised here on their own.
@@ -111,9 +122,44 @@ def test_health_tweets_are_split_per_account_without_links_handles_or_shared_tex
     assert not any(re.search(r"https?://|@(?!user\b)\w", text) for text in every)
     for account in HEALTH_ACCOUNTS:
         counts = {s: sum(e.label == account for e in splits[s]) for s in builtin_tasks.SPLITS}
-        total = sum(counts.values())
+        total = HEALTH_TRAIN_PART[account] + counts["dev"] + counts["test"]
         assert abs(counts["dev"] - total / 10) <= 1 and abs(counts["test"] - total / 10) <= 1
+        # train: the account's proportional share of 8,000 drawn from its train part.
+        assert abs(counts["train"] - 8000 * HEALTH_TRAIN_PART[account] / 48062) <= 1, account
     _assert_disjoint(splits)
+
+
+def test_health_tweets_train_subset_leaves_dev_and_test_as_they_were_and_drops_the_rest():
+    splits = _splits("health_tweets")
+    for split, expected in HEALTH_DIGESTS.items():
+        digest = hashlib.sha256()
+        for example in splits[split]:
+            digest.update(f"{example.label}\t{example.text}\n".encode())
+        assert digest.hexdigest() == expected, split
+    # Every tweet of the data is in at most one split; the 40,062 undrawn ones are in none.
+    distinct = {e.text for examples in splits.values() for e in examples}
+    assert len(distinct) == 8000 + 6009 + 6008
+    assert len(set(e.text for e in splits["train"])) == 8000
+
+
+def test_a_stratified_subset_is_proportional_exact_in_size_and_seeded():
+    subset_of = builtin_tasks._stratified_subset  # pylint: disable=protected-access
+
+    def examples(sizes):
+        return [builtin_tasks.Example(f"{label}{i}", label, "made here")
+                for label, n in sizes.items() for i in range(n)]
+
+    # 7 of 10: shares 3.5, 2.1, 1.4; floors 3, 2, 1 and the largest remainder (a's) the 7th.
+    ten = examples({"a": 5, "b": 3, "c": 2})
+    subset = subset_of(ten, 7, 1)
+    assert collections.Counter(e.label for e in subset) == {"a": 4, "b": 2, "c": 1}
+    assert set(subset) <= set(ten) and len(set(subset)) == 7
+    assert subset == subset_of(ten, 7, 1)
+    assert {e.text for e in subset_of(ten, 7, 2)} != {e.text for e in subset}
+    # 5 of 3 x 3: shares 1.67 each, which rounded one by one would add up to 6, not 5.
+    assert len(subset_of(examples({"a": 3, "b": 3, "c": 3}), 5, 1)) == 5
+    with pytest.raises(ValueError, match="A subset of 11 examples cannot be drawn from 10"):
+        subset_of(ten, 11, 1)
 
 
 @pytest.mark.parametrize("name", ["reuters_r8", "health_tweets"])

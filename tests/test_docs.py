@@ -147,8 +147,10 @@ def test_readme_is_the_short_entrance():
     assert len(text.splitlines()) <= 200
     first_block = text.split("```bash\n", 1)[1].split("```", 1)[0]
     assert 'pip install -e ".[demo]" && python -m trainers.bert' in first_block
-    assert f'pip install -e ".[dev]" && {TEST_COMMAND}' in first_block
-    assert TEST_COMMAND in _read(os.path.join(REPO, ".ci", "run"))
+    test_line = next(line for line in first_block.splitlines() if TEST_COMMAND in line)
+    assert test_line.startswith('pip install -e ".[dev]" && ')
+    # CI runs the README's whole line, installs included, as a new user types it.
+    assert test_line in _read(os.path.join(REPO, ".ci", "run"))
 
 
 def test_every_page_is_linked_from_the_readme():

@@ -18,6 +18,7 @@ from official.nlp.configs import encoders
 from official.nlp.tasks import sentence_prediction
 
 from tests import bert_runs
+from trainers import checkpointing
 from trainers import config as config_lib
 from trainers import runner
 from trainers.bert import export
@@ -192,6 +193,40 @@ def test_continuing_on_data_of_another_vocab_given_as_task_vocab_file_is_refused
     task = BertPretrainingTask(experiment.task)
     with pytest.raises(ValueError, match="another: token ids would mean other words"):
         task.initialize(model, pretrained["model_dir"])
+
+
+def _train_stream(pretrained, input_path):
+    experiment = _experiment(pretrained, pretrained["export"],
+                             train_data={"input_path": input_path,
+                                         "max_seq_length": bert_runs.SEQ})
+    return ClassificationTask(experiment.task).train_stream()
+
+
+def test_the_bbc_news_stream_is_a_few_lines_wherever_the_corpus_is_installed(
+        pretrained, tmp_path, monkeypatch):
+    stream = _train_stream(pretrained, "bbc_news:train")
+    record = yaml.safe_dump({checkpointing.STREAM_KEY: stream}, default_flow_style=None)
+    assert len(record.splitlines()) <= 3, record
+    assert stream["table"]["examples"] == len(data_lib.bbc_news("train").texts)
+    # The package installed under another prefix (a new venv): the same stream.
+    moved = shutil.copytree(data_lib._bbc_news_root(), tmp_path / "venv_b" / "bbc")
+    monkeypatch.setattr(data_lib, "_bbc_news_root", lambda: str(moved))
+    assert data_lib.bbc_news("train").sources[0].startswith(str(moved))
+    assert checkpointing._stream_differences(
+        stream, _train_stream(pretrained, "bbc_news:train")) == []
+
+
+def test_a_table_stream_moves_with_the_table_and_changes_with_a_row(pretrained, tmp_path):
+    train_table = pretrained["tables"]["train"]
+    stream = _train_stream(pretrained, train_table)
+    moved = shutil.copy(train_table, str(tmp_path / "moved.tsv"))
+    assert checkpointing._stream_differences(stream, _train_stream(pretrained, moved)) == []
+    header, *rows = open(train_table).read().splitlines()
+    text, label = rows[0].split("\t")
+    rows[0] = "\t".join([text, "late" if label == "early" else "early"])
+    changed = _write_table(str(tmp_path / "changed.tsv"), [row.split("\t") for row in rows])
+    differences = checkpointing._stream_differences(stream, _train_stream(pretrained, changed))
+    assert len(differences) == 1 and differences[0].startswith("table ")
 
 
 def test_fine_tuning_from_an_export_trains_evaluates_and_resumes_exactly(pretrained, tmp_path):

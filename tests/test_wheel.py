@@ -1,10 +1,10 @@
 """Installed from a wheel, not a clone: the recipes come along and run by name from anywhere.
 
 The wheel is built from a copy of the package's sources (a build in the clone would leave
-`build/` behind) and installed, not editable, into a fresh virtual environment that sees the dependencies installed
-where the tests run (a venv of the user's or the machine's Python; tests/wheels.py says how),
-with `--no-index`: the `demo` extra must then be satisfied by what is installed, and nothing is
-downloaded.
+`build/` behind) and installed, not editable, into a fresh virtual environment that sees the
+dependencies installed where the tests run (a venv of the user's or the machine's Python;
+tests/wheels.py says how), with `--no-index`: the `demo` extra must then be satisfied by what is
+installed, and nothing is downloaded.
 """
 
 import glob

@@ -26,6 +26,7 @@ from absl import logging
 
 from trainers import config as config_lib
 from trainers import storage
+from trainers.data import files as files_lib
 
 BROKEN_DIR = "broken_checkpoints"
 DATA_POSITION_DIR = "train_data"
@@ -295,7 +296,14 @@ class ParamsRecord:
                             "wrote it): this resume cannot check that its data files are the "
                             "ones its saved positions point into.", self.path)
             return
-        differences = _stream_differences(recorded[STREAM_KEY] or {}, stream)
+        before = recorded[STREAM_KEY] or {}
+        if "files" in before and "table" in stream:
+            logging.warning("%s records the training data as the files of its table (an older "
+                            "version did), this run as the table's digest: this resume cannot "
+                            "check that its examples are the ones its saved positions point "
+                            "into.", self.path)
+            return
+        differences = _stream_differences(before, stream)
         if differences:
             model_dir = os.path.dirname(self.path)
             raise ValueError(
@@ -365,8 +373,15 @@ def _stream_differences(before, after):
         more = len(paths) - _LISTED_FILES
         return ", ".join(paths[:_LISTED_FILES]) + (f" and {more} more" if more > 0 else "")
 
-    old_files = {path: size for path, size in before.get("files", [])}
-    new_files = {path: size for path, size in after.get("files", [])}
+    def named(files):
+        # Older versions recorded absolute paths: compared as the relative names recorded now.
+        paths = [path for path, _ in files]
+        if paths and all(files_lib.is_absolute(path) for path in paths):
+            paths = files_lib.relative_to_common_directory(paths)
+        return {path: size for path, (_, size) in zip(paths, files)}
+
+    old_files = named(before.get("files", []))
+    new_files = named(after.get("files", []))
     differences = []
     added = sorted(set(new_files) - set(old_files))
     removed = sorted(set(old_files) - set(new_files))

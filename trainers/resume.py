@@ -4,6 +4,8 @@ kept beside the checkpoints, and the restore of the checkpoint to go on from."""
 
 import os
 
+from absl import logging
+
 from trainers import checkpointing
 from trainers import distribution
 from trainers import storage
@@ -64,3 +66,13 @@ def restore(checkpoint, latest, model_dir):
             f"The checkpoint {latest} in model_dir does not fit this model: {e} "
             "Use another --model_dir, or the config that wrote it "
             f"({os.path.join(model_dir, checkpointing.PARAMS_FILE)}).") from None
+
+
+def already_trained(model_dir, step, num_train_steps):
+    """True, saying so, if the run resumed at or past num_train_steps."""
+    if step < num_train_steps:
+        return False
+    logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing to train.",
+                 model_dir, step, num_train_steps)
+    print(f"Already trained: step {step} of num_train_steps={num_train_steps} in {model_dir}.")
+    return True

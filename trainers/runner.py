@@ -37,7 +37,6 @@ from trainers.data import files as files_lib
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
 EVAL_REPORT_SECONDS = 10.0
 NOISE_SCALE_DECAY = 0.99  # per update, for each of the two noise-scale estimates
-NOISE_SCALE_MODES = replica_step.NOISE_SCALE_MODES
 NonFiniteLossError = train_actions.NonFiniteLossError
 _dropout_generators = replica_step.dropout_generators
 _without_addn_scheduling = train_loop_lib.without_addn_scheduling
@@ -162,11 +161,7 @@ class Runner:
         self._restore_or_initialize(latest)
         checkpoints.restore_data_position(self.step)
         iterator = train_input.iterator()
-        if self.step >= trainer.num_train_steps:
-            logging.info("model_dir %s is already at step %d (num_train_steps=%d): nothing "
-                         "to train.", self.model_dir, self.step, trainer.num_train_steps)
-            print(f"Already trained: step {self.step} of num_train_steps="
-                  f"{trainer.num_train_steps} in {self.model_dir}.")
+        if resume.already_trained(self.model_dir, self.step, trainer.num_train_steps):
             return None
         if self.is_chief:
             lock.check()
@@ -198,7 +193,8 @@ class Runner:
                     continue
                 train_actions.check_finite(output.first_non_finite, self.loss_scaling,
                                            checkpoints)
-                self._add_noise_scale(output.estimate_sums)
+                train_actions.add_noise_scale(self.noise_scale, output.estimate_sums,
+                                              self.noise_scale_layout.measured)
                 self._log_train(output.loss, output.gradient_norm,
                                 throughput.of_loop(start_step, num_steps, seconds))
                 cadence()
@@ -211,12 +207,6 @@ class Runner:
                 preemption.save_and_exit_if_requested(lambda: cadence.save(evaluate=False))
         throughput.print_total()
         return cadence.results
-
-    def _add_noise_scale(self, estimate_sums):
-        gradient_sq_norm, trace_sigma, updates = estimate_sums
-        if updates and self.noise_scale_layout.measured:
-            self.noise_scale.add(gradient_sq_norm / updates, trace_sigma / updates,
-                                 int(updates))
 
     def _log_train(self, loss, gradient_norm, examples_per_second):
         self._summaries.write(self._writer("train"), self.step, loss, gradient_norm,

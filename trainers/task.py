@@ -9,6 +9,7 @@ from absl import logging
 
 from trainers import checkpointing
 from trainers import storage
+from trainers.data import files as files_lib
 from trainers.data import positions
 
 _STAT_THREADS = 16  # gs:// answers a stat in tens of ms: a thousand shards one by one is a minute
@@ -112,7 +113,10 @@ class Task(abc.ABC):
     def train_stream(self):
         """What a saved training-data position means besides the seed: the files the patterns
         matched, in reading order, with their sizes, and how they are read (`cycle_length`,
-        `shuffle_buffer_size`). A resume compares it with the one recorded in params.yaml."""
+        `shuffle_buffer_size`). A resume compares it with the one recorded in params.yaml.
+
+        Files are named relative to the directory that holds them all: a reinstall into another
+        prefix, or another LAMB_TF_DATA_DIR, moves the data but not its stream."""
         files = self.input_files("train")
         if not files:
             return {}
@@ -122,7 +126,8 @@ class Task(abc.ABC):
 
         with futures.ThreadPoolExecutor(min(_STAT_THREADS, len(files))) as pool:
             sizes = list(pool.map(size, files))
-        stream = {"files": [[path, int(n)] for path, n in zip(files, sizes)]}
+        stream = {"files": [[name, int(n)] for name, n in
+                            zip(files_lib.relative_to_common_directory(files), sizes)]}
         inputs = self.inputs("train")
         for layout in ("cycle_length", "shuffle_buffer_size"):
             if hasattr(inputs, layout):

@@ -1,6 +1,6 @@
 """What the controller does after each compiled loop, as Orbit's train actions: refuse
-non-finite state, write the loop's summaries, save on the checkpoint cadence (evaluating each
-save when asked), roll back a loss spike.
+non-finite state, add to the noise-scale estimates, write the loop's summaries, save on the
+checkpoint cadence (evaluating each save when asked), roll back a loss spike.
 
 Each is called by `trainers.runner` with the loop's `trainers.train_loop.LoopOutput`; none runs
 the loop itself.
@@ -33,6 +33,13 @@ def check_finite(first_non_finite, loss_scaling, checkpoints):
         f"Nothing was saved after it; the last good checkpoint is {_last_good(checkpoints)}. "
         "Lower the learning rate or the warmup's peak, check the data, or use "
         "--dtype=float16 for loss scaling.")
+
+
+def add_noise_scale(smoothed, estimate_sums, measured):
+    """Adds the loop's mean noise-scale estimates to `smoothed` (a SmoothedEstimates)."""
+    gradient_sq_norm, trace_sigma, updates = estimate_sums
+    if updates and measured:
+        smoothed.add(gradient_sq_norm / updates, trace_sigma / updates, int(updates))
 
 
 class SavableCheck:

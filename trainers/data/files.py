@@ -18,6 +18,23 @@ def cache_root():
                           os.path.join(os.path.expanduser("~"), ".cache", "lamb_tf"))
 
 
+def relative_to_common_directory(paths):
+    """`paths` relative to the deepest directory holding them all (string operations, so that
+    gs:// paths work too): what a data stream's files are called wherever its root lives."""
+    if not paths:
+        return []
+    directories = [path.split("/")[:-1] for path in paths]
+    common = directories[0]
+    for parts in directories[1:]:
+        common = common[:next((i for i, (a, b) in enumerate(zip(common, parts)) if a != b),
+                              min(len(common), len(parts)))]
+    return ["/".join(path.split("/")[len(common):]) for path in paths]
+
+
+def is_absolute(path):
+    return path.startswith("/") or "://" in path
+
+
 def expand_patterns(patterns, what="input"):
     """Sorted, de-duplicated files matching a comma-separated string or a list of globs.
 

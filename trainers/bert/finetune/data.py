@@ -7,7 +7,9 @@ health_tweets; train, dev or test).
 """
 
 import csv
+import hashlib
 import io
+import json
 
 import numpy as np
 import tensorflow as tf
@@ -107,6 +109,16 @@ def read(data_config):
 
 
 # ------------------------------------------------------------------------------ tokenizing
+def examples_digest(examples):
+    """sha256 of the texts and labels in order: what a position in a table's stream counts
+    through, wherever the table was read from."""
+    digest = hashlib.sha256()
+    texts_b = examples.texts_b if examples.texts_b is not None else [None] * len(examples.texts)
+    for row in zip(examples.texts, texts_b, examples.labels):
+        digest.update(json.dumps(row).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
 def _token_ids(texts, tokenizer):
     ids = []
     for start in range(0, len(texts), _TOKENIZE_BATCH):
@@ -161,6 +173,7 @@ class ClassificationInput:
         self.arrays = {"input_word_ids": words, "input_mask": mask, "input_type_ids": types,
                        LABEL_KEY: np.array([label_ids[x] for x in examples.labels], np.int32)}
         self.files = sorted({s.split(", line ")[0] for s in examples.sources})
+        self.digest = examples_digest(examples)
 
     def _pipeline_arrays(self, input_context):
         if input_context is None or input_context.num_input_pipelines == 1:
