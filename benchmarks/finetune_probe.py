@@ -4,19 +4,19 @@ linear probe.
     python -m benchmarks.finetune_probe --init_checkpoint=runs/tiny_wiki_lamb [--task=reuters_r8]
 
 For the pretrained encoder and the same architecture at random weights, fits a logistic
-regression (scikit-learn, which Model Garden brings) on the training texts' features and
-prints its dev accuracy, for two features: the mean of the final layer over the real tokens,
-and the [CLS] token's final layer. No fine-tuning: this separates what pretraining put into
-the features from how fast fine-tuning can change them.
+regression (trainers/bert/probe.py, which pretraining runs at each evaluation with
+task.probe_tasks) on the training texts' features and prints its dev accuracy, for two
+features: the mean of the final layer over the real tokens, and the [CLS] token's final layer.
+No fine-tuning: this separates what pretraining put into the features from how fast fine-tuning
+can change them.
 """
 
-import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from sklearn.linear_model import LogisticRegression
 
 from trainers import config as config_lib
 from trainers import recipes
+from trainers.bert import probe
 from trainers.bert.finetune import builtin_tasks
 from trainers.bert.finetune import data as data_lib
 from trainers.bert.finetune.config import ClassificationExperimentConfig
@@ -28,20 +28,12 @@ flags.DEFINE_enum("task", "bbc_news", list(builtin_tasks.TASKS), "The built-in t
 flags.DEFINE_integer("seed", 1, "Seed of the random encoder's weights.")
 flags.mark_flag_as_required("init_checkpoint")
 FLAGS = flags.FLAGS
-_BATCH = 128
 
 
 def features(task, encoder, mode):
     """([mean-pooled, [CLS]] features, labels) of a split."""
     arrays = task.inputs(mode).arrays
-    pooled, cls = [], []
-    for start in range(0, len(arrays[data_lib.LABEL_KEY]), _BATCH):
-        inputs = {k: tf.constant(arrays[k][start:start + _BATCH]) for k in data_lib.FEATURES}
-        sequence = encoder(inputs, training=False)["sequence_output"].numpy()
-        mask = arrays["input_mask"][start:start + _BATCH, :, None]
-        pooled.append((sequence * mask).sum(1) / mask.sum(1))
-        cls.append(sequence[:, 0])
-    return (np.concatenate(pooled), np.concatenate(cls)), arrays[data_lib.LABEL_KEY]
+    return probe.pooled_features(encoder, arrays), arrays[data_lib.LABEL_KEY]
 
 
 def main(argv):
@@ -62,9 +54,9 @@ def main(argv):
         (dev_pooled, dev_cls), dev_labels = features(task, encoder, "eval")
         for name, train, dev in (("mean over tokens", train_pooled, dev_pooled),
                                  ("[CLS]", train_cls, dev_cls)):
-            probe = LogisticRegression(max_iter=3000).fit(train, train_labels)
+            accuracy = probe.dev_accuracy(train, train_labels, dev, dev_labels)
             print(f"{'pretrained' if pretrained else 'random':>10} encoder, {name:>16}: "
-                  f"dev accuracy {probe.score(dev, dev_labels):.1%}", flush=True)
+                  f"dev accuracy {accuracy:.1%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""`bbc_news:train` as pretraining input: shards of the BBC News task's training articles only,
-tokenized with the Wikipedia data's vocab; the dev and test articles are refused."""
+"""The built-in pretraining inputs: `bbc_news:train` (shards of the BBC News task's training
+articles only, tokenized with the Wikipedia data's vocab; the dev and test articles are
+refused), `builtin_broad`, and a cache of its own for each pair task and masking."""
 
 import collections
 import os
@@ -12,6 +13,9 @@ from trainers.bert import builtin_data
 from trainers.bert.config import BertDataConfig, BertTaskConfig
 from trainers.bert.finetune import data as task_data
 from trainers.bert.task import BertPretrainingTask
+from trainers.data import corpus
+from trainers.data import create_pretraining_data as creator
+from trainers.data import instances
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -74,3 +78,70 @@ def test_pretraining_on_the_articles_that_judge_fine_tuning_is_refused(split):
 def test_an_unknown_bbc_news_split_is_named_as_such():
     with pytest.raises(ValueError, match="'bbc_news:training': unknown BBC News split"):
         builtin_data.directory_of("bbc_news:training", 128, 20)
+
+
+@pytest.fixture
+def recorded_creations(tmp_path, monkeypatch):
+    """builtin_data's caches in tmp_path, 'made' by recording the options they were made with."""
+    made = []
+
+    def record(options):
+        made.append(options)
+        os.makedirs(options.output_dir, exist_ok=True)
+        with open(os.path.join(options.output_dir, creator.DATA_DESCRIPTION_FILE), "w") as f:
+            f.write("{}")
+
+    monkeypatch.setattr(builtin_data, "cache_root", lambda: str(tmp_path))
+    monkeypatch.setattr(creator, "create", record)
+    return made
+
+
+def test_each_corpus_pair_task_and_masking_has_a_cache_of_its_own(recorded_creations):
+    # The name the default's shards were made under before these options: kept, so that the
+    # committed results' data is found again.
+    assert os.path.basename(builtin_data.directory_of("builtin", 128, 20)) == \
+        "bert_wiki_seq128_pred20_vocab8000_dupe5"
+    directories = {}
+    for corpus in ("builtin", "builtin_broad"):
+        for pair_task in instances.PAIR_TASKS:
+            for whole_words in (False, True):
+                directories[corpus, pair_task, whole_words] = builtin_data.directory_of(
+                    corpus, 128, 20, pair_task=pair_task, do_whole_word_mask=whole_words)
+    assert len(set(directories.values())) == 12
+    made = {(o.input_file, o.pair_task, o.do_whole_word_mask): o.output_dir
+            for o in recorded_creations}
+    assert made == directories  # each made once (the default's first call included), as named
+    assert builtin_data.directory_of(" builtin_broad", 128, 20, pair_task="sentence_order") \
+        == directories["builtin_broad", "sentence_order", False]
+    assert len(recorded_creations) == 12  # cached
+
+
+def test_pair_task_and_masking_options_are_refused_for_shards_of_ones_own(recorded_creations):
+    with pytest.raises(ValueError, match="say how the built-in data is made, not '/data/x-.'"):
+        builtin_data.directory_of("/data/x-*", 128, 20, pair_task="sentence_order")
+    with pytest.raises(ValueError, match="create_pretraining_data --pair_task"):
+        builtin_data.directory_of("/data/x-*", 128, 20, do_whole_word_mask=True)
+    assert builtin_data.directory_of("/data/x-*", 128, 20) is None
+
+
+def test_train_and_eval_pair_tasks_must_agree():
+    data = BertDataConfig(input_path="builtin", pair_task="sentence_order")
+    with pytest.raises(ValueError, match=r"task.train_data.pair_task='sentence_order' but "
+                                         r"task.eval_data.pair_task='random_next'"):
+        BertPretrainingTask(BertTaskConfig(train_data=data))
+    with pytest.raises(ValueError, match=r"task.eval_data.pair_task='sop' is not one of"):
+        BertPretrainingTask(BertTaskConfig(eval_data=BertDataConfig(pair_task="sop")))
+
+
+def test_the_broad_corpus_is_the_summaries_and_every_address():
+    wikipedia = corpus.read_builtin_documents()
+    broad = corpus.read_broad_documents()
+    speeches = broad[len(wikipedia):]
+    assert broad[:len(wikipedia)] == wikipedia and len(speeches) == 249
+    assert speeches[0][0] == "Fellow-Citizens of the Senate and House of Representatives:"
+    # The package's own metadata counts 2,019,452 words; the audience notes dropped here
+    # ([Applause], [Laughter], ...) are a few hundred of them.
+    words = sum(len(s.split()) for d in speeches for s in d)
+    assert 2_018_000 < words <= 2_019_452
+    assert not any(re.search(r"\[(applause|laughter)\]", s, re.IGNORECASE)
+                   for d in speeches for s in d)

@@ -1,4 +1,5 @@
-"""Metrics over the eval set (every example once) at the model's current weights.
+"""Metrics over the eval set (every example once) at the model's current weights, and what
+the task measures on the model itself (`task.model_eval_results`: BERT's linear probe).
 
 Orbit's `StandardEvaluator` in our terms: a compiled eval loop, traced once and reused at every
 checkpoint's evaluation, run in chunks so that a long eval says how far it is; the results go
@@ -59,6 +60,7 @@ class Evaluator:
                     logging.info("eval: %d/%d steps after %.0f s", done + chunk, steps,
                                  last_report - started)
         results = {metric.name: float(metric.result()) for metric in self.metrics}
+        results.update(task.model_eval_results(self.model))
         logging.info("eval at step %d (%d steps, %.1f s): %s", step, steps,
                      time.monotonic() - started,
                      "  ".join(f"{k} {v:.4f}" for k, v in results.items()))

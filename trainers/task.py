@@ -158,6 +158,13 @@ class Task(abc.ABC):
     def update_metrics(self, metrics, features, outputs):
         """Updates eval metrics, weighting out padding examples."""
 
+    def model_eval_results(self, model):
+        """{name: value} measured on `model` at each evaluation beside the eval metrics, and
+        logged and written with them (BERT: the linear probe, `trainers.bert.probe`); none by
+        default."""
+        del model
+        return {}
+
     def health_warnings(self, results):
         """Lines to warn with when eval `results` show a run going wrong (see
         `trainers.health`); none by default."""

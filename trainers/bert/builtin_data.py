@@ -1,6 +1,12 @@
 """The built-in pretraining data as cached TFRecords: the Wikipedia vital-article summaries
-(`builtin`), and the BBC News task's training articles (`bbc_news:train`) for task-adaptive
-pretraining, tokenized with the Wikipedia data's vocab so that one encoder reads both."""
+(`builtin`), those and the State of the Union addresses (`builtin_broad`, trainers/data/corpus.py
+says what and under which terms), and the BBC News task's training articles (`bbc_news:train`)
+for task-adaptive pretraining, tokenized with the Wikipedia data's vocab so that one encoder
+reads both.
+
+Each is made with the data config's `pair_task` and `do_whole_word_mask` (see
+trainers/data/instances.py); a setting other than the default names its own cache directory,
+so that shards of two settings never mix and the default's cache keeps its name."""
 
 import hashlib
 import os
@@ -12,32 +18,46 @@ from trainers.data import create_pretraining_data as creator
 from trainers.data.files import cache_root
 
 BUILTIN = "builtin"
+BUILTIN_BROAD = "builtin_broad"
 BBC_NEWS_TRAIN = "bbc_news:train"
 VOCAB_SIZE = 8000
 DUPE_FACTOR = 5
 HOLDOUT_FRACTION = 0.05
+DEFAULT_PAIR_TASK = "random_next"
+_CORPUS_NAMES = {BUILTIN: "wiki", BUILTIN_BROAD: "broad"}
 
 
-def ensure(max_seq_length, max_predictions_per_seq):
-    """The directory of the built-in shards for these shapes, made on first use.
+def _settings_suffix(pair_task, do_whole_word_mask):
+    """'' for the default settings (the caches made before these options keep their names)."""
+    return ((f"_{pair_task}" if pair_task != DEFAULT_PAIR_TASK else "")
+            + ("_wwm" if do_whole_word_mask else ""))
+
+
+def ensure(max_seq_length, max_predictions_per_seq, corpus_name=BUILTIN,
+           pair_task=DEFAULT_PAIR_TASK, do_whole_word_mask=False):
+    """The directory of the built-in shards of `corpus_name` (`builtin` or `builtin_broad`)
+    for these shapes and settings, made on first use; each corpus learns its own vocab.
 
     The description file is written last, so its presence means the shards are complete.
     """
     directory = os.path.join(
-        cache_root(), f"bert_wiki_seq{max_seq_length}_pred{max_predictions_per_seq}_"
-        f"vocab{VOCAB_SIZE}_dupe{DUPE_FACTOR}")
+        cache_root(), f"bert_{_CORPUS_NAMES[corpus_name]}_seq{max_seq_length}_pred"
+        f"{max_predictions_per_seq}_vocab{VOCAB_SIZE}_dupe{DUPE_FACTOR}"
+        f"{_settings_suffix(pair_task, do_whole_word_mask)}")
     if not _complete(directory):
-        logging.info("Making the built-in pretraining data in %s (once; about a minute)...",
+        logging.info("Making the built-in pretraining data in %s (once; a minute or a few)...",
                      directory)
         creator.create(creator.CreationOptions(
-            input_file=BUILTIN, output_dir=directory, vocab_size=VOCAB_SIZE,
+            input_file=corpus_name, output_dir=directory, vocab_size=VOCAB_SIZE,
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
-            dupe_factor=DUPE_FACTOR, holdout_fraction=HOLDOUT_FRACTION,
+            dupe_factor=DUPE_FACTOR, holdout_fraction=HOLDOUT_FRACTION, pair_task=pair_task,
+            do_whole_word_mask=do_whole_word_mask,
             overwrite=True))  # our own cache: a killed first make leaves partial shards
     return directory
 
 
-def ensure_bbc_news_train(max_seq_length, max_predictions_per_seq):
+def ensure_bbc_news_train(max_seq_length, max_predictions_per_seq,
+                          pair_task=DEFAULT_PAIR_TASK, do_whole_word_mask=False):
     """The directory of shards made from the text (not the topics) of the BBC News task's
     training articles, with the built-in Wikipedia data's vocab; made on first use. Its held-out
     shard is 5% of those training articles: the dev and test articles stay unseen."""
@@ -52,7 +72,8 @@ def ensure_bbc_news_train(max_seq_length, max_predictions_per_seq):
         digest.update(hashlib.sha256(text.encode("utf-8")).digest())
     directory = os.path.join(
         cache_root(), f"bert_bbc_news_train_seq{max_seq_length}_pred"
-        f"{max_predictions_per_seq}_dupe{DUPE_FACTOR}_{digest.hexdigest()[:12]}")
+        f"{max_predictions_per_seq}_dupe{DUPE_FACTOR}"
+        f"{_settings_suffix(pair_task, do_whole_word_mask)}_{digest.hexdigest()[:12]}")
     if not _complete(directory):
         logging.info("Making pretraining data of the BBC News training articles in %s (once; "
                      "about a minute)...", directory)
@@ -64,20 +85,30 @@ def ensure_bbc_news_train(max_seq_length, max_predictions_per_seq):
         creator.create(creator.CreationOptions(
             input_file=text, output_dir=directory, vocab_file=vocab,
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
-            dupe_factor=DUPE_FACTOR, holdout_fraction=HOLDOUT_FRACTION, overwrite=True))
+            dupe_factor=DUPE_FACTOR, holdout_fraction=HOLDOUT_FRACTION, pair_task=pair_task,
+            do_whole_word_mask=do_whole_word_mask, overwrite=True))
     return directory
 
 
-def directory_of(input_path, max_seq_length, max_predictions_per_seq):
-    """The shards' directory if `input_path` names built-in data, else None."""
+def directory_of(input_path, max_seq_length, max_predictions_per_seq,
+                 pair_task=DEFAULT_PAIR_TASK, do_whole_word_mask=False):
+    """The shards' directory if `input_path` names built-in data, else None; `pair_task` and
+    `do_whole_word_mask` are how built-in data is made, and refused for other data."""
     name = input_path.strip()
-    if name == BUILTIN:
-        return ensure(max_seq_length, max_predictions_per_seq)
+    settings = dict(pair_task=pair_task, do_whole_word_mask=do_whole_word_mask)
+    if name in _CORPUS_NAMES:
+        return ensure(max_seq_length, max_predictions_per_seq, name, **settings)
     if not name.lower().startswith("bbc_news:"):
+        if _settings_suffix(**settings):
+            raise ValueError(
+                f"pair_task={pair_task!r} and do_whole_word_mask={do_whole_word_mask} say how "
+                f"the built-in data is made, not {name!r}: make your shards with "
+                "`python -m trainers.data.create_pretraining_data --pair_task=... "
+                "--do_whole_word_mask`, and leave these two at their defaults.")
         return None
     split = name.split(":", 1)[1].strip().lower()
     if split == "train":
-        return ensure_bbc_news_train(max_seq_length, max_predictions_per_seq)
+        return ensure_bbc_news_train(max_seq_length, max_predictions_per_seq, **settings)
     if split in ("dev", "test"):
         raise ValueError(f"input_path {name!r}: only {BBC_NEWS_TRAIN} can be pretrained on; the "
                          "dev and test articles judge the fine-tuning, so pretraining on them "

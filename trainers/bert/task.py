@@ -13,9 +13,11 @@ from official.nlp.modeling import networks as nlp_networks
 from trainers import task as task_lib
 from trainers.bert import builtin_data
 from trainers.bert import config as bert_config
+from trainers.bert import probe as probe_lib
 from trainers.bert import vocab_files
 from trainers.bert.input_pipeline import PretrainingInput
 from trainers.data import create_pretraining_data as creator
+from trainers.data import instances
 from trainers.data import wordpiece
 
 # Variables without weight decay or layer adaptation, as in google-research/bert's AdamW and the
@@ -67,7 +69,23 @@ class BertPretrainingTask(task_lib.Task):
         if task_config.model.size not in bert_config.SIZES:
             raise ValueError(f"Unknown BERT size {task_config.model.size!r}; choose one of "
                              f"{list(bert_config.SIZES)}.")
+        for mode in ("train", "eval"):
+            pair_task = self._data_config(mode).pair_task
+            if pair_task not in instances.PAIR_TASKS:
+                raise ValueError(f"task.{mode}_data.pair_task={pair_task!r} is not one of "
+                                 f"{list(instances.PAIR_TASKS)}.")
+        if task_config.train_data.pair_task != task_config.eval_data.pair_task:
+            raise ValueError(
+                f"task.train_data.pair_task={task_config.train_data.pair_task!r} but "
+                f"task.eval_data.pair_task={task_config.eval_data.pair_task!r}: the eval would "
+                "score another pair task than the one trained; set both alike.")
+        if (task_config.probe_tasks and task_config.probe_max_seq_length
+                > task_config.model.max_position_embeddings):
+            raise ValueError(f"task.probe_max_seq_length={task_config.probe_max_seq_length} is "
+                             "more than the encoder's task.model.max_position_embeddings="
+                             f"{task_config.model.max_position_embeddings}; lower it.")
         self._inputs = {}
+        self._probe = None
 
     # ------------------------------------------------------------------------------ model
     def build_model(self):
@@ -131,8 +149,9 @@ class BertPretrainingTask(task_lib.Task):
             if not patterns:
                 raise ValueError(f"task.{mode}_data.input_path is empty: give TFRecord patterns, "
                                  "`builtin` for the built-in corpus, or `bbc_news:train`.")
-            directory = builtin_data.directory_of(patterns, data.max_seq_length,
-                                                  data.max_predictions_per_seq)
+            directory = builtin_data.directory_of(
+                patterns, data.max_seq_length, data.max_predictions_per_seq,
+                pair_task=data.pair_task, do_whole_word_mask=data.do_whole_word_mask)
             if directory:
                 split = "train" if mode == "train" else "eval"
                 patterns = os.path.join(directory, f"{split}-*.tfrecord")
@@ -240,6 +259,24 @@ class BertPretrainingTask(task_lib.Task):
         saturation.update_state(
             tf.reduce_mean(tf.cast(tf.abs(pooled) > SATURATED, tf.float32), axis=-1),
             sample_weight=real)
+
+    # ------------------------------------------------------------------------ the probe
+    def model_eval_results(self, model):
+        """The linear probe's dev accuracy on each of task.probe_tasks (none when empty)."""
+        if not self.config.probe_tasks:
+            return {}
+        if self._probe is None:
+            vocab, do_lower_case, _ = self.tokenization()
+            if not vocab or do_lower_case is None:
+                raise ValueError("task.probe_tasks needs the vocab and casing the training data "
+                                 "was made with: set task.vocab_file and task.do_lower_case.")
+            self._probe = probe_lib.LinearProbe(
+                self.config.probe_tasks, wordpiece.read_vocab(vocab), do_lower_case,
+                self.config.probe_max_seq_length)
+        results, seconds = self._probe.timed_accuracies(model.encoder_network)
+        logging.info("linear probe of the frozen encoder (%.1f s): %s", seconds,
+                     "  ".join(f"{k} {v:.1%}" for k, v in results.items()))
+        return results
 
     def health_warnings(self, results):
         saturation = results.get("next_sentence_pooler_saturation", 0.0)

