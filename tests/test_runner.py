@@ -154,6 +154,22 @@ def test_stop_when_ends_training_at_the_first_checkpoint_whose_eval_it_accepts(
     with pytest.raises(ValueError, match="needs eval_each_checkpoint=True"):
         trained.train(stop_when=third_eval)
 
+    # Loss-spike recovery saves and evaluates step 0 first; accepting that eval must not stop
+    # training before the next save, where there would be no checkpoint of the stopping step.
+    experiment = bert_runs.experiment(data_dir, trainer={
+        "num_train_steps": 10, "recovery_max_trials": 2, "save_checkpoints_steps": 6})
+    model_dir = str(tmp_path / "with_recovery")
+    recovering = runner.Runner(BertPretrainingTask(experiment.task), experiment, model_dir)
+    judged_steps = []
+
+    def any_eval(results):
+        judged_steps.append(recovering.step)
+        return True
+
+    recovering.train(eval_each_checkpoint=True, stop_when=any_eval)
+    assert judged_steps == [0, 6] and recovering.step == 6
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-6")
+
 
 def test_warmup_longer_than_training_is_named_by_flag(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"--num_warmup_steps=10 \(optimizer\.num_warmup_steps\) "

@@ -198,8 +198,7 @@ class Runner:
                                               self.noise_scale_layout.measured)
                 self._log_train(output.loss, output.gradient_norm,
                                 throughput.of_loop(start_step, num_steps, seconds))
-                cadence()
-                if cadence.stop_requested:
+                if cadence():
                     logging.info("Stopping at step %d: stop_when accepted the eval results.",
                                  self.step)
                     break
