@@ -465,6 +465,41 @@ def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
     assert state.model_checkpoint_path.endswith("/ckpt-2")
 
 
+def test_a_listing_retried_inside_a_save_past_the_lease_deadline_deletes_nothing(
+        data_dir, monkeypatch):
+    # The save's "Deleting old checkpoints" part lists model_dir through storage.listing, which
+    # retries on its own: an outage there outlasts the deadline, and the lease check must reach
+    # those nested retries before ckpt-2, which a successor may resume from, is deleted.
+    model_dir = "ram://storage_test/listing_past_deadline"
+    real_write_text, real_listdir = storage.write_text, tf.io.gfile.listdir
+    outage = threading.Event()
+
+    def write_text(path, *args, **kwargs):
+        if path.endswith(model_dir_lock.LEASE_FILE) and outage.is_set():
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_write_text(path, *args, **kwargs)
+
+    def listdir(path):
+        if (str(path).rstrip("/") == model_dir and not outage.is_set()
+                and tf.io.gfile.exists(f"{model_dir}/ckpt-4.index")):
+            outage.set()
+            time.sleep(model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_listdir(path)
+
+    monkeypatch.setattr(storage, "write_text", write_text)
+    monkeypatch.setattr(tf.io.gfile, "listdir", listdir)
+    # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
+    with pytest.raises(model_dir_lock.LeaseLostError,
+                       match=r"was last renewed \d+ s ago, over the 10 s deadline"):
+        train(data_dir, model_dir, steps=4, trainer={"keep_checkpoint_max": 1})
+    assert outage.is_set()
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2, 4]
+    state = tf.train.get_checkpoint_state(model_dir)
+    assert state.model_checkpoint_path.endswith("/ckpt-2")  # not rewritten past the deadline
+
+
 def test_the_lease_renewal_survives_any_exception(monkeypatch):
     model_dir = "ram://storage_test/renewal_survives"
     real_write, raised = storage.write_text, []
