@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tests import bert_runs, compiled
 from tests.conftest import two_device_mirrored_strategy
-from trainers import distribution, input as input_lib, recovery, runner
+from trainers import distribution, evaluator, input as input_lib, recovery, runner
 from trainers.bert.task import BertPretrainingTask
 
 
@@ -242,7 +242,7 @@ def test_init_checkpoint_loads_weights_but_not_step(data_dir, tmp_path):
     reference = BertPretrainingTask(experiment.task).build_model()
     tf.train.Checkpoint(model=reference).read(phase1).expect_partial()
     initial = BertPretrainingTask(experiment.task).build_model()
-    for loaded, saved, untrained in zip(fresh.model.variables, reference.variables,
+    for loaded, saved, untrained in zip(fresh.state.model.variables, reference.variables,
                                         initial.variables):
         np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
     assert any(not np.array_equal(s.numpy(), u.numpy())
@@ -358,7 +358,7 @@ def test_loss_spikes_beyond_recovery_max_trials_stop_with_the_last_good_checkpoi
 
 
 def test_a_long_eval_reports_its_progress(data_dir, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(runner, "EVAL_REPORT_SECONDS", 0.0)
+    monkeypatch.setattr(evaluator, "EVAL_REPORT_SECONDS", 0.0)
     caplog.set_level("INFO")
     _, results = train(data_dir, tmp_path, mode="train_and_eval",
                        trainer={"max_eval_steps": 3, "iterations_per_loop": 1,

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests import bert_runs
-from trainers import checkpointing, health, model_dir_lock, runner, storage
+from trainers import checkpointing, health, model_dir_lock, runner, storage, train_actions
 from trainers.bert import export
 from trainers.bert.task import BertPretrainingTask
 
@@ -281,15 +281,15 @@ def test_spike_recovery_rolls_back_past_an_inf_gradient_to_a_finite_checkpoint(
 
 
 def test_non_finite_weights_are_never_saved(data_dir, tmp_path, monkeypatch):
-    real_log = runner.Runner._log_train
+    real_check = train_actions.SavableCheck.__call__
 
-    def poisoning_log(self, *args):
-        if self.step == 4:  # as a NaN update that the loop's checks missed would
-            variable = self.model.trainable_variables[0]
+    def poisoning_check(self, step, *args):
+        if step == 4:  # as a NaN update that the loop's checks missed would
+            variable = self._model.trainable_variables[0]
             variable.assign(tf.fill(variable.shape, float("nan")))
-        return real_log(self, *args)
+        return real_check(self, step, *args)
 
-    monkeypatch.setattr(runner.Runner, "_log_train", poisoning_log)
+    monkeypatch.setattr(train_actions.SavableCheck, "__call__", poisoning_check)
     with pytest.raises(runner.NonFiniteLossError, match=r"At step 4 the weights hold NaN or "
                                                         r"Inf, or the optimizer state NaN; "
                                                         r"nothing was saved\. The last good "
@@ -377,14 +377,14 @@ def _lease_text(model_dir):
 
 def _pausing_at_step(monkeypatch, step, action):
     """Runs `action()` once, after the training loop that ends at `step` and before its save."""
-    real_log = runner.Runner._log_train
+    real_write = train_actions.TrainSummaries.write
 
-    def log(self, *args):
-        if self.step == step:
+    def write(self, writer, loop_end_step, *args):
+        if loop_end_step == step:
             action()
-        return real_log(self, *args)
+        return real_write(self, writer, loop_end_step, *args)
 
-    monkeypatch.setattr(runner.Runner, "_log_train", log)
+    monkeypatch.setattr(train_actions.TrainSummaries, "write", write)
 
 
 def test_a_run_whose_lease_was_taken_over_stops_before_its_next_save(data_dir, monkeypatch):
