@@ -17,7 +17,7 @@ def train_step_hlo(runner):
     """(HLO text of one replica's whole update compiled with XLA, the batch it was traced on)."""
     features = next(iter(runner.train_input.dataset()))
     features.pop(positions.POSITION_KEY, None)  # the runner's, not the model's
-    step = runner._train_step_fn()
+    step = runner.make_replica_step()
     compiled = tf.function(lambda batch: runner.strategy.run(step, (batch,)), jit_compile=True)
     return compiled.experimental_get_compiler_ir(features)(stage="hlo"), features
 

@@ -13,7 +13,7 @@ from tests import bert_runs, noise_reference
 from tests.conftest import two_device_mirrored_strategy
 from tests.test_runner import scalars
 from trainers import config as config_lib
-from trainers import runner, task as task_lib
+from trainers import replica_step, runner, task as task_lib
 from trainers.bert.config import BertExperimentConfig
 from trainers.bert.task import BertPretrainingTask
 
@@ -121,9 +121,9 @@ def test_the_runners_estimates_are_unbiased_against_the_closed_form(layout, tmp_
     trained = runner.Runner(make_task(x, y, w), experiment, str(tmp_path),
                             strategy=make_strategy() if make_strategy else None)
     trained.train()
-    np.testing.assert_allclose(trained.model.layers[0].get_weights()[0], w)
+    np.testing.assert_allclose(trained.state.model.layers[0].get_weights()[0], w)
     if make_task is StatefulLinearTask:
-        assert float(trained.model.layers[1].count.numpy()) == STEPS  # one pass per update
+        assert float(trained.state.model.layers[1].count.numpy()) == STEPS  # one pass per update
     gradients = noise_reference.per_example_gradients(x, y, w)
     g2, trace = noise_reference.exact_expectations(gradients, SMALL, BATCH)
     sd_g2, sd_trace = noise_reference.estimate_spread(gradients, SMALL, BATCH)
@@ -193,12 +193,12 @@ def test_split_leaves_a_batch_norm_model_as_it_trains_without_it(tmp_path):
     plain = _resnet_run(str(tmp_path / "plain"), "disabled")
     split = _resnet_run(str(tmp_path / "split"), "split")
     assert split.noise_scale.ready and not plain.noise_scale.ready
-    names = [v.name for v in plain.model.variables]  # (the second model's get a suffix)
+    names = [v.name for v in plain.state.model.variables]  # (the second model's get a suffix)
     assert any("moving_mean" in n for n in names)
-    assert len(names) == len(split.model.variables)
-    for name, want, got in zip(names, plain.model.variables, split.model.variables):
+    assert len(names) == len(split.state.model.variables)
+    for name, want, got in zip(names, plain.state.model.variables, split.state.model.variables):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6,
                                    err_msg=name)
-    for want, got in zip(runner._dropout_generators(plain.model),
-                         runner._dropout_generators(split.model)):
+    for want, got in zip(replica_step.dropout_generators(plain.state.model),
+                         replica_step.dropout_generators(split.state.model)):
         np.testing.assert_array_equal(got.state.numpy(), want.state.numpy())

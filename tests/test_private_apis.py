@@ -15,7 +15,7 @@ from tensorflow.python.ops import control_flow_util
 import lamb_tf
 from lamb_tf import legacy
 from tests import compiled
-from trainers import preemption, runner
+from trainers import preemption, replica_step, train_loop
 
 
 @pytest.mark.parametrize("hook", ["_backend_apply_gradients", "_get_current_learning_rate",
@@ -59,7 +59,7 @@ def test_tf_keras_dropout_generators_are_found_so_checkpoints_carry_them():
     model = tf_keras.Sequential([tf_keras.layers.Dense(4), tf_keras.layers.Dropout(0.5),
                                  tf_keras.layers.Dense(2), tf_keras.layers.Dropout(0.5)])
     model(tf.ones([1, 3]), training=True)
-    generators = runner._dropout_generators(model)
+    generators = replica_step.dropout_generators(model)
     assert len(generators) == 2
     assert all(isinstance(g, tf.random.Generator) for g in generators)
 
@@ -76,7 +76,7 @@ def test_preemption_handler_internals_we_stop_and_query_exist():
 
 
 def test_function_call_options_we_set_reach_grappler_and_are_restored():
-    # runner._without_addn_scheduling sets the eager context's (private) thread-local function
+    # train_loop.without_addn_scheduling sets the eager context's (private) thread-local function
     # call options around the training loop's call: Grappler must honour them for that call.
     n = 3000  # a few live 36 MB tensors pass 80% of the CPU's nominal 256 MB
     weights = tf.Variable(tf.fill([n, n], 1e-4))
@@ -94,5 +94,5 @@ def test_function_call_options_we_set_reach_grappler_and_are_restored():
 
     caller_options = context.context().function_call_options
     assert temporaries(loop)  # TensorFlow's default: the rewrite the runner keeps out
-    assert not temporaries(runner._without_addn_scheduling(loop))
+    assert not temporaries(train_loop.without_addn_scheduling(loop))
     assert context.context().function_call_options is caller_options

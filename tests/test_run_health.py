@@ -65,8 +65,8 @@ def test_norms_are_judged_against_step_0_also_after_a_resume(data_dir, tmp_path,
     experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 20})
     task = bert_task.BertPretrainingTask(experiment.task)
     resumed = runner.Runner(task, experiment, model_dir)
-    resumed.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
-    index, embeddings = next((i, v) for i, v in enumerate(resumed.model.trainable_variables)
+    resumed.state.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    index, embeddings = next((i, v) for i, v in enumerate(resumed.state.model.trainable_variables)
                              if "word_embeddings" in health.variable_path(v))
     path = health.variable_path(embeddings)
     embeddings.assign(embeddings * (11.0 * start[index] / np.linalg.norm(embeddings.numpy())))
@@ -98,7 +98,7 @@ def test_a_fresh_start_records_its_own_norms_over_an_earlier_attempts(data_dir, 
     # that start at zero, biases, are not judged by growth).
     finished = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment,
                              model_dir)
-    finished.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    finished.state.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
     judged = [(start, end) for start, end in zip(recorded, finished.weight_norms.norms())
               if start > 0]
     assert len(judged) > len(recorded) // 2
@@ -132,15 +132,15 @@ def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_d
     os.remove(os.path.join(model_dir, health.START_NORMS_FILE))
     experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 20})
     first = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment, model_dir)
-    first.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    first.state.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
     baseline = first.weight_norms.start(step=10)
     with open(os.path.join(model_dir, health.START_NORMS_FILE)) as f:
         assert json.load(f) == {"step": 10, "paths": first.weight_norms.paths,
                                 "norms": baseline}
     # A second restart judges against the same start, not its own, and says since when.
     second = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment, model_dir)
-    second.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
-    index, embeddings = next((i, v) for i, v in enumerate(second.model.trainable_variables)
+    second.state.checkpoint.restore(tf.train.latest_checkpoint(model_dir))
+    index, embeddings = next((i, v) for i, v in enumerate(second.state.model.trainable_variables)
                              if "word_embeddings" in health.variable_path(v))
     embeddings.assign(embeddings * (11.0 * baseline[index] / np.linalg.norm(embeddings.numpy())))
     _, warnings = second.weight_norms.check(step=15)

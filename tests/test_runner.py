@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tests import bert_runs, compiled
 from tests.conftest import two_device_mirrored_strategy
-from trainers import distribution, input as input_lib, recovery, runner
+from trainers import distribution, evaluator, input as input_lib, recovery, runner
 from trainers.bert.task import BertPretrainingTask
 
 
@@ -154,6 +154,22 @@ def test_stop_when_ends_training_at_the_first_checkpoint_whose_eval_it_accepts(
     with pytest.raises(ValueError, match="needs eval_each_checkpoint=True"):
         trained.train(stop_when=third_eval)
 
+    # Loss-spike recovery saves and evaluates step 0 first; accepting that eval must not stop
+    # training before the next save, where there would be no checkpoint of the stopping step.
+    experiment = bert_runs.experiment(data_dir, trainer={
+        "num_train_steps": 10, "recovery_max_trials": 2, "save_checkpoints_steps": 6})
+    model_dir = str(tmp_path / "with_recovery")
+    recovering = runner.Runner(BertPretrainingTask(experiment.task), experiment, model_dir)
+    judged_steps = []
+
+    def any_eval(results):
+        judged_steps.append(recovering.step)
+        return True
+
+    recovering.train(eval_each_checkpoint=True, stop_when=any_eval)
+    assert judged_steps == [0, 6] and recovering.step == 6
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-6")
+
 
 def test_warmup_longer_than_training_is_named_by_flag(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"--num_warmup_steps=10 \(optimizer\.num_warmup_steps\) "
@@ -226,7 +242,7 @@ def test_init_checkpoint_loads_weights_but_not_step(data_dir, tmp_path):
     reference = BertPretrainingTask(experiment.task).build_model()
     tf.train.Checkpoint(model=reference).read(phase1).expect_partial()
     initial = BertPretrainingTask(experiment.task).build_model()
-    for loaded, saved, untrained in zip(fresh.model.variables, reference.variables,
+    for loaded, saved, untrained in zip(fresh.state.model.variables, reference.variables,
                                         initial.variables):
         np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
     assert any(not np.array_equal(s.numpy(), u.numpy())
@@ -342,7 +358,7 @@ def test_loss_spikes_beyond_recovery_max_trials_stop_with_the_last_good_checkpoi
 
 
 def test_a_long_eval_reports_its_progress(data_dir, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(runner, "EVAL_REPORT_SECONDS", 0.0)
+    monkeypatch.setattr(evaluator, "EVAL_REPORT_SECONDS", 0.0)
     caplog.set_level("INFO")
     _, results = train(data_dir, tmp_path, mode="train_and_eval",
                        trainer={"max_eval_steps": 3, "iterations_per_loop": 1,

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests import bert_runs
-from trainers import checkpointing, health, model_dir_lock, runner, storage
+from trainers import checkpointing, health, model_dir_lock, runner, storage, train_actions
 from trainers.bert import export
 from trainers.bert.task import BertPretrainingTask
 
@@ -281,15 +281,15 @@ def test_spike_recovery_rolls_back_past_an_inf_gradient_to_a_finite_checkpoint(
 
 
 def test_non_finite_weights_are_never_saved(data_dir, tmp_path, monkeypatch):
-    real_log = runner.Runner._log_train
+    real_check = train_actions.SavableCheck.__call__
 
-    def poisoning_log(self, *args):
-        if self.step == 4:  # as a NaN update that the loop's checks missed would
-            variable = self.model.trainable_variables[0]
+    def poisoning_check(self, step, *args):
+        if step == 4:  # as a NaN update that the loop's checks missed would
+            variable = self._model.trainable_variables[0]
             variable.assign(tf.fill(variable.shape, float("nan")))
-        return real_log(self, *args)
+        return real_check(self, step, *args)
 
-    monkeypatch.setattr(runner.Runner, "_log_train", poisoning_log)
+    monkeypatch.setattr(train_actions.SavableCheck, "__call__", poisoning_check)
     with pytest.raises(runner.NonFiniteLossError, match=r"At step 4 the weights hold NaN or "
                                                         r"Inf, or the optimizer state NaN; "
                                                         r"nothing was saved\. The last good "
@@ -377,14 +377,14 @@ def _lease_text(model_dir):
 
 def _pausing_at_step(monkeypatch, step, action):
     """Runs `action()` once, after the training loop that ends at `step` and before its save."""
-    real_log = runner.Runner._log_train
+    real_write = train_actions.TrainSummaries.write
 
-    def log(self, *args):
-        if self.step == step:
+    def write(self, writer, loop_end_step, *args):
+        if loop_end_step == step:
             action()
-        return real_log(self, *args)
+        return real_write(self, writer, loop_end_step, *args)
 
-    monkeypatch.setattr(runner.Runner, "_log_train", log)
+    monkeypatch.setattr(train_actions.TrainSummaries, "write", write)
 
 
 def test_a_run_whose_lease_was_taken_over_stops_before_its_next_save(data_dir, monkeypatch):
@@ -463,6 +463,41 @@ def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
     assert sorted(checkpointing.checkpoint_steps(data_positions)) == [2]
     state = tf.train.get_checkpoint_state(model_dir)
     assert state.model_checkpoint_path.endswith("/ckpt-2")
+
+
+def test_a_listing_retried_inside_a_save_past_the_lease_deadline_deletes_nothing(
+        data_dir, monkeypatch):
+    # The save's "Deleting old checkpoints" part lists model_dir through storage.listing, which
+    # retries on its own: an outage there outlasts the deadline, and the lease check must reach
+    # those nested retries before ckpt-2, which a successor may resume from, is deleted.
+    model_dir = "ram://storage_test/listing_past_deadline"
+    real_write_text, real_listdir = storage.write_text, tf.io.gfile.listdir
+    outage = threading.Event()
+
+    def write_text(path, *args, **kwargs):
+        if path.endswith(model_dir_lock.LEASE_FILE) and outage.is_set():
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_write_text(path, *args, **kwargs)
+
+    def listdir(path):
+        if (str(path).rstrip("/") == model_dir and not outage.is_set()
+                and tf.io.gfile.exists(f"{model_dir}/ckpt-4.index")):
+            outage.set()
+            time.sleep(model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_listdir(path)
+
+    monkeypatch.setattr(storage, "write_text", write_text)
+    monkeypatch.setattr(tf.io.gfile, "listdir", listdir)
+    # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
+    with pytest.raises(model_dir_lock.LeaseLostError,
+                       match=r"was last renewed \d+ s ago, over the 10 s deadline"):
+        train(data_dir, model_dir, steps=4, trainer={"keep_checkpoint_max": 1})
+    assert outage.is_set()
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2, 4]
+    state = tf.train.get_checkpoint_state(model_dir)
+    assert state.model_checkpoint_path.endswith("/ckpt-2")  # not rewritten past the deadline
 
 
 def test_the_lease_renewal_survives_any_exception(monkeypatch):

@@ -89,7 +89,7 @@ def _weights_after(make_task, model_dir, stops):
         trained = runner.Runner(make_task(x, y, w), _experiment(), str(model_dir))
         trained.train(eval_each_checkpoint=True,
                       stop_when=lambda _, trained=trained, stop=stop: trained.step >= stop)
-    return trained.model.layers[0].get_weights()[0]
+    return trained.state.model.layers[0].get_weights()[0]
 
 
 @pytest.mark.parametrize("make_task", [OldInputFnTask, OldInputsTask, SubclassWithOldInputFn,

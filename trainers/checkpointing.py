@@ -261,29 +261,31 @@ class RunCheckpoints:
                          f"the training-data position {path}")
 
     def save(self, check_lease=None):
-        """Saves this step. `check_lease()` runs before every try of every part, so that a
-        save retried or slowed past the model_dir lease's deadline stops (LeaseLostError)
-        before it writes or deletes more: by then a successor may have taken model_dir over."""
+        """Saves this step. `check_lease()` runs before every try of storage made in the save,
+        retries nested in a part included, so that a save retried or slowed past the model_dir
+        lease's deadline stops (LeaseLostError) before it writes or deletes more: by then a
+        successor may have taken model_dir over."""
+        with storage.checked_before_each_try(check_lease):
+            self._save()
+
+    def _save(self):
         step = int(self._step_counter.numpy())
         data_prefix = os.path.join(self._data_dir, f"ckpt-{step}")
         model_prefix = os.path.join(self._own_dir, f"ckpt-{step}")
-
-        def part(operation, what, doing):
-            storage.retrying(operation, what, doing, before_each_try=check_lease)
-
         # Each part is retried whole (a rewrite of the same prefix, a deletion by exact name).
         # The data position first: a model checkpoint is the commit point.
-        part(lambda: self._data_checkpoint.write(data_prefix),
-             f"the training-data position {data_prefix}", "Writing")
-        part(lambda: self._checkpoint.write(model_prefix), f"the checkpoint {model_prefix}",
-             "Writing")
-        part(lambda: keep_newest(self._data_dir, self._keep),
-             f"old training-data positions in {self._data_dir}", "Deleting")
+        storage.retrying(lambda: self._data_checkpoint.write(data_prefix),
+                         f"the training-data position {data_prefix}", "Writing")
+        storage.retrying(lambda: self._checkpoint.write(model_prefix),
+                         f"the checkpoint {model_prefix}", "Writing")
+        storage.retrying(lambda: keep_newest(self._data_dir, self._keep),
+                         f"old training-data positions in {self._data_dir}", "Deleting")
         if self._is_chief:
-            part(lambda: write_state(self.model_dir, keep_newest(self.model_dir, self._keep)),
-                 f"old checkpoints in {self.model_dir}", "Deleting")
+            storage.retrying(
+                lambda: write_state(self.model_dir, keep_newest(self.model_dir, self._keep)),
+                f"old checkpoints in {self.model_dir}", "Deleting")
         else:
-            part(lambda: storage.delete(self._own_dir), self._own_dir, "Deleting")
+            storage.retrying(lambda: storage.delete(self._own_dir), self._own_dir, "Deleting")
         # Every worker names the chief's copy, which all of them restore from.
         self.latest = os.path.join(self.model_dir, f"ckpt-{step}")
 

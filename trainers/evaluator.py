@@ -18,6 +18,7 @@ from trainers import storage
 from trainers.data import files as files_lib
 
 EVAL_RESULTS_FILE = "eval_results.json"
+EVAL_REPORT_SECONDS = 10.0  # between progress lines of a long eval
 
 
 class Evaluator:
@@ -37,9 +38,9 @@ class Evaluator:
         self.weight_norms = weight_norms
         self._eval_loop = None
 
-    def evaluate(self, step, writer, report_seconds, is_chief):
+    def evaluate(self, step, writer, is_chief):
         """{metric name: value} at training step `step`; summaries go to `writer`, progress
-        to the log every `report_seconds`, and the chief writes EVAL_RESULTS_FILE."""
+        to the log every EVAL_REPORT_SECONDS, and the chief writes EVAL_RESULTS_FILE."""
         trainer, task = self.trainer, self.task
         task.validate_inputs("eval")
         steps = task.eval_steps(trainer.eval_batch_size)
@@ -55,7 +56,7 @@ class Evaluator:
         with files_lib.naming_corrupt_file(task.input_files("eval")):
             for done in range(0, steps, chunk):
                 eval_loop(iterator, tf.constant(min(chunk, steps - done)))
-                if time.monotonic() - last_report > report_seconds and done + chunk < steps:
+                if time.monotonic() - last_report > EVAL_REPORT_SECONDS and done + chunk < steps:
                     last_report = time.monotonic()
                     logging.info("eval: %d/%d steps after %.0f s", done + chunk, steps,
                                  last_report - started)

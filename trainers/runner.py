@@ -36,11 +36,8 @@ from trainers import train_state
 from trainers.data import files as files_lib
 
 MODES = ("train", "eval", "train_and_eval", "continuous_eval")
-EVAL_REPORT_SECONDS = 10.0
 NOISE_SCALE_DECAY = 0.99  # per update, for each of the two noise-scale estimates
 NonFiniteLossError = train_actions.NonFiniteLossError
-_dropout_generators = replica_step.dropout_generators
-_without_addn_scheduling = train_loop_lib.without_addn_scheduling
 
 
 class Runner:
@@ -64,29 +61,22 @@ class Runner:
             trainer, self.num_replicas, self.micro_batch_size)
         self.noise_scale = noise_scale.SmoothedEstimates(NOISE_SCALE_DECAY)
         distribution.check_batch("eval_batch_size", trainer.eval_batch_size, self.num_replicas)
-        state = train_state.TrainState(task, experiment, self.strategy)
-        self.loss_scaling, self.model, self.optimizer = (state.loss_scaling, state.model,
-                                                         state.optimizer)
-        self.metrics, self.checkpoint = state.metrics, state.checkpoint
+        state = self.state = train_state.TrainState(task, experiment, self.strategy)
         self.train_input = input_lib.TrainInput(task, self.strategy, trainer.train_batch_size,
                                                 runtime.seed)
-        self.weight_norms = (health.WeightNorms(self.model.trainable_variables, model_dir)
+        self.weight_norms = (health.WeightNorms(state.model.trainable_variables, model_dir)
                              if self.is_chief else None)
-        self.evaluator = evaluator_lib.Evaluator(task, self.strategy, self.model, self.metrics,
+        self.evaluator = evaluator_lib.Evaluator(task, self.strategy, state.model, state.metrics,
                                                  trainer, model_dir, self.weight_norms)
-        self._savable = train_actions.SavableCheck(self.model, self.optimizer)
+        self._savable = train_actions.SavableCheck(state.model, state.optimizer)
         self._summaries = train_actions.TrainSummaries(
-            trainer, self.optimizer, self.inner_optimizer, self.loss_scaling, self.noise_scale,
-            self.weight_norms)
+            trainer, state.optimizer, state.inner_optimizer, state.loss_scaling,
+            self.noise_scale, self.weight_norms)
         self._writers = {}
 
     @property
-    def inner_optimizer(self):
-        return self.optimizer.inner_optimizer if self.loss_scaling else self.optimizer
-
-    @property
     def step(self):
-        return int(self.inner_optimizer.iterations.numpy())
+        return int(self.state.inner_optimizer.iterations.numpy())
 
     def _writer(self, name):
         if name not in self._writers:
@@ -97,7 +87,7 @@ class Runner:
 
     def _restore_or_initialize(self, latest):
         if latest:
-            resume.restore(self.checkpoint, latest, self.model_dir)
+            resume.restore(self.state.checkpoint, latest, self.model_dir)
             logging.info("Resumed from %s at step %d.", latest, self.step)
         elif self.trainer.init_checkpoint:
             self.load_init_checkpoint(self.trainer.init_checkpoint)
@@ -106,13 +96,15 @@ class Runner:
         """What the task takes from `init_checkpoint` (by default, model weights only: not the
         optimizer state or step)."""
         storage.check_path("init_checkpoint", path)
-        self.task.initialize(self.model, path)
+        self.task.initialize(self.state.model, path)
 
-    def _train_step_fn(self):
-        """The per-replica update (`trainers.replica_step`)."""
+    def make_replica_step(self):
+        """The per-replica update the compiled loop runs (`trainers.replica_step`), for this
+        run's model, optimizer, strategy and flags; tests compile it alone."""
+        state = self.state
         return replica_step.make_replica_step(
-            self.task, self.model, self.optimizer, self.trainer, self.noise_scale_layout,
-            self.num_replicas, self.micro_batch_size, self.loss_scaling,
+            self.task, state.model, state.optimizer, self.trainer, self.noise_scale_layout,
+            self.num_replicas, self.micro_batch_size, state.loss_scaling,
             jit_replica_pass=self._jit_scope() == "replica_pass")
 
     def _jit_scope(self):
@@ -120,8 +112,8 @@ class Runner:
 
     def _make_train_loop(self):
         return train_loop_lib.make_train_loop(
-            self._train_step_fn(), self.strategy, self.train_input,
-            self.inner_optimizer.iterations, jit_whole_step=self._jit_scope() == "step")
+            self.make_replica_step(), self.strategy, self.train_input,
+            self.state.inner_optimizer.iterations, jit_whole_step=self._jit_scope() == "step")
 
     def train(self, eval_each_checkpoint=False, stop_when=None):
         """Trains to num_train_steps; returns the last eval results when evaluating.
@@ -153,8 +145,8 @@ class Runner:
         if eval_each_checkpoint:
             self.task.validate_inputs("eval")
         checkpoints = checkpointing.RunCheckpoints(
-            self.model_dir, self.checkpoint, train_input.checkpointed_state(),
-            self.inner_optimizer.iterations, trainer.keep_checkpoint_max,
+            self.model_dir, self.state.checkpoint, train_input.checkpointed_state(),
+            self.state.inner_optimizer.iterations, trainer.keep_checkpoint_max,
             train_input.num_pipelines, train_input.pipeline_id,
             worker_id=None if self.is_chief else self.strategy.cluster_resolver.task_id)
         latest = checkpoints.resume_from
@@ -173,7 +165,7 @@ class Runner:
         cadence = train_actions.CheckpointCadence(
             trainer, checkpoints, lambda: self.step, self._savable, lock,
             self.evaluate if eval_each_checkpoint else None, stop_when)
-        recovery = recovery_lib.LossSpikeRecovery(trainer, self.loss_scaling)
+        recovery = recovery_lib.LossSpikeRecovery(trainer, self.state.loss_scaling)
         if recovery.enabled and not latest:
             cadence.save_first()
         train_files = self.task.input_files("train")
@@ -188,18 +180,18 @@ class Runner:
                 seconds = time.monotonic() - started
                 spike = recovery.spike(self.step, output.loss, output.first_non_finite)
                 if spike:
-                    train_actions.roll_back(self.checkpoint, checkpoints.latest, spike, recovery,
-                                            self.step, self._writer("train"))
+                    train_actions.roll_back(self.state.checkpoint, checkpoints.latest, spike,
+                                            recovery, self.step, self._writer("train"))
                     cadence.last_save = self.step
                     continue
-                train_actions.check_finite(output.first_non_finite, self.loss_scaling,
+                train_actions.check_finite(output.first_non_finite, self.state.loss_scaling,
                                            checkpoints)
                 train_actions.add_noise_scale(self.noise_scale, output.estimate_sums,
                                               self.noise_scale_layout.measured)
-                self._log_train(output.loss, output.gradient_norm,
-                                throughput.of_loop(start_step, num_steps, seconds))
-                cadence()
-                if cadence.stop_requested:
+                self._summaries.write(self._writer("train"), self.step, output.loss,
+                                      output.gradient_norm,
+                                      throughput.of_loop(start_step, num_steps, seconds))
+                if cadence():
                     logging.info("Stopping at step %d: stop_when accepted the eval results.",
                                  self.step)
                     break
@@ -209,28 +201,23 @@ class Runner:
         throughput.print_total()
         return cadence.results
 
-    def _log_train(self, loss, gradient_norm, examples_per_second):
-        self._summaries.write(self._writer("train"), self.step, loss, gradient_norm,
-                              examples_per_second)
-
     def evaluate(self):
         """Metrics over the eval set (every example once) at the current weights."""
-        return self.evaluator.evaluate(self.step, self._writer("eval"), EVAL_REPORT_SECONDS,
-                                        self.is_chief)
+        return self.evaluator.evaluate(self.step, self._writer("eval"), self.is_chief)
 
     def evaluate_latest(self):
         latest = checkpointing.newest_whole_checkpoint(self.model_dir, 0, move_broken=False)
         if not latest:
             raise FileNotFoundError(f"No checkpoint in {self.model_dir} to evaluate; train "
                                     "first (--mode=train or train_and_eval).")
-        self.checkpoint.read(latest).expect_partial()
+        self.state.checkpoint.read(latest).expect_partial()
         return self.evaluate()
 
     def continuous_eval(self, timeout_seconds=3600):
         """Evaluates each new checkpoint until one at num_train_steps has been evaluated."""
         results = None
         for path in tf.train.checkpoints_iterator(self.model_dir, timeout=timeout_seconds):
-            self.checkpoint.read(path).expect_partial()
+            self.state.checkpoint.read(path).expect_partial()
             results = self.evaluate()
             if self.step >= self.trainer.num_train_steps:
                 break

@@ -14,6 +14,8 @@
   listings and deletions use `listdir`, never `glob`.
 """
 
+import contextlib
+import contextvars
 import os
 import re
 import time
@@ -29,6 +31,7 @@ REFUSED = (tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError)
 RETRY_DELAYS_SECONDS = (1, 2, 4, 8, 16)
 GLOB_CHARACTERS = "*?[\\"
 _CHECKPOINT_FILE = re.compile(r"^ckpt-(\d+)(\.index|\.data-\d+-of-\d+)$")
+_CHECK_BEFORE_EACH_TRY = contextvars.ContextVar("check_before_each_try", default=None)
 
 
 class StorageUnavailableError(RuntimeError):
@@ -49,17 +52,33 @@ def short(error):
     return re.sub(r"\{\{function_node [^}]*\}\}\s*", "", detail).split("\n")[0].strip()[:200]
 
 
-def retrying(operation, what, doing="Reading", before_each_try=None):
+@contextlib.contextmanager
+def checked_before_each_try(check):
+    """Runs `check()` (if not None) before every try `retrying` makes in this context, those
+    nested inside a retried operation included; `check` stops the tries by raising. A lease
+    holder's check: no retry, however deep, may carry a write past the lease's deadline.
+
+    A context variable, not an argument, so that it reaches the helpers a retried operation
+    calls (listing, checkpoint_steps) and stays out of other threads (the lease's renewals).
+    """
+    token = _CHECK_BEFORE_EACH_TRY.set(check)
+    try:
+        yield
+    finally:
+        _CHECK_BEFORE_EACH_TRY.reset(token)
+
+
+def retrying(operation, what, doing="Reading"):
     """`operation()`, tried again after each OpError that is neither damage nor a refusal;
     damage is raised at once, a refusal as StorageAccessError.
 
-    After the last try, StorageUnavailableError names `doing`, `what` and the error.
-    `before_each_try()`, if given, runs before every try and stops the tries by raising (a
-    lease holder's check: retries must not carry a write past the lease's deadline).
+    After the last try, StorageUnavailableError names `doing`, `what` and the error. Inside
+    `checked_before_each_try(check)`, `check()` runs before every try.
     """
     for delay in RETRY_DELAYS_SECONDS + (None,):
-        if before_each_try is not None:
-            before_each_try()
+        check = _CHECK_BEFORE_EACH_TRY.get()
+        if check is not None:
+            check()
         try:
             return operation()
         except tf.errors.OpError as e:

@@ -117,9 +117,16 @@ class CheckpointCadence:
         self.save()
 
     def __call__(self):
+        """Saves if one is due; True when stop_when accepted that save's eval results.
+
+        Only a save due here can stop training: save_first's eval at step 0 is judged, but
+        training goes on to the next save, which is judged again.
+        """
         step = self._current_step()
         if step >= self._num_train_steps or step - self.last_save >= self.save_every:
             self.save()
+            return self.stop_requested
+        return False
 
 
 class TrainSummaries:
