@@ -23,6 +23,7 @@ from trainers import config as config_lib
 from trainers import runner
 from trainers.bert import export
 from trainers.bert.task import BertPretrainingTask
+from trainers.bert.finetune import builtin_tasks
 from trainers.bert.finetune import data as data_lib
 from trainers.bert.finetune.config import (ClassificationDataConfig,
                                            ClassificationExperimentConfig)
@@ -209,11 +210,17 @@ def test_the_bbc_news_stream_is_a_few_lines_wherever_the_corpus_is_installed(
     assert len(record.splitlines()) <= 3, record
     assert stream["table"]["examples"] == len(data_lib.bbc_news("train").texts)
     # The package installed under another prefix (a new venv): the same stream.
-    moved = shutil.copytree(data_lib._bbc_news_root(), tmp_path / "venv_b" / "bbc")
-    monkeypatch.setattr(data_lib, "_bbc_news_root", lambda: str(moved))
-    assert data_lib.bbc_news("train").sources[0].startswith(str(moved))
-    assert params_record._stream_differences(
-        stream, _train_stream(pretrained, "bbc_news:train")) == []
+    bbc = builtin_tasks.TASKS["bbc_news"]
+    moved = shutil.copytree(builtin_tasks._data_folder(bbc), tmp_path / "venv_b" / "bbc")
+    monkeypatch.setattr(builtin_tasks, "_data_folder", lambda task: str(moved))
+    builtin_tasks._splits.cache_clear()  # read the moved copy, not the splits already read
+    try:
+        assert data_lib.bbc_news("train").sources[0].startswith(str(moved))
+        assert params_record._stream_differences(
+            stream, _train_stream(pretrained, "bbc_news:train")) == []
+    finally:
+        monkeypatch.undo()
+        builtin_tasks._splits.cache_clear()
 
 
 def test_a_table_stream_moves_with_the_table_and_changes_with_a_row(pretrained, tmp_path):
