@@ -429,18 +429,26 @@ def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
     assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
 
 
-def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
-        data_dir, monkeypatch):
-    # An outage fails the save's first part and the lease's renewals alike; the part's retries
-    # outlast the deadline, after which a successor may resume from ckpt-2.
-    model_dir = "ram://storage_test/save_past_deadline"
-    real_write_text, real_checkpoint_write = storage.write_text, tf.train.Checkpoint.write
-    outage = threading.Event()
+def _lease_renewals_fail_while(monkeypatch):
+    """An Event: while it is set, every write of the lease file fails as an outage would."""
+    real_write_text, outage = storage.write_text, threading.Event()
 
     def write_text(path, *args, **kwargs):
         if path.endswith(model_dir_lock.LEASE_FILE) and outage.is_set():
             raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
         return real_write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "write_text", write_text)
+    return outage
+
+
+def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
+        data_dir, monkeypatch):
+    # An outage fails the save's first part and the lease's renewals alike; the part's retries
+    # outlast the deadline, after which a successor may resume from ckpt-2.
+    model_dir = "ram://storage_test/save_past_deadline"
+    real_checkpoint_write = tf.train.Checkpoint.write
+    outage = _lease_renewals_fail_while(monkeypatch)
 
     def checkpoint_write(self, prefix, *args, **kwargs):
         if (f"/{checkpointing.DATA_POSITION_DIR}/" in prefix and prefix.endswith("/ckpt-4")
@@ -450,7 +458,6 @@ def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
             raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
         return real_checkpoint_write(self, prefix, *args, **kwargs)
 
-    monkeypatch.setattr(storage, "write_text", write_text)
     monkeypatch.setattr(tf.train.Checkpoint, "write", checkpoint_write)
     # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
@@ -471,13 +478,8 @@ def test_a_listing_retried_inside_a_save_past_the_lease_deadline_deletes_nothing
     # retries on its own: an outage there outlasts the deadline, and the lease check must reach
     # those nested retries before ckpt-2, which a successor may resume from, is deleted.
     model_dir = "ram://storage_test/listing_past_deadline"
-    real_write_text, real_listdir = storage.write_text, tf.io.gfile.listdir
-    outage = threading.Event()
-
-    def write_text(path, *args, **kwargs):
-        if path.endswith(model_dir_lock.LEASE_FILE) and outage.is_set():
-            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
-        return real_write_text(path, *args, **kwargs)
+    real_listdir = tf.io.gfile.listdir
+    outage = _lease_renewals_fail_while(monkeypatch)
 
     def listdir(path):
         if (str(path).rstrip("/") == model_dir and not outage.is_set()
@@ -487,7 +489,6 @@ def test_a_listing_retried_inside_a_save_past_the_lease_deadline_deletes_nothing
             raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
         return real_listdir(path)
 
-    monkeypatch.setattr(storage, "write_text", write_text)
     monkeypatch.setattr(tf.io.gfile, "listdir", listdir)
     # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
