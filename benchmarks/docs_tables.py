@@ -134,7 +134,38 @@ def batch_scaling_plan():
             + _source("benchmarks/batch_scaling_study/protocol.py"))
 
 
+# The other LAMBs each of ours is set against on the performance page.
+TF_LAMBS = (("x Keras Lamb", "keras Lamb, same decay"),
+            ("x MG LAMB", "Model Garden LAMB (tf_keras)"))
+JAX_COLUMNS = ["ms/step", "x AdamW", "x keras Lamb", "x optax"]
+
+
+def _performance():
+    """The performance page's regions: one per committed benchmark output, named after it."""
+    from benchmarks import performance_tables as perf
+    tables = {  # file stem: (first column, columns kept, ratios added)
+        "optimizer_step_base": ("optimizer", ["ms/step", "x AdamW", "x floor"], TF_LAMBS),
+        "optimizer_step_mini": ("optimizer", ["ms/step", "x AdamW", "x floor"], TF_LAMBS),
+        "optimizer_step_base_graph": ("optimizer", ["ms/step", "x AdamW"], TF_LAMBS),
+        "optimizer_step_mini_graph": ("optimizer", ["ms/step", "x AdamW"], TF_LAMBS),
+        "jax_optimizer_step_base": ("optimizer", JAX_COLUMNS, ()),
+        "jax_optimizer_step_mini": ("optimizer", JAX_COLUMNS, ()),
+        "trainer_throughput": ("contender", ["examples/s", "x MG loop"], ()),
+        "trainer_throughput_resnet18": ("contender", ["examples/s", "x MG loop"], ()),
+    }
+    printed = ("norm_profile", "callback_overhead", "noise_scale_overhead_tiny",
+               "noise_scale_overhead_mini", "data_positions", "input_placement",
+               "accumulation_mirrored", "trainer_throughput_tiny_runner",
+               "trainer_throughput_resnet50_runner")
+    regions = {f"performance.{stem}": (lambda stem=stem, spec=spec: perf.markdown_table(
+        f"{stem}.txt", *spec)) for stem, spec in tables.items()}
+    regions.update({f"performance.{stem}": (lambda stem=stem: perf.printed(f"{stem}.txt"))
+                    for stem in printed})
+    return regions
+
+
 GENERATORS = {
+    **_performance(),
     "batch_scaling_plan": batch_scaling_plan,
     "finetune_bbc_news": lambda: finetune("finetune_bbc_news.csv", "finetune_bbc_news.md"),
     "finetune_bbc_news_init_cls_pooler": lambda: finetune("finetune_bbc_news_init_cls_pooler.csv"),

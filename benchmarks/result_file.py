@@ -8,6 +8,7 @@ A benchmark's `if __name__ == "__main__":` calls `result_file.run(main)` instead
 
 import argparse
 import contextlib
+import importlib.metadata
 import datetime
 import io
 import os
@@ -27,12 +28,18 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+# Distributions whose versions a result depends on; a benchmark that runs its contenders in
+# child processes imports none of them itself, so they are read from the installed metadata.
+DISTRIBUTIONS = ("lamb_tf", "tensorflow", "keras", "tf-keras", "tf-models-official", "jax", "optax")
+
+
 def _versions():
     found = []
-    for name in ("lamb_tf", "tensorflow", "keras", "tf_keras", "jax", "optax"):
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "__version__", None):
-            found.append(f"{name} {module.__version__}")
+    for name in DISTRIBUTIONS:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return ", ".join(found)
 
 

@@ -9,6 +9,7 @@ import re
 import pytest
 import tensorflow as tf
 
+from tests import pretraining_records
 from trainers.bert import builtin_data
 from trainers.bert.config import BertDataConfig, BertTaskConfig
 from trainers.bert.finetune import data as task_data
@@ -44,17 +45,9 @@ def test_bbc_news_train_shards_hold_only_the_training_articles_in_the_given_voca
     assert directory.startswith(str(tmp_path / "cache"))
     assert open(os.path.join(directory, "vocab.txt")).read().split() == vocab
     seen = collections.Counter()
-    for path in tf.io.gfile.glob(os.path.join(directory, "*-*.tfrecord")):
-        for record in tf.data.TFRecordDataset(path):
-            feature = tf.train.Example.FromString(record.numpy()).features.feature
-            ids = list(feature["input_ids"].int64_list.value)
-            # The text's own tokens: masking put random vocab ids at some masked positions.
-            for position, original, weight in zip(feature["masked_lm_positions"].int64_list.value,
-                                                  feature["masked_lm_ids"].int64_list.value,
-                                                  feature["masked_lm_weights"].float_list.value):
-                if weight:
-                    ids[position] = original
-            seen.update(ids)
+    paths = tf.io.gfile.glob(os.path.join(directory, "*-*.tfrecord"))
+    for _, ids in pretraining_records.unmasked_examples(paths):
+        seen.update(ids)  # the text's own tokens, masked positions restored
     first_held_out = len(SPECIAL) + len(train_only)
     assert sum(seen[i] for i in range(len(SPECIAL), first_held_out)) > 1_000
     assert sum(seen[i] for i in range(first_held_out, len(vocab))) == 0

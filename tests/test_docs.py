@@ -198,3 +198,41 @@ def test_benchmark_output_records_command_versions_machine_and_date(tmp_path):
     assert lines[2].startswith("machine: ") and "cores" in lines[2]
     assert re.fullmatch(r"date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[3])
     assert lines[5:] == ["argv ['--rounds=3']", "| a | 1.00 |"]
+
+
+def test_performance_table_is_read_back_from_a_benchmark_output(tmp_path, monkeypatch):
+    from benchmarks import performance_tables
+    (tmp_path / "step.txt").write_text(
+        "command: python -m benchmarks.optimizer_step --size=mini\n"
+        "versions: Python 3.11.7, tensorflow 2.20.0\n"
+        "machine: Some CPU, 2 cores, Linux 6; load average at the end 1.50\n"
+        "date: 2026-12-06 10:11 UTC\n\n"
+        "BERT-mini-shaped set: 71 variables\n"
+        "optimizer                            ms/step  x AdamW    GB/s  x floor\n"
+        "keras AdamW (anchor)                    30.0     1.00    11.8     0.89\n"
+        "lamb_tf.Lamb                            15.0     0.50    21.7     1.64\n"
+        "keras Lamb, same decay (with, commas)   20.0     0.67    15.9     1.20\n"
+        "wrote step.txt\n", encoding="utf-8")
+    monkeypatch.setattr(performance_tables, "PERFORMANCE", str(tmp_path))
+    table = performance_tables.markdown_table(
+        "step.txt", "optimizer", ["ms/step", "x floor"],
+        [("x Keras Lamb", "keras Lamb, same decay (with, commas)")])
+    lines = table.splitlines()
+    assert lines[0] == "| optimizer | ms/step | x floor | x Keras Lamb |"
+    # A name with spaces and commas stays whole; the ratio is 15.0 / 20.0 and 30.0 / 20.0.
+    assert lines[2:5] == ["| keras AdamW (anchor) | 30.0 | 0.89 | 1.50 |",
+                          "| **lamb_tf.Lamb** | 15.0 | 1.64 | 0.75 |",
+                          "| keras Lamb, same decay (with, commas) | 20.0 | 1.20 | 1.00 |"]
+    assert "`python -m benchmarks.optimizer_step --size=mini`" in lines[-1]
+    assert "2026-12-06 10:11 UTC" in lines[-1] and "Some CPU, 2 cores" in lines[-1]
+    with pytest.raises(ValueError, match="no row 'Keras Lamb' to divide by"):
+        performance_tables.markdown_table("step.txt", "optimizer", ["ms/step"],
+                                          [("x", "Keras Lamb")])
+
+
+def test_a_benchmark_output_without_its_header_is_refused(tmp_path, monkeypatch):
+    from benchmarks import performance_tables
+    (tmp_path / "bare.txt").write_text("optimizer  ms/step\nx  1.0\n", encoding="utf-8")
+    monkeypatch.setattr(performance_tables, "PERFORMANCE", str(tmp_path))
+    with pytest.raises(ValueError, match="no command, versions, machine, date line"):
+        performance_tables.Output("bare.txt")

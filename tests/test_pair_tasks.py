@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import pretraining_records
 from trainers.data import create_pretraining_data as creator
 from trainers.data import instances
 from trainers.data import pair_lengths
@@ -62,20 +63,13 @@ def origins(short_documents, directory):
     """[(label, [(doc, sentence, word) of A], [... of B])] of the held-out pairs, unmasked."""
     vocab = open(short_documents[1]).read().split("\n")
     rows = []
-    for path in sorted(tf.io.gfile.glob(os.path.join(directory, "eval-*.tfrecord"))):
-        for record in tf.data.TFRecordDataset(path):
-            feature = tf.train.Example.FromString(record.numpy()).features.feature
-            ids = list(feature["input_ids"].int64_list.value)
-            for position, original, weight in zip(feature["masked_lm_positions"].int64_list.value,
-                                                  feature["masked_lm_ids"].int64_list.value,
-                                                  feature["masked_lm_weights"].float_list.value):
-                if weight:
-                    ids[position] = original
-            words = [vocab[i] for i in ids if i]
-            sep = words.index("[SEP]")
-            a, b = ([tuple(map(int, re.fullmatch(r"d(\d+)s(\d+)w(\d+)", w).groups()))
-                     for w in part] for part in (words[1:sep], words[sep + 1:-1]))
-            rows.append((feature["next_sentence_labels"].int64_list.value[0], a, b))
+    paths = sorted(tf.io.gfile.glob(os.path.join(directory, "eval-*.tfrecord")))
+    for feature, ids in pretraining_records.unmasked_examples(paths):
+        words = [vocab[i] for i in ids if i]
+        sep = words.index("[SEP]")
+        a, b = ([tuple(map(int, re.fullmatch(r"d(\d+)s(\d+)w(\d+)", w).groups()))
+                 for w in part] for part in (words[1:sep], words[sep + 1:-1]))
+        rows.append((feature["next_sentence_labels"].int64_list.value[0], a, b))
     return rows
 
 

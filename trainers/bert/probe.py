@@ -42,16 +42,21 @@ def dev_accuracy(train_features, train_labels, dev_features, dev_labels):
     return float(probe.score(dev_features, dev_labels))
 
 
+def check_task_names(task_names):
+    """Refuse task.probe_tasks that are not built-in tasks before any training is done."""
+    unknown = [name for name in task_names if name not in builtin_tasks.TASKS]
+    if unknown or not task_names:
+        raise ValueError(f"task.probe_tasks={list(task_names)}: give built-in task names, "
+                         f"from {list(builtin_tasks.TASKS)}.")
+
+
 class LinearProbe:
     """The probe on built-in tasks (trainers.bert.finetune.builtin_tasks.TASKS), fit on each
     task's train split and scored on its dev split, tokenized once with the pretraining data's
     vocab."""
 
     def __init__(self, task_names, vocab, do_lower_case, max_seq_length):
-        unknown = [name for name in task_names if name not in builtin_tasks.TASKS]
-        if unknown or not task_names:
-            raise ValueError(f"task.probe_tasks={list(task_names)}: give built-in task names, "
-                             f"from {list(builtin_tasks.TASKS)}.")
+        check_task_names(task_names)
         self.splits = {}
         for name in task_names:
             # The fine-tuning runs' class ids: every split's labels, sorted.

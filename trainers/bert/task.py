@@ -79,6 +79,8 @@ class BertPretrainingTask(task_lib.Task):
                 f"task.train_data.pair_task={task_config.train_data.pair_task!r} but "
                 f"task.eval_data.pair_task={task_config.eval_data.pair_task!r}: the eval would "
                 "score another pair task than the one trained; set both alike.")
+        if task_config.probe_tasks:
+            probe_lib.check_task_names(task_config.probe_tasks)
         if (task_config.probe_tasks and task_config.probe_max_seq_length
                 > task_config.model.max_position_embeddings):
             raise ValueError(f"task.probe_max_seq_length={task_config.probe_max_seq_length} is "
