@@ -102,9 +102,13 @@ def test_an_unknown_probe_task_and_a_too_long_probe_sequence_are_named(tmp_path)
     from trainers.bert.task import BertPretrainingTask
     with pytest.raises(ValueError, match=r"task.probe_tasks=\['bbc'\]: give built-in task names"):
         probe.LinearProbe(["bbc"], SPECIAL, True, 128)
-    experiment = bert_runs.experiment(bert_runs.make_data(str(tmp_path)),
-                                      task={"probe_tasks": ["bbc_news"]})
+    data = bert_runs.make_data(str(tmp_path))
+    experiment = bert_runs.experiment(data, task={"probe_tasks": ["bbc_news"]})
     with pytest.raises(ValueError, match=r"task.probe_max_seq_length=128 is more than .*=32"):
+        BertPretrainingTask(experiment.task)
+    # Refused when the task is built, not at the first evaluation after training.
+    experiment = bert_runs.experiment(data, task={"probe_tasks": ["bbc_news", "reuter_r8"]})
+    with pytest.raises(ValueError, match=r"task.probe_tasks=\['bbc_news', 'reuter_r8'\]"):
         BertPretrainingTask(experiment.task)
 
 
