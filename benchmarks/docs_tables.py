@@ -5,8 +5,10 @@ r"""Fill the generated regions of the docs pages from the files they report.
 
 A region is the text between `<!-- generated: NAME -->` and `<!-- end generated -->` in a page of
 docs/. Each NAME is made here by the code that made the committed result file (the studies'
-own `table`/`markdown` functions on their CSVs), from the recipes in configs/, or from the
-bad-input cases of tests/bad_inputs.py, so a page cannot quote a table its file does not hold.
+own `table`/`markdown` functions on their CSVs), from the benchmarks' committed outputs in
+benchmarks/results/performance/ (`performance.<file stem>`, benchmarks/performance_tables.py),
+from the recipes in configs/, or from the bad-input cases of tests/bad_inputs.py, so a page
+cannot quote a table its file does not hold.
 """
 
 import argparse
@@ -134,33 +136,33 @@ def batch_scaling_plan():
             + _source("benchmarks/batch_scaling_study/protocol.py"))
 
 
-# The other LAMBs each of ours is set against on the performance page.
-TF_LAMBS = (("x Keras Lamb", "keras Lamb, same decay"),
-            ("x MG LAMB", "Model Garden LAMB (tf_keras)"))
-JAX_COLUMNS = ["ms/step", "x AdamW", "x keras Lamb", "x optax"]
-
-
 def _performance():
-    """The performance page's regions: one per committed benchmark output, named after it."""
+    """The performance page's regions: one per committed benchmark output, named after it, and
+    the machine they were measured on."""
     from benchmarks import performance_tables as perf
+    lambs = (("x keras Lamb", "keras Lamb, same decay"),
+             ("x MG LAMB", "Model Garden LAMB (tf_keras)"))
+    jax_columns = ["ms/step", "x AdamW", "x keras Lamb", "x optax"]
     tables = {  # file stem: (first column, columns kept, ratios added)
-        "optimizer_step_base": ("optimizer", ["ms/step", "x AdamW", "x floor"], TF_LAMBS),
-        "optimizer_step_mini": ("optimizer", ["ms/step", "x AdamW", "x floor"], TF_LAMBS),
-        "optimizer_step_base_graph": ("optimizer", ["ms/step", "x AdamW"], TF_LAMBS),
-        "optimizer_step_mini_graph": ("optimizer", ["ms/step", "x AdamW"], TF_LAMBS),
-        "jax_optimizer_step_base": ("optimizer", JAX_COLUMNS, ()),
-        "jax_optimizer_step_mini": ("optimizer", JAX_COLUMNS, ()),
+        "optimizer_step_base": ("optimizer", ["ms/step", "x AdamW", "x floor"], lambs),
+        "optimizer_step_mini": ("optimizer", ["ms/step", "x AdamW", "x floor"], lambs),
+        "optimizer_step_base_graph": ("optimizer", ["ms/step", "x AdamW"], lambs),
+        "optimizer_step_mini_graph": ("optimizer", ["ms/step", "x AdamW"], lambs),
+        "jax_optimizer_step_base": ("optimizer", jax_columns, ()),
+        "jax_optimizer_step_mini": ("optimizer", jax_columns, ()),
         "trainer_throughput": ("contender", ["examples/s", "x MG loop"], ()),
         "trainer_throughput_resnet18": ("contender", ["examples/s", "x MG loop"], ()),
+        "trainer_throughput_tiny_runner": ("contender", ["examples/s"], ()),
+        "trainer_throughput_resnet50_runner": ("contender", ["examples/s"], ()),
     }
-    printed = ("norm_profile", "callback_overhead", "noise_scale_overhead_tiny",
-               "noise_scale_overhead_mini", "data_positions", "input_placement",
-               "accumulation_mirrored", "trainer_throughput_tiny_runner",
-               "trainer_throughput_resnet50_runner")
-    regions = {f"performance.{stem}": (lambda stem=stem, spec=spec: perf.markdown_table(
-        f"{stem}.txt", *spec)) for stem, spec in tables.items()}
-    regions.update({f"performance.{stem}": (lambda stem=stem: perf.printed(f"{stem}.txt"))
-                    for stem in printed})
+    regions = {"performance.machine": perf.machines}
+    for name in perf.names():
+        stem = name[:-len(".txt")]
+        if stem in tables:
+            regions[f"performance.{stem}"] = (
+                lambda name=name, spec=tables[stem]: perf.markdown_table(name, *spec))
+        else:
+            regions[f"performance.{stem}"] = lambda name=name: perf.printed(name)
     return regions
 
 

@@ -1,35 +1,34 @@
 """The performance page's tables, made from the benchmarks' committed outputs.
 
-Each timing benchmark run with `--output=benchmarks/results/performance/NAME.txt` (see
-`benchmarks/result_file.py`) leaves what it printed under a header naming the command, the
-versions, the machine and the date. The functions here turn such a file back into the page's
-markdown: a benchmark's table of `name  number  number ...` rows becomes a markdown table, and
-every table carries the provenance of the file it came from, so the page cannot quote a figure
-its file does not hold. `benchmarks/docs_tables.py` calls them for the page's generated regions.
+Each timing benchmark run with `--output=benchmarks/results/performance/NAME.txt` leaves what it
+printed under a header naming the command, the versions, the machine and the date
+(`benchmarks/result_file.py`). The functions here turn such a file back into the page's markdown:
+a benchmark's table becomes a markdown table, other output is shown as printed, and each carries
+the file it came from, so the page cannot quote a figure its file does not hold.
+`benchmarks/docs_tables.py` calls them for the page's generated regions.
 """
 
 import os
 import re
 
-PERFORMANCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "performance")
-HEADER_KEYS = ("command", "versions", "machine", "date")
+from benchmarks import result_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PERFORMANCE = os.path.join(REPO, "benchmarks", "results", "performance")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?x?|nan|inf")
+
+
+def names():
+    """The committed outputs, by file name."""
+    return sorted(name for name in os.listdir(PERFORMANCE) if name.endswith(".txt"))
 
 
 class Output:
     """One committed benchmark output: its header fields and the lines the benchmark printed."""
 
     def __init__(self, name):
-        self.name = name
-        self.path = f"benchmarks/results/performance/{name}"
-        with open(os.path.join(PERFORMANCE, name)) as f:
-            text = f.read()
-        head, _, body = text.partition("\n\n")
-        self.header = dict(line.split(": ", 1) for line in head.splitlines() if ": " in line)
-        missing = [key for key in HEADER_KEYS if key not in self.header]
-        if missing:
-            raise ValueError(f"{self.path} has no {', '.join(missing)} line in its header; "
-                             "rerun its benchmark with --output")
-        self.lines = body.splitlines()
+        self.path = os.path.relpath(os.path.join(PERFORMANCE, name), REPO)
+        self.header, self.lines = result_file.read(os.path.join(PERFORMANCE, name))
 
     def line_starting(self, prefix):
         """The first printed line that starts with `prefix`."""
@@ -40,46 +39,56 @@ class Output:
 
     def table(self, first_column):
         """The printed table whose header line starts with `first_column`, as (column names,
-        {row name: [numbers as printed]}). A row is a name (which may hold spaces) followed by
-        as many numbers as the header has columns after the first."""
+        {row name: [cells as printed]}). The benchmarks right-align each number under the end
+        of its column's name, so a cell is read at that position; a name may hold spaces and
+        digits, and a cell may be empty. The table ends at the first line that is not such a
+        row."""
         header = self.line_starting(first_column)
         columns = re.split(r"\s{2,}", header.strip())
+        ends, position = [], 0
+        for column in columns[1:]:
+            position = header.index(column, position) + len(column)
+            ends.append(position)
         rows = {}
         for line in self.lines[self.lines.index(header) + 1:]:
-            parts = line.rsplit(None, len(columns) - 1)
-            if len(parts) != len(columns) or not all(_is_number(p) for p in parts[1:]):
+            row = _row(line, ends)
+            if row is None:
                 break
-            rows[parts[0].strip()] = parts[1:]
+            name, cells = row
+            if name in rows:
+                raise ValueError(f"{self.path}: two rows named {name!r}")
+            rows[name] = cells
         if not rows:
             raise ValueError(f"{self.path}: no rows under the table {first_column!r}")
         return columns, rows
 
 
-def _is_number(text):
-    return re.fullmatch(r"-?[\d.]+x?|nan|inf", text) is not None
+def _row(line, ends):
+    """(name, cells) of a table row whose cells end at `ends`, or None if `line` is not one."""
+    cells, first = [], len(line)
+    for end in ends:
+        if end > len(line) or line[end - 1] == " ":
+            cells.append("")
+            continue
+        start = line.rfind(" ", 0, end) + 1
+        cells.append(line[start:end])
+        first = min(first, start)
+    name = line[:first].strip()
+    filled = [cell for cell in cells if cell]
+    if not name or not filled or not all(_NUMBER.fullmatch(cell) for cell in filled):
+        return None
+    if line[first:].split() != filled:  # text outside the columns: not a row of this table
+        return None
+    return name, cells
 
 
-def provenance(*outputs):
-    """The lines under a table that say which files it comes from and how they were made."""
-    lines = []
-    for output in outputs:
-        h = output.header
-        lines.append(f"*`{output.path}`: `{h['command']}`; {h['date']}; {h['machine']}; "
-                     f"{h['versions']}.*")
-    return "\n" + "\n\n".join(lines) + "\n"
-
-
-def _ours(name):
-    return f"**{name}**" if name.startswith("lamb_tf") else name
-
-
-def with_ratios(columns, rows, time_column, ratios_to):
+def with_ratios(columns, rows, ratios_to):
     """`columns` and `rows` with a column per (heading, row name) of `ratios_to`: each row's
-    `time_column` over that row's, to two decimals."""
+    ms/step over that row's, to two decimals (from the printed, rounded ms)."""
     rows = {name: list(row) for name, row in rows.items()}
     if not ratios_to:
         return columns, rows
-    index = columns.index(time_column) - 1
+    index = columns.index("ms/step") - 1
     for heading, anchor in ratios_to:
         if anchor not in rows:
             raise ValueError(f"no row {anchor!r} to divide by; rows: {list(rows)}")
@@ -89,12 +98,22 @@ def with_ratios(columns, rows, time_column, ratios_to):
     return columns + [heading for heading, _ in ratios_to], rows
 
 
-def markdown_table(name, first_column, keep, ratios_to=(), time_column="ms/step"):
+def provenance(output):
+    """The line under a table that names its file, the command, the date and the load."""
+    load = output.header["machine"].rpartition("; ")[2]
+    return f"\n*`{output.path}`: `{output.header['command']}`, {output.header['date']}, {load}.*\n"
+
+
+def _ours(name):
+    return f"**{name}**" if name.startswith("lamb_tf") else name
+
+
+def markdown_table(name, first_column, keep, ratios_to=()):
     """The table a benchmark printed, in markdown: a row per contender with the columns named in
-    `keep`, then the ratio of `time_column` to each row named in `ratios_to` ((heading, row
+    `keep`, then the ratio of its ms/step to each row named in `ratios_to` ((heading, row
     name) pairs), so prose need not divide figures by hand."""
     output = Output(name)
-    columns, rows = with_ratios(*output.table(first_column), time_column, ratios_to)
+    columns, rows = with_ratios(*output.table(first_column), ratios_to)
     keep = list(keep) + [heading for heading, _ in ratios_to]
     lines = ["| " + " | ".join([first_column] + keep) + " |", "|---|" + "---:|" * len(keep)]
     for contender, row in rows.items():
@@ -103,14 +122,22 @@ def markdown_table(name, first_column, keep, ratios_to=(), time_column="ms/step"
     return "\n".join(lines) + "\n" + provenance(output)
 
 
-def printed(name, start=None, stop=None):
-    """What a benchmark printed, verbatim in a text block: all of it, or from the first line
-    starting with `start` up to the line before the one starting with `stop`."""
+def printed(name):
+    """What a benchmark printed, verbatim in a text block."""
     output = Output(name)
-    lines = output.lines
-    if start is not None:
-        lines = lines[lines.index(output.line_starting(start)):]
-    if stop is not None:
-        lines = lines[:lines.index(output.line_starting(stop))]
-    body = "\n".join(line for line in lines if not line.startswith("wrote "))
-    return "```text\n" + body.strip("\n") + "\n```\n" + provenance(output)
+    return "```text\n" + "\n".join(output.lines).strip("\n") + "\n```\n" + provenance(output)
+
+
+def machines():
+    """The machines and versions the committed outputs were measured with, each once, with the
+    files that say so when they are not all alike."""
+    seen = {}
+    for name in names():
+        header = Output(name).header
+        key = (header["machine"].rpartition("; ")[0], header["versions"])
+        seen.setdefault(key, []).append(name)
+    lines = []
+    for (machine, versions), files in seen.items():
+        where = "" if len(seen) == 1 else f" ({', '.join(files)})"
+        lines.append(f"- {machine}; {versions}{where}")
+    return "\n".join(lines) + "\n"

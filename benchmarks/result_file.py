@@ -8,8 +8,8 @@ A benchmark's `if __name__ == "__main__":` calls `result_file.run(main)` instead
 
 import argparse
 import contextlib
-import importlib.metadata
 import datetime
+import importlib.metadata
 import io
 import os
 import platform
@@ -43,6 +43,9 @@ def _versions():
     return ", ".join(found)
 
 
+HEADER_KEYS = ("command", "versions", "machine", "date")
+
+
 def header(command):
     """The lines that say where a table comes from."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -53,6 +56,18 @@ def header(command):
         f"{platform.release()}; load average at the end {load:.2f}",
         f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
     ])
+
+
+def read(path):
+    """A file `run` wrote: ({header key: value}, the lines the benchmark printed)."""
+    with open(path) as f:
+        head, _, body = f.read().partition("\n\n")
+    fields = dict(line.split(": ", 1) for line in head.splitlines() if ": " in line)
+    missing = [key for key in HEADER_KEYS if key not in fields]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)} line in its header; rerun its "
+                         "benchmark with --output")
+    return fields, body.splitlines()
 
 
 class _Tee(io.TextIOBase):
@@ -77,6 +92,8 @@ def run(main):
         return main()
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     program = f"python -m {spec.name}" if spec else f"python {sys.argv[0]}"
+    if os.environ.get("KERAS_BACKEND"):  # part of the command: the JAX benchmark needs it
+        program = f"KERAS_BACKEND={os.environ['KERAS_BACKEND']} {program}"
     command = " ".join([program] + [shlex.quote(a) for a in rest])
     sys.argv = sys.argv[:1] + rest
     tee = _Tee(sys.stdout)

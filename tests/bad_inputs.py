@@ -86,16 +86,15 @@ CASES = [
     ("values", "trainers.bert", ["--config_file={config}", "--learning_rate=-0.1"],
      1, r"error: --learning_rate=-0\.1 \(optimizer\.learning_rate\) must be >= 0"),
     ("values", "trainers.bert", ["--config_file={config}",
-                                 "--params_override=task.train_data.pair_task=next_sentence,"
-                                 "task.eval_data.pair_task=next_sentence"],
-     1, r"error: task\.train_data\.pair_task='next_sentence' is not one of \['random_next', "),
+                                 "--params_override=task.train_data.pair_task=next_sentence"],
+     1, r"error: task\.train_data\.pair_task='next_sentence' is not one of \['random_next', .*\]"),
     ("values", "trainers.bert", ["--config_file={config}",
                                  "--params_override=task.train_data.pair_task=sentence_order"],
      1, r"error: task\.train_data\.pair_task='sentence_order' but "
         r"task\.eval_data\.pair_task='random_next'"),
     ("values", "trainers.bert", ["--config_file={config}",
                                  "--params_override=task.probe_tasks=[bbc]"],
-     1, r"error: task\.probe_tasks=\['bbc'\]: give built-in task names, from \['bbc_news', "),
+     1, r"error: task\.probe_tasks=\['bbc'\]: give built-in task names, from \['bbc_news', .*\]"),
     # ------------------------------------------------------------- devices and the cluster
     ("cluster", "trainers.bert", ["--config_file={config}", "--distribution_strategy=tpu",
                                   "--tpu=local"],

@@ -187,6 +187,7 @@ def test_benchmark_output_records_command_versions_machine_and_date(tmp_path):
         "if __name__ == '__main__':\n    result_file.run(main)\n", encoding="utf-8")
     output = tmp_path / "table.txt"
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    env.pop("KERAS_BACKEND", None)
     done = subprocess.run([sys.executable, "-m", "fake_benchmark", "--rounds=3",
                            f"--output={output}"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
@@ -198,6 +199,12 @@ def test_benchmark_output_records_command_versions_machine_and_date(tmp_path):
     assert lines[2].startswith("machine: ") and "cores" in lines[2]
     assert re.fullmatch(r"date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[3])
     assert lines[5:] == ["argv ['--rounds=3']", "| a | 1.00 |"]
+    # A backend chosen by environment is part of the command a reader must type.
+    env["KERAS_BACKEND"] = "jax"
+    subprocess.run([sys.executable, "-m", "fake_benchmark", f"--output={output}"], cwd=tmp_path,
+                   env=env, capture_output=True, text=True, timeout=60, check=True)
+    first_line = output.read_text().splitlines()[0]
+    assert first_line == "command: KERAS_BACKEND=jax python -m fake_benchmark"
 
 
 def test_performance_table_is_read_back_from_a_benchmark_output(tmp_path, monkeypatch):
@@ -224,10 +231,55 @@ def test_performance_table_is_read_back_from_a_benchmark_output(tmp_path, monkey
                           "| **lamb_tf.Lamb** | 15.0 | 1.64 | 0.75 |",
                           "| keras Lamb, same decay (with, commas) | 20.0 | 1.20 | 1.00 |"]
     assert "`python -m benchmarks.optimizer_step --size=mini`" in lines[-1]
-    assert "2026-12-06 10:11 UTC" in lines[-1] and "Some CPU, 2 cores" in lines[-1]
+    assert "2026-12-06 10:11 UTC" in lines[-1] and "load average at the end 1.50" in lines[-1]
     with pytest.raises(ValueError, match="no row 'Keras Lamb' to divide by"):
         performance_tables.markdown_table("step.txt", "optimizer", ["ms/step"],
                                           [("x", "Keras Lamb")])
+
+
+def test_table_cells_are_read_under_their_column_names(tmp_path, monkeypatch):
+    from benchmarks import performance_tables
+    (tmp_path / "runs.txt").write_text(
+        "command: c\nversions: v\nmachine: m; load average at the end 1.00\ndate: d\n\n"
+        "contender                    examples/s  x MG loop\n"
+        "runner 2                          203.8           \n"
+        "Model Garden loop 3                40.7       1.00\n"
+        "runner 2 / Model Garden loop: 5.01x\n", encoding="utf-8")
+    monkeypatch.setattr(performance_tables, "PERFORMANCE", str(tmp_path))
+    columns, rows = performance_tables.Output("runs.txt").table("contender")
+    # A name ending in a digit and an empty last cell: the digit stays in the name.
+    assert rows == {"runner 2": ["203.8", ""], "Model Garden loop 3": ["40.7", "1.00"]}
+    (tmp_path / "twice.txt").write_text(
+        "command: c\nversions: v\nmachine: m; load 1\ndate: d\n\n"
+        "optimizer  ms/step\nadam           1.0\nadam           2.0\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="two rows named 'adam'"):
+        performance_tables.Output("twice.txt").table("optimizer")
+
+
+def test_every_committed_benchmark_output_is_shown_on_a_page():
+    from benchmarks import performance_tables
+    shown = {name for page in PAGES
+             for name in re.findall(r"<!-- generated: performance\.(\w+) -->", _read(page))}
+    outputs = {name[:-len(".txt")] for name in performance_tables.names()}
+    assert outputs and outputs <= shown, f"not on any page: {sorted(outputs - shown)}"
+
+
+def test_readme_speed_figures_are_the_committed_ones():
+    from benchmarks import performance_tables as perf
+    lambs = (("k", "keras Lamb, same decay"), ("mg", "Model Garden LAMB (tf_keras)"))
+
+    def ratios(name, row, anchors):
+        columns, rows = perf.with_ratios(*perf.Output(name).table("optimizer"), anchors)
+        return rows[row][-len(anchors):]
+    xla = ratios("optimizer_step_base.txt", "lamb_tf.Lamb", lambs)
+    graph = ratios("optimizer_step_base_graph.txt", "lamb_tf.Lamb", lambs)
+    jax_rows = perf.Output("jax_optimizer_step_base.txt").table("optimizer")[1]
+    jax = jax_rows["lamb_tf.Lamb, plain norms"]
+    readme = " ".join(_read(README).split())
+    assert (f"under XLA ours takes {xla[0]}x the time of Keras's Lamb and {xla[1]}x Model "
+            f"Garden's LAMB; with TensorFlow's graph kernels {graph[0]}x and {graph[1]}x; on JAX "
+            f"it is level with Keras's Lamb ({jax[2]}x) and takes {jax[3]}x `optax.lamb`'s"
+            ) in readme
 
 
 def test_a_benchmark_output_without_its_header_is_refused(tmp_path, monkeypatch):

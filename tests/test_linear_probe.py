@@ -107,7 +107,8 @@ def test_an_unknown_probe_task_and_a_too_long_probe_sequence_are_named(tmp_path)
     with pytest.raises(ValueError, match=r"task.probe_max_seq_length=128 is more than .*=32"):
         BertPretrainingTask(experiment.task)
     # Refused when the task is built, not at the first evaluation after training.
-    experiment = bert_runs.experiment(data, task={"probe_tasks": ["bbc_news", "reuter_r8"]})
+    experiment = bert_runs.experiment(data, task={"probe_tasks": ["bbc_news", "reuter_r8"],
+                                                  "probe_max_seq_length": 32})
     with pytest.raises(ValueError, match=r"task.probe_tasks=\['bbc_news', 'reuter_r8'\]"):
         BertPretrainingTask(experiment.task)
 
