@@ -295,15 +295,15 @@ def test_a_settings_flags_give_the_trainer_that_setting():
     from trainers.bert.config import BertExperimentConfig
 
     plan = protocol.Plan()
-    setting = protocol.Setting("adamw", 1024, 0.004 * 2 ** 0.5, 60, beta_2=0.98, power=2.0)
+    setting = protocol.Setting("adamw", 512, 0.004 * 2 ** 0.5, 60, beta_2=0.98, power=2.0)
     values = absl_flags.FlagValues()
     trainer_flags.define_flags(values)
     values(["prog", f"--config_file={pretraining_study.RECIPE}",
             *runs.pretraining_flags(setting, plan)])
     experiment = trainer_flags.resolve(BertExperimentConfig(), values)
-    assert experiment.trainer.train_batch_size == 1024       # global: 8 micro-batches of 128
-    assert experiment.trainer.num_accumulation_steps == 8
-    assert experiment.trainer.num_train_steps == 300         # 307,200 examples
+    assert experiment.trainer.train_batch_size == 512        # global: 4 micro-batches of 128
+    assert experiment.trainer.num_accumulation_steps == 4
+    assert experiment.trainer.num_train_steps == 300         # 153,600 examples
     assert experiment.optimizer.name == "adamw"
     assert experiment.optimizer.learning_rate == 0.004 * 2 ** 0.5   # not rounded
     assert experiment.optimizer.num_warmup_steps == 60
@@ -312,8 +312,8 @@ def test_a_settings_flags_give_the_trainer_that_setting():
     assert experiment.task.model.size == "tiny" and experiment.task.model.vocab_size == 8000
     assert experiment.optimizer.adamw.weight_decay == 0.01
     # A checkpoint every 25,600 examples, so a killed run loses at most that much.
-    assert experiment.trainer.iterations_per_loop == 25
-    assert experiment.trainer.save_checkpoints_steps == 25
+    assert experiment.trainer.iterations_per_loop == 50
+    assert experiment.trainer.save_checkpoints_steps == 50
 
 
 def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypatch, tmp_path):

@@ -5,8 +5,8 @@ r"""The LAMB paper's Table 1 in miniature: downstream accuracy against pretraini
     python -m benchmarks.batch_scaling_study --report    # table and plot from the CSVs
 
 BERT-Tiny on the built-in Wikipedia corpus (README command 1's model, data and seed), the same
-307,200 training examples at every global batch from 64 to 1,024 (batches past the per-replica
-micro-batch through `--num_accumulation_steps`), LAMB against AdamW (shared/design.md section
+153,600 training examples (command 1's) at every global batch from 32 to 512 (batches past the
+per-replica micro-batch through `--num_accumulation_steps`), LAMB against AdamW (shared/design.md section
 10; issue 38). Every (batch, optimizer) cell gets the same search, and each of its settings is
 judged downstream: the encoder is fine-tuned once (first seed) on each downstream task of
 --selection_tasks (default: all --tasks), and the setting with the best mean dev accuracy is
@@ -20,7 +20,7 @@ The search of a cell (`protocol.Study.run_cell`):
    rate (LAMB 0.005, command 1's recipe; AdamW 1e-3, benchmarks.pretraining_study), at the
    paper's warmup; one more point past an edge while the best sits on it (at most 2 per side);
 2. the warmup: the best rate again with 10% of its updates as warmup (5% where 10% is the
-   paper's warmup too: batch 512);
+   paper's warmup too: batch 256);
 3. AdamW at the two largest batches, what Nado et al. (2021) tuned beyond the rate: beta_2 0.98
    (against 0.999), then the decay's power 2 (against 1), each at the best setting so far.
 

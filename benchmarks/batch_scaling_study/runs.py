@@ -8,7 +8,7 @@ from benchmarks import finetune_study
 from benchmarks import pretraining_study
 from benchmarks.batch_scaling_study import protocol
 
-# A loop (and a checkpoint, the most a killed run loses) every 25,600 examples: 12 per run.
+# A loop (and a checkpoint, the most a killed run loses) every 25,600 examples: 6 per run.
 EXAMPLES_PER_LOOP = 25_600
 
 
