@@ -58,6 +58,32 @@ VARIANTS = {
 }
 
 
+def _both_splits(**fields):
+    """A params_override setting each built-in data field on train and eval alike (the eval
+    would otherwise score another task than the one trained)."""
+    return "--params_override=" + ",".join(
+        f"task.{split}.{field}={value}"
+        for field, value in fields.items() for split in ("train_data", "eval_data"))
+
+
+# What makes the encoder transfer beyond topic words (issue 39): each is command 1 with one
+# thing changed, judged by fine-tuning on BBC News and health_tweets beside command 1's encoder
+# and random weights (benchmarks.finetune_study; docs/results/finetuning.md).
+LEVERS = {
+    "lever_sentence_order": (
+        "next-sentence pairs without the length shortcut: ALBERT's sentence order",
+        [_both_splits(pair_task="sentence_order")]),
+    "lever_random_next_matched": (
+        "next-sentence pairs without the length shortcut: a random B as long as the true one",
+        [_both_splits(pair_task="random_next_matched")]),
+    "lever_whole_word_mask": ("masking whole words", [_both_splits(do_whole_word_mask="true")]),
+    "lever_broad_corpus": (
+        "a broader corpus: the Wikipedia summaries and the State of the Union addresses",
+        [_both_splits(input_path="builtin_broad")]),
+}
+VARIANTS.update(LEVERS)
+
+
 def _study_cell(optimizer, batch, rate):
     """One best cell of the large-batch study's BERT part (the rate its first seed chose, which
     its second seed reran): 25,600 examples at `batch`, warmup 10% then linear decay

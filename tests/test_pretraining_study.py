@@ -32,3 +32,33 @@ def test_study_cells_take_the_large_batch_studys_chosen_rate_batch_and_schedule(
         assert int(_flag(flags, "num_train_steps")) == int(chosen["updates"])
         assert int(_flag(flags, "num_warmup_steps")) == int(chosen["warmup_updates"])
         assert any(f"optimizer.name={optimizer}" in f for f in flags) == (optimizer != "lamb")
+
+
+def _experiment(extra_flags):
+    from absl import flags as absl_flags
+    from trainers import flags as trainer_flags
+    from trainers.bert.config import BertExperimentConfig
+    values = absl_flags.FlagValues()
+    trainer_flags.define_flags(values)
+    values(["prog", f"--config_file={pretraining_study.RECIPE}", *extra_flags])
+    return trainer_flags.resolve(BertExperimentConfig(), values)
+
+
+def test_each_lever_changes_one_thing_of_command_1_on_train_and_eval_alike():
+    import dataclasses
+    command_1 = _experiment([])
+    changed = {"lever_sentence_order": ("pair_task", "sentence_order"),
+               "lever_random_next_matched": ("pair_task", "random_next_matched"),
+               "lever_whole_word_mask": ("do_whole_word_mask", True),
+               "lever_broad_corpus": ("input_path", "builtin_broad")}
+    assert set(pretraining_study.LEVERS) == set(changed)
+    for name, (field, value) in changed.items():
+        experiment = _experiment(pretraining_study.VARIANTS[name][1])
+        for split in ("train_data", "eval_data"):
+            assert getattr(getattr(experiment.task, split), field) == value, name
+            assert getattr(getattr(command_1.task, split), field) != value
+        # Nothing else differs from command 1: model, schedule, optimizer, trainer.
+        for split in ("train_data", "eval_data"):
+            setattr(getattr(experiment.task, split), field,
+                    getattr(getattr(command_1.task, split), field))
+        assert dataclasses.asdict(experiment) == dataclasses.asdict(command_1), name
