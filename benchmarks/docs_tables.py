@@ -99,6 +99,15 @@ def _recipe_row(path):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def transfer_levers():
+    from benchmarks import pretraining_study as study
+    tasks = ("bbc_news", "health_tweets")
+    return study.lever_table(_rows("pretraining_study.csv"),
+                             {task: _rows(f"finetune_{task}.csv") for task in tasks}) + \
+        _source("benchmarks/results/pretraining_study.csv",
+                *(f"benchmarks/results/finetune_{task}.csv" for task in tasks))
+
+
 def recipes():
     lines = ["| recipe (`--config_file=`) | model | training data | batch | updates | "
              "optimizer | peak rate | warmup | starts from |",
@@ -175,6 +184,7 @@ GENERATORS = {
     "finetune_health_tweets": lambda: finetune("finetune_health_tweets.csv",
                                                "finetune_health_tweets.md"),
     "pretraining_study": pretraining_study,
+    "transfer_levers": transfer_levers,
     "large_batch_study_cpu.fashion_cnn": lambda: large_batch_study("fashion_cnn"),
     "large_batch_study_cpu.bert": lambda: large_batch_study("bert"),
     "steps_to_target_cpu.fashion_cnn": lambda: steps_to_target("fashion_cnn"),

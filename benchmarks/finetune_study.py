@@ -142,32 +142,44 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
+def choose(rows, rates=None):
+    """One encoder's rows: (chosen rate, the rates tied with it, {rate: its rows}). The chosen
+    rate has the best mean dev accuracy among `rates` (default: every rate tried)."""
+    by_rate = {}
+    for r in rows:
+        if rates is None or r["learning_rate"] in rates:
+            by_rate.setdefault(r["learning_rate"], []).append(r)
+    mean_dev = {rate: _mean(rs, "dev_accuracy") for rate, rs in by_rate.items()}
+    # Accuracies are stored to 4 decimals: rates whose mean dev accuracy differs by less than
+    # that rounding tie, and the first of them in the grid's order is taken.
+    top = max(mean_dev.values())
+    tied = [rate for rate in by_rate if mean_dev[rate] >= top - TIE]
+    return tied[0], tied[1:], by_rate
+
+
+def _mean(rows, field):
+    return statistics.mean(float(r[field]) for r in rows)
+
+
+def test_accuracies(rows):
+    """"45.0% (44.9%, 45.3%, 45.0%)": the mean test accuracy of one rate's seeds, then each."""
+    tests = [float(r["test_accuracy"]) for r in rows]
+    return f"{statistics.mean(tests):.1%} ({', '.join(f'{t:.1%}' for t in tests)})"
+
+
 def table(rows):
     """Markdown: per init, the best rate by mean dev accuracy and its test accuracies."""
     lines = ["| encoder | best rate (by dev) | dev accuracy | test accuracy | rates tried: "
              "mean dev accuracy |", "|---|---|---|---|---|"]
     for init in dict.fromkeys(r["init"] for r in rows):
-        mine = [r for r in rows if r["init"] == init]
-        by_rate = {}
-        for r in mine:
-            by_rate.setdefault(r["learning_rate"], []).append(r)
-        mean_dev = {rate: statistics.mean(float(r["dev_accuracy"]) for r in rs)
-                    for rate, rs in by_rate.items()}
-        # Accuracies are stored to 4 decimals: rates whose mean dev accuracy differs by less
-        # than that rounding tie, and the first of them in the grid's order is taken.
-        top = max(mean_dev.values())
-        tied = [rate for rate in by_rate if mean_dev[rate] >= top - TIE]
-        best = tied[0]
-        tests = [float(r["test_accuracy"]) for r in by_rate[best]]
-        devs = [float(r["dev_accuracy"]) for r in by_rate[best]]
-        also = "".join(
-            f" (tied on dev with {rate}: test "
-            f"{statistics.mean(float(r['test_accuracy']) for r in by_rate[rate]):.1%})"
-            for rate in tied[1:])
+        best, tied, by_rate = choose([r for r in rows if r["init"] == init])
+        also = "".join(f" (tied on dev with {rate}: test "
+                       f"{_mean(by_rate[rate], 'test_accuracy'):.1%})" for rate in tied)
         lines.append(
-            f"| {init} | {best} | {statistics.mean(devs):.1%} | "
-            f"{statistics.mean(tests):.1%} ({', '.join(f'{t:.1%}' for t in tests)}){also} | "
-            + ", ".join(f"{rate}: {mean_dev[rate]:.1%}" for rate in by_rate) + " |")
+            f"| {init} | {best} | {_mean(by_rate[best], 'dev_accuracy'):.1%} | "
+            f"{test_accuracies(by_rate[best])}{also} | "
+            + ", ".join(f"{rate}: {_mean(rs, 'dev_accuracy'):.1%}" for rate, rs in by_rate.items())
+            + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ model_dir's last checkpoint.
 import csv
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -82,6 +83,12 @@ LEVERS = {
         [_both_splits(input_path="builtin_broad")]),
 }
 VARIANTS.update(LEVERS)
+# Each lever's encoder is fine-tuned at these rates, seeds 1-3; command 1's encoder and random
+# weights are judged on the same grid (they were run at more rates: docs/results/finetuning.md).
+LEVER_RATES = {"bbc_news": ("1e-3", "3e-3"), "health_tweets": ("3e-4", "1e-3")}
+COMMAND_1 = "lamb_0.005_2400"  # the variant that is command 1; its fine-tuning label:
+COMMAND_1_ENCODER = "tiny_wiki_lamb"
+RANDOM_ENCODER = f"random ({COMMAND_1_ENCODER}'s shape)"
 
 
 def _study_cell(optimizer, batch, rate):
@@ -211,6 +218,47 @@ def table(rows):
             f"{float(r['next_sentence_accuracy']):.1%} | {float(r['pooler_saturation']):.0%} | "
             f"{float(r['pooler_spread']):.2g} | {float(r['word_embedding_growth']):.2f}x | "
             f"{float(r['largest_growth']):.2f}x | {float(r['probe_dev_accuracy']):.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def lever_table(pretraining_rows, finetune_rows):
+    """Markdown: command 1's encoder, each lever's and random weights', with their pretraining
+    figures and their test accuracy on each task of `finetune_rows` ({task: the fine-tuning
+    study's rows}) at their best dev rate of LEVER_RATES; the difference from command 1's in
+    brackets."""
+    from benchmarks import finetune_study  # pylint: disable=g-import-not-at-top
+    tasks = list(finetune_rows)
+    lines = ["| encoder | changed from command 1 | masked-LM | next-sentence | probe (dev) | "
+             + " | ".join(f"{task} test (rate)" for task in tasks) + " |",
+             "|---|---|---:|---:|---:|" + "---|" * len(tasks)]
+    pretraining = {r["variant"]: r for r in pretraining_rows}
+
+    def downstream(task, encoder):
+        mine = [r for r in finetune_rows[task] if r["init"] == encoder]
+        if not any(r["learning_rate"] in LEVER_RATES[task] for r in mine):
+            return None, "not run yet"
+        best, _, by_rate = finetune_study.choose(mine, LEVER_RATES[task])
+        mean = statistics.mean(float(r["test_accuracy"]) for r in by_rate[best])
+        return mean, f"{finetune_study.test_accuracies(by_rate[best])} at {best}"
+
+    reference = {task: downstream(task, COMMAND_1_ENCODER)[0] for task in tasks}
+    encoders = [(COMMAND_1_ENCODER, COMMAND_1, "nothing (README command 1)")]
+    encoders += [(name, name, question) for name, (question, _) in LEVERS.items()
+                 if name in pretraining]
+    encoders.append((RANDOM_ENCODER, None, "no pretraining"))
+    for encoder, variant, question in encoders:
+        row = pretraining.get(variant)
+        figures = ([f"{float(row[k]):.1%}" for k in ("masked_lm_accuracy",
+                                                     "next_sentence_accuracy",
+                                                     "probe_dev_accuracy")]
+                   if row else ["", "", ""])
+        cells = []
+        for task in tasks:
+            mean, text = downstream(task, encoder)
+            if mean is not None and encoder != COMMAND_1_ENCODER and reference[task] is not None:
+                text += f" [{(mean - reference[task]) * 100:+.1f}]"
+            cells.append(text)
+        lines.append(f"| {encoder} | {question} | " + " | ".join(figures + cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -62,3 +62,33 @@ def test_each_lever_changes_one_thing_of_command_1_on_train_and_eval_alike():
             setattr(getattr(experiment.task, split), field,
                     getattr(getattr(command_1.task, split), field))
         assert dataclasses.asdict(experiment) == dataclasses.asdict(command_1), name
+
+
+def test_the_lever_table_judges_each_encoder_at_its_best_dev_rate_of_the_shared_grid():
+    def rows(init, rate, devs, tests):
+        return [{"init": init, "learning_rate": rate, "seed": str(seed), "dev_accuracy": str(d),
+                 "test_accuracy": str(t)} for seed, (d, t) in enumerate(zip(devs, tests), 1)]
+
+    pretraining = [{"variant": "lamb_0.005_2400", "masked_lm_accuracy": "0.158",
+                    "next_sentence_accuracy": "0.72", "probe_dev_accuracy": "0.67"},
+                   {"variant": "lever_sentence_order", "masked_lm_accuracy": "0.15",
+                    "next_sentence_accuracy": "0.60", "probe_dev_accuracy": "0.70"}]
+    health = (
+        # Command 1's encoder: 1e-4 is off the levers' grid, however good its dev.
+        rows("tiny_wiki_lamb", "1e-4", [0.9] * 3, [0.9] * 3)
+        + rows("tiny_wiki_lamb", "1e-3", [0.45] * 3, [0.44, 0.45, 0.46])
+        + rows("tiny_wiki_lamb", "3e-4", [0.40] * 3, [0.50] * 3)
+        # The lever: 3e-4 has the better dev, 1e-3 the better test; dev decides.
+        + rows("lever_sentence_order", "3e-4", [0.48] * 3, [0.47, 0.47, 0.47])
+        + rows("lever_sentence_order", "1e-3", [0.46] * 3, [0.60] * 3)
+        + rows("random (tiny_wiki_lamb's shape)", "1e-3", [0.39] * 3, [0.39] * 3))
+    text = pretraining_study.lever_table(pretraining, {"health_tweets": health,
+                                                       "bbc_news": []})
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
+    assert "45.0% (44.0%, 45.0%, 46.0%) at 1e-3 |" in lines["tiny_wiki_lamb"]
+    assert "47.0% (47.0%, 47.0%, 47.0%) at 3e-4 [+2.0]" in lines["lever_sentence_order"]
+    assert "| 15.0% | 60.0% | 70.0% |" in lines["lever_sentence_order"]
+    assert "39.0% (39.0%, 39.0%, 39.0%) at 1e-3 [-6.0]" in lines["random (tiny_wiki_lamb's shape)"]
+    # A task not fine-tuned yet says so; a lever not pretrained yet has no row.
+    assert lines["lever_sentence_order"].count("not run yet") == 1
+    assert "lever_broad_corpus" not in text
