@@ -213,8 +213,9 @@ def table(rows):
              "pooler spread | word-embedding norm growth | largest growth | probe (dev) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        flags_cell = f"`{r['flags']}`" if r["flags"] else "(none)"
         lines.append(
-            f"| {r['variant']} | `{r['flags']}` | {float(r['masked_lm_accuracy']):.1%} | "
+            f"| {r['variant']} | {flags_cell} | {float(r['masked_lm_accuracy']):.1%} | "
             f"{float(r['next_sentence_accuracy']):.1%} | {float(r['pooler_saturation']):.0%} | "
             f"{float(r['pooler_spread']):.2g} | {float(r['word_embedding_growth']):.2f}x | "
             f"{float(r['largest_growth']):.2f}x | {float(r['probe_dev_accuracy']):.1%} |")

@@ -350,7 +350,8 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
              f"tasks {', '.join(plan.tasks)}, fine-tuning seeds {list(plan.seeds)} (the first "
              f"chooses on dev of {', '.join(plan.choosing_tasks)})",
              f"warmup: the paper's rule, {plan.paper_warmup_updates()} "
-             f"updates at every batch, or {plan.warmup_fraction:.0%} of the run's updates", ""]
+             f"updates at every batch, or {plan.warmup_fraction:.0%} of the run's updates "
+             f"(half that where it equals the paper's)", ""]
     pretraining_runs = 0
     for batch in run_order(plan.batches):
         for optimizer in OPTIMIZERS:
