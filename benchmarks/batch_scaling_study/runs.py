@@ -4,6 +4,7 @@ its diagnostics, and fine-tuning through benchmarks.finetune_study."""
 import math
 import os
 
+from benchmarks import eval_history
 from benchmarks import finetune_study
 from benchmarks import pretraining_study
 from benchmarks.batch_scaling_study import protocol
@@ -28,15 +29,8 @@ def pretraining_flags(setting, plan):
 
 def summary_values(model_dir, tag):
     """The values of scalar summary `tag` under model_dir/train, in the order written."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    values = []
-    for path in sorted(tf.io.gfile.glob(os.path.join(model_dir, "train", "events*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values.append(float(tf.make_ndarray(value.tensor)) if value.HasField(
-                        "tensor") else value.simple_value)
-    return values
+    return [value for _, name, value in eval_history.scalars(os.path.join(model_dir, "train"))
+            if name == tag]
 
 
 def pretrain(plan):
