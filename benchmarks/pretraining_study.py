@@ -225,7 +225,8 @@ def table(rows):
 def lever_table(pretraining_rows, finetune_rows):
     """Markdown: command 1's encoder, each lever's and random weights', with their pretraining
     figures and their test accuracy on each task of `finetune_rows` ({task: the fine-tuning
-    study's rows}) at their best dev rate of LEVER_RATES; the difference from command 1's in
+    study's rows}) at their best dev rate of LEVER_RATES, then that rate's mean dev accuracy
+    (what a recipe is chosen on); the difference in test accuracy from command 1's in
     brackets."""
     from benchmarks import finetune_study  # pylint: disable=g-import-not-at-top
     tasks = list(finetune_rows)
@@ -240,7 +241,8 @@ def lever_table(pretraining_rows, finetune_rows):
             return None, "not run yet"
         best, _, by_rate = finetune_study.choose(mine, LEVER_RATES[task])
         mean = statistics.mean(float(r["test_accuracy"]) for r in by_rate[best])
-        return mean, f"{finetune_study.test_accuracies(by_rate[best])} at {best}"
+        dev = statistics.mean(float(r["dev_accuracy"]) for r in by_rate[best])
+        return mean, f"{finetune_study.test_accuracies(by_rate[best])} at {best}; dev {dev:.1%}"
 
     reference = {task: downstream(task, COMMAND_1_ENCODER)[0] for task in tasks}
     encoders = [(COMMAND_1_ENCODER, COMMAND_1, "nothing (README command 1)")]

@@ -85,10 +85,10 @@ def test_the_lever_table_judges_each_encoder_at_its_best_dev_rate_of_the_shared_
     text = pretraining_study.lever_table(pretraining, {"health_tweets": health,
                                                        "bbc_news": []})
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
-    assert "45.0% (44.0%, 45.0%, 46.0%) at 1e-3 |" in lines["tiny_wiki_lamb"]
-    assert "47.0% (47.0%, 47.0%, 47.0%) at 3e-4 [+2.0]" in lines["lever_sentence_order"]
+    assert "45.0% (44.0%, 45.0%, 46.0%) at 1e-3; dev 45.0% |" in lines["tiny_wiki_lamb"]
+    assert "47.0% (47.0%, 47.0%, 47.0%) at 3e-4; dev 48.0% [+2.0]" in lines["lever_sentence_order"]
     assert "| 15.0% | 60.0% | 70.0% |" in lines["lever_sentence_order"]
-    assert "39.0% (39.0%, 39.0%, 39.0%) at 1e-3 [-6.0]" in lines["random (tiny_wiki_lamb's shape)"]
+    assert "39.0% (39.0%, 39.0%, 39.0%) at 1e-3; dev 39.0% [-6.0]" in lines["random (tiny_wiki_lamb's shape)"]
     # A task not fine-tuned yet says so; a lever not pretrained yet has no row.
     assert lines["lever_sentence_order"].count("not run yet") == 1
     assert "lever_broad_corpus" not in text
