@@ -108,6 +108,18 @@ def transfer_levers():
                 *(f"benchmarks/results/finetune_{task}.csv" for task in tasks))
 
 
+def hour_recipe_eval():
+    """The hour recipe's phase 1 at each evaluation (`benchmarks.eval_history` of its run)."""
+    from benchmarks import eval_history
+    name = "tiny_wiki_lamb_hour_eval.csv"
+    return eval_history.markdown(_rows(name), {
+        "masked_lm_accuracy": ("masked-LM accuracy", ".1%"),
+        "next_sentence_accuracy": ("next-sentence accuracy", ".1%"),
+        "next_sentence_loss": ("next-sentence loss", ".3f"),
+        "next_sentence_pooler_saturation": ("pooler outputs saturated", ".0%"),
+    }) + _source(f"benchmarks/results/{name}")
+
+
 def recipes():
     lines = ["| recipe (`--config_file=`) | model | training data | batch | updates | "
              "optimizer | peak rate | warmup | starts from |",
@@ -185,6 +197,7 @@ GENERATORS = {
                                                "finetune_health_tweets.md"),
     "pretraining_study": pretraining_study,
     "transfer_levers": transfer_levers,
+    "hour_recipe_eval": hour_recipe_eval,
     "large_batch_study_cpu.fashion_cnn": lambda: large_batch_study("fashion_cnn"),
     "large_batch_study_cpu.bert": lambda: large_batch_study("bert"),
     "steps_to_target_cpu.fashion_cnn": lambda: steps_to_target("fashion_cnn"),
