@@ -51,7 +51,8 @@ def markdown(rows, metrics):
              "|---|" + "---:|" * len(rows)]
     for tag, (label, form) in metrics.items():
         cells = [format(float(r[tag]), form) if r.get(tag, "") != "" else "" for r in rows]
-        cells[-1] = f"**{cells[-1]}**" if cells and cells[-1] else cells[-1]
+        if cells and cells[-1]:
+            cells[-1] = f"**{cells[-1]}**"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

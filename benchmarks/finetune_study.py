@@ -149,7 +149,7 @@ def choose(rows, rates=None):
     for r in rows:
         if rates is None or r["learning_rate"] in rates:
             by_rate.setdefault(r["learning_rate"], []).append(r)
-    mean_dev = {rate: _mean(rs, "dev_accuracy") for rate, rs in by_rate.items()}
+    mean_dev = {rate: mean_of(rs, "dev_accuracy") for rate, rs in by_rate.items()}
     # Accuracies are stored to 4 decimals: rates whose mean dev accuracy differs by less than
     # that rounding tie, and the first of them in the grid's order is taken.
     top = max(mean_dev.values())
@@ -157,7 +157,8 @@ def choose(rows, rates=None):
     return tied[0], tied[1:], by_rate
 
 
-def _mean(rows, field):
+def mean_of(rows, field):
+    """The mean of `field` over rows of the CSV."""
     return statistics.mean(float(r[field]) for r in rows)
 
 
@@ -174,12 +175,12 @@ def table(rows):
     for init in dict.fromkeys(r["init"] for r in rows):
         best, tied, by_rate = choose([r for r in rows if r["init"] == init])
         also = "".join(f" (tied on dev with {rate}: test "
-                       f"{_mean(by_rate[rate], 'test_accuracy'):.1%})" for rate in tied)
+                       f"{mean_of(by_rate[rate], 'test_accuracy'):.1%})" for rate in tied)
         lines.append(
-            f"| {init} | {best} | {_mean(by_rate[best], 'dev_accuracy'):.1%} | "
+            f"| {init} | {best} | {mean_of(by_rate[best], 'dev_accuracy'):.1%} | "
             f"{test_accuracies(by_rate[best])}{also} | "
-            + ", ".join(f"{rate}: {_mean(rs, 'dev_accuracy'):.1%}" for rate, rs in by_rate.items())
-            + " |")
+            + ", ".join(f"{rate}: {mean_of(rs, 'dev_accuracy'):.1%}"
+                        for rate, rs in by_rate.items()) + " |")
     return "\n".join(lines) + "\n"
 
 

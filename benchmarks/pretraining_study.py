@@ -18,7 +18,6 @@ model_dir's last checkpoint.
 import csv
 import os
 import re
-import statistics
 import subprocess
 import sys
 
@@ -240,9 +239,9 @@ def lever_table(pretraining_rows, finetune_rows):
         if not any(r["learning_rate"] in LEVER_RATES[task] for r in mine):
             return None, "not run yet"
         best, _, by_rate = finetune_study.choose(mine, LEVER_RATES[task])
-        mean = statistics.mean(float(r["test_accuracy"]) for r in by_rate[best])
-        dev = statistics.mean(float(r["dev_accuracy"]) for r in by_rate[best])
-        return mean, f"{finetune_study.test_accuracies(by_rate[best])} at {best}; dev {dev:.1%}"
+        dev = finetune_study.mean_of(by_rate[best], "dev_accuracy")
+        return (finetune_study.mean_of(by_rate[best], "test_accuracy"),
+                f"{finetune_study.test_accuracies(by_rate[best])} at {best}; dev {dev:.1%}")
 
     reference = {task: downstream(task, COMMAND_1_ENCODER)[0] for task in tasks}
     encoders = [(COMMAND_1_ENCODER, COMMAND_1, "nothing (README command 1)")]

@@ -49,3 +49,8 @@ def test_a_directory_without_evaluations_is_refused_in_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(
         f"error: {tmp_path} has no eval/ directory")
+
+
+def test_a_run_with_no_evaluation_yet_gives_a_table_without_figures():
+    table = eval_history.markdown([], {"masked_lm_accuracy": ("masked-LM accuracy", ".1%")})
+    assert "| masked-LM accuracy |" in table and "%" not in table

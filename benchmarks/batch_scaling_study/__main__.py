@@ -28,9 +28,9 @@ flags.DEFINE_string("work_dir", "/tmp/batch_scaling_study", "Where the model_dir
 flags.DEFINE_list("tasks", list(_DEFAULT.tasks), "Built-in downstream tasks, by name; the "
                   "setting of a cell is chosen on their mean dev accuracy.")
 flags.DEFINE_list("selection_tasks", list(_DEFAULT.selection_tasks), "The tasks whose dev "
-                  "accuracy chooses each cell's setting (empty: all --tasks); the others are fine-tuned only from the "
-                  "chosen and untuned encoders (3 seeds each), which saves a fine-tuning per "
-                  "task and pretraining run.")
+                  "accuracy chooses each cell's setting (empty: all --tasks); the others are "
+                  "fine-tuned only from the chosen and untuned encoders (3 seeds each), which "
+                  "saves a fine-tuning per task and pretraining run.")
 flags.DEFINE_list("batches", [str(b) for b in _DEFAULT.batches], "Global pretraining batches.")
 flags.DEFINE_integer("examples", _DEFAULT.examples, "Training examples at every batch.")
 flags.DEFINE_integer("micro_batch", _DEFAULT.micro_batch, "Examples per device step; larger "
