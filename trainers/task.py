@@ -48,6 +48,12 @@ class Task(abc.ABC):
     def weight_decay_exclusions(self):
         """Regexes of variable paths that get neither weight decay nor layer adaptation."""
 
+    def layer_depths(self):
+        """`(depth_of, top)` for layer-wise rate decay (`optimizer.adamw.layer_decay`):
+        `depth_of(path)` is a variable's depth, from 0 at the input to `top` at the head; None
+        when the model has no stack of layers to decay through."""
+        return None
+
     @abc.abstractmethod
     def inputs(self, mode):
         """The checked input of `mode` ('train' or 'eval'): an object with

@@ -32,7 +32,7 @@ class TrainState:
             self.model = task.build_model()
             optimizer = optimization.build_optimizer(
                 experiment.optimizer, experiment.trainer.num_train_steps,
-                task.weight_decay_exclusions())
+                task.weight_decay_exclusions(), task.layer_depths())
             if self.loss_scaling:
                 optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer

@@ -11,6 +11,7 @@ default (README, "Pretraining that pays off").
 
 import dataclasses
 import os
+import re
 
 import tensorflow as tf
 import tf_keras
@@ -139,6 +140,11 @@ def _resume_from_records(experiment, model_dir):
     return True
 
 
+# Model Garden's BertEncoderV2 variable paths.
+_ENCODER_LAYER = re.compile(r"/transformer/layer_(\d+)/")
+_EMBEDDING = re.compile(r"/(word_embeddings|position_embedding|type_embeddings|embeddings)/")
+
+
 class ClassificationTask(task_lib.Task):
 
     def __init__(self, task_config):
@@ -186,6 +192,19 @@ class ClassificationTask(task_lib.Task):
 
     def weight_decay_exclusions(self):
         return list(WEIGHT_DECAY_EXCLUSIONS)
+
+    def layer_depths(self):
+        """The embeddings at depth 0, encoder layer i at i + 1, the rest (the classification
+        head; the encoder's own pooler, unused) at the top, as BEiT counts (ELECTRA's code puts
+        the head one step further up)."""
+        top = bert_config.SIZES[self.config.model.size][0] + 1
+
+        def depth_of(path):
+            layer = _ENCODER_LAYER.search(path)
+            if layer:
+                return int(layer.group(1)) + 1
+            return 0 if _EMBEDDING.search(path) else top
+        return depth_of, top
 
     def model_dir_records(self):
         """The vocab and casing, copied: resuming and evaluating the run then need neither the
