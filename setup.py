@@ -74,7 +74,9 @@ setup(
         # jax and optax: the JAX tests and benchmarks/jax_optimizer_step.py's anchor;
         # docs: tests/test_docs.py builds the site.
         "dev": TRAINERS + DEMO_DATA + BROAD_CORPUS + JAX + DOCS + [
-            "pytest>=8", "pytest-xdist>=3.6", "matplotlib>=3.5", "keras-hub==0.32.0",
+            # pytest 9.2 silently breaks pytest-xdist's --dist loadgroup (its issue 1386),
+            # which keeps the suite inside its time; tests/conftest.py refuses to run so.
+            "pytest>=8,<9.2", "pytest-xdist>=3.6", "matplotlib>=3.5", "keras-hub==0.32.0",
             "optax>=0.2.8,<0.3"],
     },
 )

@@ -12,6 +12,30 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
+class _NodeIdProbe(pytest.Item):
+    def runtest(self):
+        pass
+
+
+def pytest_sessionstart(session):
+    """Refuses to run when pytest-xdist's `--dist loadgroup` would lose its groups: the suite
+    would pass, but set each expensive module fixture up once per worker, or run the
+    multi-process tests side by side, and outgrow its 20 minutes. xdist groups a test by
+    appending `@group` to its node id on each worker, which pytest 9.2 ignores (pytest-xdist
+    issue 1386); here the same is tried on a test of our own, before anything runs."""
+    config = session.config
+    parallel = config.getoption("numprocesses", None) and not hasattr(config, "workerinput")
+    if not (parallel and config.getoption("dist", None) == "loadgroup"):
+        return
+    probe = _NodeIdProbe.from_parent(session, name="probe")
+    probe._nodeid = f"{probe.nodeid}@group"
+    if not probe.nodeid.endswith("@group"):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist does not keep xdist_group tests "
+            "together (pytest-xdist issue 1386): install the pytest the dev extra pins "
+            '(pip install -e ".[dev]"), or run with -n 0.')
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
