@@ -201,6 +201,10 @@ CASES = [
      ["--init_checkpoint={trained}", "--params_override=" + _TABLES],
      1, r"error: The training data has 2 examples per input pipeline, fewer than one "
         r"per-replica batch \(32\); lower --train_batch_size"),
+    ("finetune", "trainers.bert.finetune",
+     ["--init_checkpoint={trained}", "--train_batch_size=2", "--params_override=" + _TABLES
+      + ",optimizer.name=adamw,optimizer.adamw.layer_decay=1.5"],
+     1, r"error: optimizer\.adamw\.layer_decay=1\.5 must be in \(0, 1\]"),
     # ---------------------------------------------------------------------------- export
     ("export", "trainers.bert.export", ["--model_dir={empty_dir}", "--output_dir={out}/j"],
      1, r"error: .*"),

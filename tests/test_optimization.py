@@ -162,7 +162,7 @@ def test_layer_decay_of_one_is_tf_keras_adamw(amsgrad):
     ours, theirs = (tf.Variable(start, dtype=tf.float32, name="dense/kernel") for _ in range(2))
     settings = dict(learning_rate=0.05, weight_decay=0.1, beta_1=0.8, beta_2=0.95,
                     epsilon=1e-3, amsgrad=amsgrad)
-    layerwise = optimization.LayerDecayAdamW(0.5, (lambda path: 1, 1), **settings)
+    layerwise = optimization.LayerDecayAdamW(1.0, (lambda path: 0, 3), **settings)
     plain = tf_keras.optimizers.AdamW(**settings)
     rng = np.random.default_rng(9)
     for step in range(4):
@@ -190,12 +190,14 @@ def test_a_fine_tuning_run_builds_layer_decay_over_the_encoders_depths():
     factors = {exclusions.variable_path(v): state.inner_optimizer.rate_factor(v)
                for v in state.model.trainable_variables}
     # Tiny: 2 layers; the embeddings 3 steps below the head.
-    expected = {"word_embeddings/": 0.8 ** 3, "embeddings/layer_norm/": 0.8 ** 3,
+    expected = {"word_embeddings/": 0.8 ** 3, "position_embedding/": 0.8 ** 3,
+                "type_embeddings/": 0.8 ** 3, "embeddings/layer_norm/": 0.8 ** 3,
                 "transformer/layer_0/": 0.8 ** 2, "transformer/layer_1/": 0.8,
-                "sentence_prediction/": 1.0}
+                "pooler_transform/": 1.0, "sentence_prediction/": 1.0}
     for part, factor in expected.items():
         matching = [f for path, f in factors.items() if part in path]
         assert matching and all(f == pytest.approx(factor) for f in matching), part
+    assert all(any(part in path for part in expected) for path in factors), "a path unchecked"
 
 
 def test_layer_decay_refuses_what_it_cannot_do():
@@ -204,3 +206,10 @@ def test_layer_decay_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="this task does not say which layer each variable is "
                                          "in; leave layer_decay at 1"):
         optimization.build_optimizer(_adamw_config(0.8), 10, [], None)
+    everything_at_the_head = optimization.build_optimizer(_adamw_config(0.8), 10, [],
+                                                          (lambda path: 2, 2))
+    with pytest.raises(ValueError, match=r"places none of the 1 variables below the head "
+                                         r"\(e\.g\. renamed/kernel\)"):
+        everything_at_the_head.build([tf.Variable([1.0], name="renamed/kernel")])
+    with pytest.raises(NotImplementedError, match="build it with trainers.optimization"):
+        optimization.LayerDecayAdamW.from_config(everything_at_the_head.get_config())

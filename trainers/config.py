@@ -91,9 +91,10 @@ class AdamWConfig:
     epsilon: float = 1e-6
     amsgrad: bool = False
     exclude_from_weight_decay: typing.Optional[typing.List[str]] = None
-    # Layer-wise rate decay for fine-tuning (ELECTRA, Clark et al. 2020, appendix A: 0.8 for
-    # Small and Base): the head steps at the rate, the top layer at rate * decay, each layer
-    # below at one more power of decay, the embeddings at decay^(layers + 1). 1: one rate.
+    # Layer-wise rate decay for fine-tuning (ELECTRA, Clark et al. 2020, its fine-tuning
+    # hyperparameters: 0.8 for Small and Base, 0.9 for Large): the head steps at the rate, the
+    # top layer at rate * decay, each layer below at one more power of decay, the embeddings at
+    # decay^(layers + 1). 1: one rate for all.
     layer_decay: float = 1.0
 
 

@@ -89,10 +89,16 @@ class LayerDecayAdamW(tf_keras.optimizers.AdamW):
         super().build(var_list)
         if getattr(self, "_rate_factors", None) is not None:
             return
-        self._rate_factors = {}
-        for variable in var_list:
-            depth = self._depth_of(exclusions.variable_path(variable))
-            self._rate_factors[self._var_key(variable)] = self.layer_decay ** (self._top - depth)
+        depths = {self._var_key(v): self._depth_of(exclusions.variable_path(v))
+                  for v in var_list}
+        if self.layer_decay < 1 and var_list and all(d == self._top for d in depths.values()):
+            # A renamed layer would otherwise leave every variable at the head's rate, silently.
+            raise ValueError(
+                f"optimizer.adamw.layer_decay={self.layer_decay}: the task places none of the "
+                f"{len(var_list)} variables below the head (e.g. "
+                f"{exclusions.variable_path(var_list[0])}), so no rate would decay.")
+        self._rate_factors = {key: self.layer_decay ** (self._top - depth)
+                              for key, depth in depths.items()}
 
     def rate_factor(self, variable):
         """The multiple of the schedule's rate `variable` steps at."""
@@ -124,3 +130,9 @@ class LayerDecayAdamW(tf_keras.optimizers.AdamW):
         config = super().get_config()
         config["layer_decay"] = self.layer_decay
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        raise NotImplementedError(
+            "LayerDecayAdamW takes its layer depths from the task, which a config does not "
+            "hold: build it with trainers.optimization.build_optimizer.")
