@@ -1,4 +1,5 @@
-"""Independent numpy references written from the equations (paper Algorithm 2; MLPerf LARS).
+"""Independent numpy references written from the equations (paper Algorithm 2; MLPerf LARS;
+AdamW for the fine-tuning baseline).
 
 Deliberately naive: float64 (or float32 where a test needs float32's overflow), one variable at
 a time, no shared code with lamb_tf.
@@ -73,6 +74,25 @@ def lars_reference(params, grads_per_step, lr, momentum=0.9, trust_coefficient=0
             update = momentum * buf[i] + scaled if nesterov else buf[i]
             params[i] = params[i] - update
     return params, ratios
+
+
+def adamw_reference(start, grads_per_step, factors, decayed, lr=0.05, weight_decay=0.1,
+                    beta_1=0.8, beta_2=0.95, epsilon=1e-3):
+    """Adam (Kingma & Ba, Algorithm 1, epsilon after the bias correction of the rate) with
+    decoupled decay (Loshchilov & Hutter), variable i at rate lr * factors[i]."""
+    weights = [np.array(w, np.float64) for w in start]
+    m = [np.zeros_like(w) for w in weights]
+    v = [np.zeros_like(w) for w in weights]
+    for t, grads in enumerate(grads_per_step, start=1):
+        for i, g in enumerate(grads):
+            rate = lr * factors[i]
+            if decayed[i]:
+                weights[i] -= weights[i] * weight_decay * rate
+            m[i] = beta_1 * m[i] + (1 - beta_1) * g
+            v[i] = beta_2 * v[i] + (1 - beta_2) * g * g
+            step_rate = rate * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+            weights[i] -= step_rate * m[i] / (np.sqrt(v[i]) + epsilon)
+    return weights
 
 
 def schedule_reference(step, peak, total, warmup, end=0.0, power=1.0, start=0):

@@ -9,7 +9,7 @@ import tf_keras
 
 from trainers import config as config_lib
 from trainers import optimization
-from tests.reference import lamb_reference
+from tests.reference import adamw_reference, lamb_reference
 
 
 @pytest.mark.parametrize("bias_correction", [True, False])
@@ -108,25 +108,6 @@ def _adamw_config(layer_decay, weight_decay=0.1):
                                      epsilon=1e-3, layer_decay=layer_decay))
 
 
-def _adamw_reference(start, grads_per_step, factors, decayed, lr=0.05, weight_decay=0.1,
-                     beta_1=0.8, beta_2=0.95, epsilon=1e-3):
-    """Adam (Kingma & Ba, Algorithm 1, epsilon after the bias correction of the rate) with
-    decoupled decay (Loshchilov & Hutter), variable i at rate lr * factors[i]."""
-    weights = [np.array(w, np.float64) for w in start]
-    m = [np.zeros_like(w) for w in weights]
-    v = [np.zeros_like(w) for w in weights]
-    for t, grads in enumerate(grads_per_step, start=1):
-        for i, g in enumerate(grads):
-            rate = lr * factors[i]
-            if decayed[i]:
-                weights[i] -= weights[i] * weight_decay * rate
-            m[i] = beta_1 * m[i] + (1 - beta_1) * g
-            v[i] = beta_2 * v[i] + (1 - beta_2) * g * g
-            step_rate = rate * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
-            weights[i] -= step_rate * m[i] / (np.sqrt(v[i]) + epsilon)
-    return weights
-
-
 def test_layer_decay_steps_each_depth_at_its_power_of_the_rate():
     start = [np.linspace(-1.0, 1.0, 12).reshape(4, 3), np.linspace(0.5, -0.5, 6).reshape(2, 3),
              np.full(3, 0.3)]
@@ -147,7 +128,7 @@ def test_layer_decay_steps_each_depth_at_its_power_of_the_rate():
             as_tensors[0] = tf.IndexedSlices(tf.constant(rows, tf.float32),
                                              tf.constant([0, 2]), tf.constant([4, 3]))
         optimizer.apply_gradients(zip(as_tensors, variables))
-    expected = _adamw_reference(start, grads_per_step, factors=[0.25, 0.5, 1.0],
+    expected = adamw_reference(start, grads_per_step, factors=[0.25, 0.5, 1.0],
                                 decayed=[True, True, False])
     for variable, want in zip(variables, expected):
         np.testing.assert_allclose(variable.numpy(), want, rtol=2e-5, atol=1e-6)
