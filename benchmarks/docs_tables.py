@@ -88,10 +88,14 @@ def _recipe_row(path):
     task, trainer = recipe.get("task", {}), recipe.get("trainer", {})
     optimizer = recipe.get("optimizer", {})
     model = task.get("model", {})
-    data = task.get("train_data", {}).get("input_path", "")
+    train_data = task.get("train_data", {})
+    data = train_data.get("input_path", "")
+    pairs = train_data.get("pair_task")
     name = os.path.relpath(path, os.path.join(REPO, "configs"))[:-len(".yaml")]
     cells = [f"`{name}`", str(model.get("size", model.get("model_id", ""))),
-             f"`{data}`" if data else "", f"{trainer.get('train_batch_size', ''):,}",
+             (f"`{data}`" if data else "")
+             + (f" ({pairs.replace('_', '-')} pairs)" if pairs else ""),
+             f"{trainer.get('train_batch_size', ''):,}",
              f"{trainer.get('num_train_steps', ''):,}", optimizer.get("name", ""),
              f"{optimizer.get('learning_rate', ''):g}",
              f"{optimizer.get('num_warmup_steps', ''):,}",

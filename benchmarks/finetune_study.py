@@ -180,7 +180,8 @@ def table(rows):
             f"| {init} | {best} | {mean_of(by_rate[best], 'dev_accuracy'):.1%} | "
             f"{test_accuracies(by_rate[best])}{also} | "
             + ", ".join(f"{rate}: {mean_of(rs, 'dev_accuracy'):.1%}"
-                        for rate, rs in by_rate.items()) + " |")
+                        for rate, rs in sorted(by_rate.items(), key=lambda kv: float(kv[0])))
+            + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,8 +3,9 @@ r"""What breaks a small-batch LAMB pretraining, by runs that separate the candid
     python -m benchmarks.pretraining_study                      # every variant, in order
     python -m benchmarks.pretraining_study --variants=lamb_0.03,adamw_1e-3
 
-Each variant is README command 1's pretraining (`configs/bert/tiny_wiki_lamb.yaml`, BERT-Tiny,
-batch 64) with a few flags changed. Per variant, one row of --output: held-out
+Each variant is the study's base with a few flags changed: README command 1's pretraining
+(`configs/bert/tiny_wiki_lamb.yaml`, BERT-Tiny, batch 64) with random-next sentence pairs, as
+command 1 was until the levers of issue 39 moved it to sentence order (STUDY_BASE). Per variant, one row of --output: held-out
 masked-LM and next-sentence accuracy, the next-sentence pooler's saturation (share of its tanh
 outputs beyond +-0.99 on 1,024 held-out pairs) and the spread of its outputs across inputs, the
 growth of the word embeddings' and the largest tensor norm since initialization, and a linear
@@ -58,6 +59,20 @@ VARIANTS = {
 }
 
 
+# The study's variants were defined on command 1 as it was before issue 39's levers, with
+# random-next sentence pairs; they keep those pairs, so that each committed row reruns as it was
+# measured. A variant's own --params_override comes after and wins.
+STUDY_BASE = ("task.train_data.pair_task=random_next,task.eval_data.pair_task=random_next")
+
+
+def on_study_base(extra_flags):
+    """`extra_flags` with STUDY_BASE put in front of the variant's own overrides."""
+    prefix = "--params_override="
+    overrides = [f[len(prefix):] for f in extra_flags if f.startswith(prefix)]
+    return ([f for f in extra_flags if not f.startswith(prefix)]
+            + [prefix + ",".join([STUDY_BASE, *overrides])])
+
+
 def _both_splits(**fields):
     """A params_override setting each built-in data field on train and eval alike (the eval
     would otherwise score another task than the one trained)."""
@@ -66,9 +81,10 @@ def _both_splits(**fields):
         for field, value in fields.items() for split in ("train_data", "eval_data"))
 
 
-# What makes the encoder transfer beyond topic words (issue 39): each is command 1 with one
-# thing changed, judged by fine-tuning on BBC News and health_tweets beside command 1's encoder
-# and random weights (benchmarks.finetune_study; docs/results/finetuning.md).
+# What makes the encoder transfer beyond topic words (issue 39): each is the study's base (command
+# 1 as it was then) with one thing changed, judged by fine-tuning on BBC News and health_tweets
+# beside the base's encoder and random weights (benchmarks.finetune_study;
+# docs/results/finetuning.md).
 LEVERS = {
     "lever_sentence_order": (
         "next-sentence pairs without the length shortcut: ALBERT's sentence order",
@@ -82,10 +98,14 @@ LEVERS = {
         [_both_splits(input_path="builtin_broad")]),
 }
 VARIANTS.update(LEVERS)
-# Each lever's encoder is fine-tuned at these rates, seeds 1-3; command 1's encoder and random
+# Each lever's encoder is fine-tuned at these rates, seeds 1-3; the base's encoder and random
 # weights are judged on the same grid (they were run at more rates: docs/results/finetuning.md).
 LEVER_RATES = {"bbc_news": ("1e-3", "3e-3"), "health_tweets": ("3e-4", "1e-3")}
-COMMAND_1 = "lamb_0.005_2400"  # the variant that is command 1; its fine-tuning label:
+BASELINE = "lamb_0.005_2400"  # the study's base, command 1 before the levers; its fine-tuning
+BASELINE_ENCODER = "tiny_wiki_lamb_random_next"  # label (a model_dir's name)
+# The lever that became README command 1 (configs/bert/tiny_wiki_lamb.yaml): the same run, so its
+# fine-tuning rows carry command 1's label.
+COMMAND_1_LEVER = "lever_sentence_order"
 COMMAND_1_ENCODER = "tiny_wiki_lamb"
 RANDOM_ENCODER = f"random ({COMMAND_1_ENCODER}'s shape)"
 
@@ -208,7 +228,7 @@ def _read(path):
 
 def table(rows):
     """Markdown, a line per variant."""
-    lines = ["| variant | flags on command 1 | masked-LM | next-sentence | pooler saturated | "
+    lines = ["| variant | flags on the base | masked-LM | next-sentence | pooler saturated | "
              "pooler spread | word-embedding norm growth | largest growth | probe (dev) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -222,14 +242,14 @@ def table(rows):
 
 
 def lever_table(pretraining_rows, finetune_rows):
-    """Markdown: command 1's encoder, each lever's and random weights', with their pretraining
+    """Markdown: the base's encoder, each lever's and random weights', with their pretraining
     figures and their test accuracy on each task of `finetune_rows` ({task: the fine-tuning
     study's rows}) at their best dev rate of LEVER_RATES, then that rate's mean dev accuracy
-    (what a recipe is chosen on); the difference in test accuracy from command 1's in
+    (what a recipe is chosen on); the difference in test accuracy from the base's in
     brackets."""
     from benchmarks import finetune_study  # pylint: disable=g-import-not-at-top
     tasks = list(finetune_rows)
-    lines = ["| encoder | changed from command 1 | masked-LM | next-sentence | probe (dev) | "
+    lines = ["| encoder | changed from the base | masked-LM | next-sentence | probe (dev) | "
              + " | ".join(f"{task} test (rate)" for task in tasks) + " |",
              "|---|---|---:|---:|---:|" + "---|" * len(tasks)]
     pretraining = {r["variant"]: r for r in pretraining_rows}
@@ -243,12 +263,17 @@ def lever_table(pretraining_rows, finetune_rows):
         return (finetune_study.mean_of(by_rate[best], "test_accuracy"),
                 f"{finetune_study.test_accuracies(by_rate[best])} at {best}; dev {dev:.1%}")
 
-    reference = {task: downstream(task, COMMAND_1_ENCODER)[0] for task in tasks}
-    encoders = [(COMMAND_1_ENCODER, COMMAND_1, "nothing (README command 1)")]
-    encoders += [(name, name, question) for name, (question, _) in LEVERS.items()
-                 if name in pretraining]
-    encoders.append((RANDOM_ENCODER, None, "no pretraining"))
-    for encoder, variant, question in encoders:
+    def label(lever):
+        return COMMAND_1_ENCODER if lever == COMMAND_1_LEVER else lever
+
+    reference = {task: downstream(task, BASELINE_ENCODER)[0] for task in tasks}
+    encoders = [(BASELINE_ENCODER, BASELINE, BASELINE_ENCODER,
+                 "nothing: the study's base, command 1 with random-next pairs")]
+    encoders += [(label(name), name,
+                  f"{name} (README command 1)" if name == COMMAND_1_LEVER else name,
+                  question) for name, (question, _) in LEVERS.items() if name in pretraining]
+    encoders.append((RANDOM_ENCODER, None, RANDOM_ENCODER, "no pretraining"))
+    for encoder, variant, shown, question in encoders:
         row = pretraining.get(variant)
         figures = ([f"{float(row[k]):.1%}" for k in ("masked_lm_accuracy",
                                                      "next_sentence_accuracy",
@@ -257,10 +282,10 @@ def lever_table(pretraining_rows, finetune_rows):
         cells = []
         for task in tasks:
             mean, text = downstream(task, encoder)
-            if mean is not None and encoder != COMMAND_1_ENCODER and reference[task] is not None:
+            if mean is not None and encoder != BASELINE_ENCODER and reference[task] is not None:
                 text += f" [{(mean - reference[task]) * 100:+.1f}]"
             cells.append(text)
-        lines.append(f"| {encoder} | {question} | " + " | ".join(figures + cells) + " |")
+        lines.append(f"| {shown} | {question} | " + " | ".join(figures + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -276,7 +301,7 @@ def main(argv):
         question, extra_flags = VARIANTS[name]
         model_dir = os.path.join(FLAGS.work_dir, name)
         try:
-            pretrain(model_dir, extra_flags)
+            pretrain(model_dir, on_study_base(extra_flags))
         except Diverged as e:
             sys.exit(f"error: variant {name} diverged: {e}")
         row = {"variant": name, "question": question, "flags": " ".join(extra_flags),

@@ -135,6 +135,12 @@ CASES = [
      1, r"error: init_checkpoint '/nowhere/ckpt' is not a checkpoint"),
     ("train_data", "trainers.bert", ["--config_file={config_big_vocab}"],
      1, r"error: .*vocab"),
+    ("train_data", "trainers.bert", ["--config_file={config}", "--params_override="
+                                     "task.train_data.pair_task=sentence_order,"
+                                     "task.eval_data.pair_task=sentence_order"],
+     1, r"error: task\.train_data\.pair_task='sentence_order' but the shards in .* were made "
+        r"with pair_task='random_next': set task\.train_data\.pair_task and "
+        r"task\.eval_data\.pair_task to 'random_next'"),
     ("train_data", "trainers.resnet",
      ["--train_batch_size=2", "--num_train_steps=2", "--iterations_per_loop=1",
       "--num_warmup_steps=0", "--params_override=task.train_data.input_path={image_shards},"

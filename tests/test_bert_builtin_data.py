@@ -109,12 +109,54 @@ def test_each_corpus_pair_task_and_masking_has_a_cache_of_its_own(recorded_creat
     assert len(recorded_creations) == 12  # cached
 
 
-def test_pair_task_and_masking_options_are_refused_for_shards_of_ones_own(recorded_creations):
-    with pytest.raises(ValueError, match="say how the built-in data is made, not '/data/x-.'"):
-        builtin_data.directory_of("/data/x-*", 128, 20, pair_task="sentence_order")
-    with pytest.raises(ValueError, match="create_pretraining_data --pair_task"):
-        builtin_data.directory_of("/data/x-*", 128, 20, do_whole_word_mask=True)
-    assert builtin_data.directory_of("/data/x-*", 128, 20) is None
+def test_ones_own_shards_are_never_made_whatever_the_settings(recorded_creations):
+    assert builtin_data.directory_of("/data/x-*", 128, 20, pair_task="sentence_order") is None
+    assert builtin_data.directory_of("/data/x-*", 128, 20, do_whole_word_mask=True) is None
+    assert not recorded_creations
+
+
+def test_the_data_config_must_say_how_ones_own_shards_were_made(tmp_path):
+    """The pair task and masking of one's own shards are read from their pretraining_data.json
+    (or taken for google-research/bert's when there is none) and must match the config: a
+    recipe of sentence order over random-next shards would score another task than it names."""
+    import json
+    import shutil
+    from tests import bert_runs
+    from trainers import config as config_lib
+
+    made = bert_runs.make_data(str(tmp_path / "made"))  # create_pretraining_data's defaults
+
+    def task(directory, **data):
+        experiment = bert_runs.experiment(directory)
+        for split in ("train_data", "eval_data"):
+            config_lib.merge(experiment, {"task": {split: data}})
+        return BertPretrainingTask(experiment.task)
+
+    assert task(made).inputs("train").files
+    with pytest.raises(ValueError, match=re.escape(
+            f"task.train_data.pair_task='sentence_order' but the shards in {made} were made "
+            "with pair_task='random_next': set task.train_data.pair_task and "
+            "task.eval_data.pair_task to 'random_next'")):
+        task(made, pair_task="sentence_order").inputs("train")
+
+    described = str(tmp_path / "sentence_order")
+    shutil.copytree(made, described)
+    with open(os.path.join(described, creator.DATA_DESCRIPTION_FILE)) as f:
+        description = json.load(f)
+    description["settings"].update(pair_task="sentence_order", do_whole_word_mask=True)
+    with open(os.path.join(described, creator.DATA_DESCRIPTION_FILE), "w") as f:
+        json.dump(description, f)
+    assert task(described, pair_task="sentence_order", do_whole_word_mask=True).inputs("eval")
+    with pytest.raises(ValueError, match=r"task.eval_data.do_whole_word_mask=False but .* "
+                                         r"were made with do_whole_word_mask=True"):
+        task(described, pair_task="sentence_order").inputs("eval")
+
+    bare = str(tmp_path / "bare")  # as google-research/bert writes them: no description
+    shutil.copytree(made, bare, ignore=shutil.ignore_patterns(creator.DATA_DESCRIPTION_FILE))
+    assert task(bare).inputs("train").files
+    with pytest.raises(ValueError, match=r"have no pretraining_data.json, so they are taken to "
+                                         r"be made with do_whole_word_mask=False"):
+        task(bare, do_whole_word_mask=True).inputs("train")
 
 
 def test_train_and_eval_pair_tasks_must_agree():

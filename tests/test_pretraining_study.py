@@ -44,24 +44,43 @@ def _experiment(extra_flags):
     return trainer_flags.resolve(BertExperimentConfig(), values)
 
 
-def test_each_lever_changes_one_thing_of_command_1_on_train_and_eval_alike():
+def test_each_lever_changes_one_thing_of_the_study_base_on_train_and_eval_alike():
     import dataclasses
-    command_1 = _experiment([])
+    base = _experiment(pretraining_study.on_study_base([]))
+    assert base.task.train_data.pair_task == base.task.eval_data.pair_task == "random_next"
     changed = {"lever_sentence_order": ("pair_task", "sentence_order"),
                "lever_random_next_matched": ("pair_task", "random_next_matched"),
                "lever_whole_word_mask": ("do_whole_word_mask", True),
                "lever_broad_corpus": ("input_path", "builtin_broad")}
     assert set(pretraining_study.LEVERS) == set(changed)
     for name, (field, value) in changed.items():
-        experiment = _experiment(pretraining_study.VARIANTS[name][1])
+        experiment = _experiment(pretraining_study.on_study_base(
+            pretraining_study.VARIANTS[name][1]))
         for split in ("train_data", "eval_data"):
             assert getattr(getattr(experiment.task, split), field) == value, name
-            assert getattr(getattr(command_1.task, split), field) != value
-        # Nothing else differs from command 1: model, schedule, optimizer, trainer.
+            assert getattr(getattr(base.task, split), field) != value
+        # Nothing else differs from the base: model, schedule, optimizer, trainer.
         for split in ("train_data", "eval_data"):
             setattr(getattr(experiment.task, split), field,
-                    getattr(getattr(command_1.task, split), field))
-        assert dataclasses.asdict(experiment) == dataclasses.asdict(command_1), name
+                    getattr(getattr(base.task, split), field))
+        assert dataclasses.asdict(experiment) == dataclasses.asdict(base), name
+
+
+def test_the_lever_named_as_command_1_is_exactly_readme_command_1():
+    import dataclasses
+    lever = pretraining_study.VARIANTS[pretraining_study.COMMAND_1_LEVER][1]
+    assert (dataclasses.asdict(_experiment(pretraining_study.on_study_base(lever)))
+            == dataclasses.asdict(_experiment([])))
+
+
+def test_a_variants_own_overrides_win_over_the_study_base_and_other_flags_stay():
+    flags = pretraining_study.on_study_base(
+        ["--learning_rate=0.03", "--params_override=optimizer.name=adamw"])
+    experiment = _experiment(flags)
+    assert experiment.optimizer.name == "adamw"
+    assert experiment.optimizer.learning_rate == 0.03
+    assert experiment.task.train_data.pair_task == "random_next"
+    assert len([f for f in flags if f.startswith("--params_override=")]) == 1
 
 
 def test_the_lever_table_judges_each_encoder_at_its_best_dev_rate_of_the_shared_grid():
@@ -74,21 +93,25 @@ def test_the_lever_table_judges_each_encoder_at_its_best_dev_rate_of_the_shared_
                    {"variant": "lever_sentence_order", "masked_lm_accuracy": "0.15",
                     "next_sentence_accuracy": "0.60", "probe_dev_accuracy": "0.70"}]
     health = (
-        # Command 1's encoder: 1e-4 is off the levers' grid, however good its dev.
-        rows("tiny_wiki_lamb", "1e-4", [0.9] * 3, [0.9] * 3)
-        + rows("tiny_wiki_lamb", "1e-3", [0.45] * 3, [0.44, 0.45, 0.46])
-        + rows("tiny_wiki_lamb", "3e-4", [0.40] * 3, [0.50] * 3)
-        # The lever: 3e-4 has the better dev, 1e-3 the better test; dev decides.
-        + rows("lever_sentence_order", "3e-4", [0.48] * 3, [0.47, 0.47, 0.47])
-        + rows("lever_sentence_order", "1e-3", [0.46] * 3, [0.60] * 3)
+        # The base's encoder: 1e-4 is off the levers' grid, however good its dev.
+        rows("tiny_wiki_lamb_random_next", "1e-4", [0.9] * 3, [0.9] * 3)
+        + rows("tiny_wiki_lamb_random_next", "1e-3", [0.45] * 3, [0.44, 0.45, 0.46])
+        + rows("tiny_wiki_lamb_random_next", "3e-4", [0.40] * 3, [0.50] * 3)
+        # The lever that is command 1 now, under command 1's label: 3e-4 has the better dev,
+        # 1e-3 the better test; dev decides.
+        + rows("tiny_wiki_lamb", "3e-4", [0.48] * 3, [0.47, 0.47, 0.47])
+        + rows("tiny_wiki_lamb", "1e-3", [0.46] * 3, [0.60] * 3)
+        # Rows of that lever under its own name are not its (it was run as tiny_wiki_lamb).
+        + rows("lever_sentence_order", "3e-4", [0.99] * 3, [0.99] * 3)
         + rows("random (tiny_wiki_lamb's shape)", "1e-3", [0.39] * 3, [0.39] * 3))
     text = pretraining_study.lever_table(pretraining, {"health_tweets": health,
                                                        "bbc_news": []})
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
-    assert "45.0% (44.0%, 45.0%, 46.0%) at 1e-3; dev 45.0% |" in lines["tiny_wiki_lamb"]
-    assert "47.0% (47.0%, 47.0%, 47.0%) at 3e-4; dev 48.0% [+2.0]" in lines["lever_sentence_order"]
-    assert "| 15.0% | 60.0% | 70.0% |" in lines["lever_sentence_order"]
+    lever = "lever_sentence_order (README command 1)"
+    assert "45.0% (44.0%, 45.0%, 46.0%) at 1e-3; dev 45.0% |" in lines["tiny_wiki_lamb_random_next"]
+    assert "47.0% (47.0%, 47.0%, 47.0%) at 3e-4; dev 48.0% [+2.0]" in lines[lever]
+    assert "| 15.0% | 60.0% | 70.0% |" in lines[lever]
     assert "39.0% (39.0%, 39.0%, 39.0%) at 1e-3; dev 39.0% [-6.0]" in lines["random (tiny_wiki_lamb's shape)"]
     # A task not fine-tuned yet says so; a lever not pretrained yet has no row.
-    assert lines["lever_sentence_order"].count("not run yet") == 1
+    assert lines[lever].count("not run yet") == 1
     assert "lever_broad_corpus" not in text

@@ -92,20 +92,14 @@ def ensure_bbc_news_train(max_seq_length, max_predictions_per_seq,
 
 def directory_of(input_path, max_seq_length, max_predictions_per_seq,
                  pair_task=DEFAULT_PAIR_TASK, do_whole_word_mask=False):
-    """The shards' directory if `input_path` names built-in data, else None; `pair_task` and
-    `do_whole_word_mask` are how built-in data is made, and refused for other data."""
+    """The shards' directory if `input_path` names built-in data, made with `pair_task` and
+    `do_whole_word_mask`, else None."""
     name = input_path.strip()
     settings = dict(pair_task=pair_task, do_whole_word_mask=do_whole_word_mask)
     if name in _CORPUS_NAMES:
         return ensure(max_seq_length, max_predictions_per_seq, name, **settings)
     if not name.lower().startswith("bbc_news:"):
-        if _settings_suffix(**settings):
-            raise ValueError(
-                f"pair_task={pair_task!r} and do_whole_word_mask={do_whole_word_mask} say how "
-                f"the built-in data is made, not {name!r}: make your shards with "
-                "`python -m trainers.data.create_pretraining_data --pair_task=... "
-                "--do_whole_word_mask`, and leave these two at their defaults.")
-        return None
+        return None  # one's own shards: the task checks the settings against their description
     split = name.split(":", 1)[1].strip().lower()
     if split == "train":
         return ensure_bbc_news_train(max_seq_length, max_predictions_per_seq, **settings)

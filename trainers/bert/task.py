@@ -25,6 +25,8 @@ from trainers.data import wordpiece
 WEIGHT_DECAY_EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]
 
 POOLED_OUTPUT = "next_sentence_pooled"
+# How create_pretraining_data makes pairs and masks by default (google-research/bert's way).
+DATA_DEFAULTS = {"pair_task": instances.RANDOM_NEXT, "do_whole_word_mask": False}
 # A tanh output beyond this passes almost no gradient (1 - 0.99^2 = 2%): the share of such
 # outputs is the pooler's saturation.
 SATURATED = 0.99
@@ -160,15 +162,34 @@ class BertPretrainingTask(task_lib.Task):
             self._inputs[mode] = PretrainingInput(
                 patterns, data.max_seq_length, data.max_predictions_per_seq,
                 shuffle_buffer_size=data.shuffle_buffer_size)
-            self._check_description(self._inputs[mode].files[0])
+            self._check_description(mode, self._inputs[mode].files[0])
         return self._inputs[mode]
 
-    def _check_description(self, first_file):
-        """Data made by create_pretraining_data says its vocab size; the model must cover it."""
-        description = os.path.join(os.path.dirname(first_file), creator.DATA_DESCRIPTION_FILE)
-        if tf.io.gfile.exists(description):
+    def _check_description(self, mode, first_file):
+        """Data made by create_pretraining_data says its vocab size, which the model must cover,
+        and how its pairs and masks were made, which the data config must say alike (the eval
+        would otherwise name one task and score another). Shards without a description
+        (google-research/bert's) are taken for the defaults: random-next pairs, no whole-word
+        masking."""
+        data = self._data_config(mode)
+        directory = os.path.dirname(first_file)
+        description = os.path.join(directory, creator.DATA_DESCRIPTION_FILE)
+        made = dict(DATA_DEFAULTS)
+        described = tf.io.gfile.exists(description)
+        if described:
             with tf.io.gfile.GFile(description) as f:
-                self._check_vocab(json.load(f)["vocab_size"])
+                description = json.load(f)
+            self._check_vocab(description["vocab_size"])
+            made.update({k: v for k, v in description["settings"].items() if k in made})
+        for key, value in made.items():
+            if getattr(data, key) != value:
+                how = ("were made with" if described else
+                       "have no pretraining_data.json, so they are taken to be made with")
+                raise ValueError(
+                    f"task.{mode}_data.{key}={getattr(data, key)!r} but the shards in {directory} "
+                    f"{how} {key}={value!r}: set task.train_data.{key} and task.eval_data.{key} "
+                    f"to {value!r}, or make shards with `python -m "
+                    f"trainers.data.create_pretraining_data --{key}=...`.")
 
     def _check_vocab(self, data_vocab_size):
         if data_vocab_size > self.config.model.vocab_size:
