@@ -146,12 +146,12 @@ def choose(rows, rates=None):
     """One encoder's rows: (chosen rate, the rates tied with it, {rate: its rows}). The chosen
     rate has the best mean dev accuracy among `rates` (default: every rate tried)."""
     by_rate = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: float(r["learning_rate"])):
         if rates is None or r["learning_rate"] in rates:
             by_rate.setdefault(r["learning_rate"], []).append(r)
     mean_dev = {rate: mean_of(rs, "dev_accuracy") for rate, rs in by_rate.items()}
     # Accuracies are stored to 4 decimals: rates whose mean dev accuracy differs by less than
-    # that rounding tie, and the first of them in the grid's order is taken.
+    # that rounding tie, and the lowest of them is taken, whatever order they were run in.
     top = max(mean_dev.values())
     tied = [rate for rate in by_rate if mean_dev[rate] >= top - TIE]
     return tied[0], tied[1:], by_rate
@@ -180,8 +180,7 @@ def table(rows):
             f"| {init} | {best} | {mean_of(by_rate[best], 'dev_accuracy'):.1%} | "
             f"{test_accuracies(by_rate[best])}{also} | "
             + ", ".join(f"{rate}: {mean_of(rs, 'dev_accuracy'):.1%}"
-                        for rate, rs in sorted(by_rate.items(), key=lambda kv: float(kv[0])))
-            + " |")
+                        for rate, rs in by_rate.items()) + " |")
     return "\n".join(lines) + "\n"
 
 

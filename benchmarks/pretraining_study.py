@@ -4,13 +4,14 @@ r"""What breaks a small-batch LAMB pretraining, by runs that separate the candid
     python -m benchmarks.pretraining_study --variants=lamb_0.03,adamw_1e-3
 
 Each variant is the study's base with a few flags changed: README command 1's pretraining
-(`configs/bert/tiny_wiki_lamb.yaml`, BERT-Tiny, batch 64) with random-next sentence pairs, as
-command 1 was until the levers of issue 39 moved it to sentence order (STUDY_BASE). Per variant, one row of --output: held-out
-masked-LM and next-sentence accuracy, the next-sentence pooler's saturation (share of its tanh
-outputs beyond +-0.99 on 1,024 held-out pairs) and the spread of its outputs across inputs, the
-growth of the word embeddings' and the largest tensor norm since initialization, and a linear
-probe of the frozen encoder on BBC News (logistic regression on the final layer averaged over
-tokens, dev accuracy; `benchmarks.finetune_probe`; random weights of the same shape: 67.0%).
+(`configs/bert/tiny_wiki_lamb.yaml`, BERT-Tiny, batch 64) with google-research/bert's
+random-next sentence pairs (STUDY_BASE; command 1 makes sentence-order pairs). Per variant, one
+row of --output: held-out masked-LM and next-sentence accuracy, the next-sentence pooler's
+saturation (share of its tanh outputs beyond +-0.99 on 1,024 held-out pairs) and the spread of
+its outputs across inputs, the growth of the word embeddings' and the largest tensor norm since
+initialization, and a linear probe of the frozen encoder on BBC News (logistic regression on
+the final layer averaged over tokens, dev accuracy; `benchmarks.finetune_probe`; random weights
+of the same shape: 67.0%).
 
 A killed study resumes: finished rows are skipped, and a variant's pretraining resumes from its
 model_dir's last checkpoint.

@@ -140,7 +140,7 @@ CASES = [
                                      "task.eval_data.pair_task=sentence_order"],
      1, r"error: task\.train_data\.pair_task='sentence_order' but the shards in .* were made "
         r"with pair_task='random_next': set task\.train_data\.pair_task and "
-        r"task\.eval_data\.pair_task to 'random_next'"),
+        r"task\.eval_data\.pair_task to 'random_next' \(train and eval shards made alike\)"),
     ("train_data", "trainers.resnet",
      ["--train_batch_size=2", "--num_train_steps=2", "--iterations_per_loop=1",
       "--num_warmup_steps=0", "--params_override=task.train_data.input_path={image_shards},"

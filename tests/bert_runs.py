@@ -17,12 +17,13 @@ SEQ, PREDICTIONS = 32, 6
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_data(directory, num_output_files=4):
+def make_data(directory, num_output_files=4, pair_task="random_next"):
     paths, vocab_path, _ = synthetic_text.write_corpus(os.path.join(directory, "text"))
     creator.create(creator.CreationOptions(
         input_file=",".join(paths), output_dir=os.path.join(directory, "data"),
         vocab_file=vocab_path, max_seq_length=SEQ, max_predictions_per_seq=PREDICTIONS,
-        dupe_factor=2, num_output_files=num_output_files, holdout_fraction=0.2, num_workers=1))
+        dupe_factor=2, num_output_files=num_output_files, holdout_fraction=0.2, num_workers=1,
+        pair_task=pair_task))
     return os.path.join(directory, "data")
 
 

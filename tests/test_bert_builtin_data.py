@@ -157,6 +157,12 @@ def test_the_data_config_must_say_how_ones_own_shards_were_made(tmp_path):
     with pytest.raises(ValueError, match=r"have no pretraining_data.json, so they are taken to "
                                          r"be made with do_whole_word_mask=False"):
         task(bare, do_whole_word_mask=True).inputs("train")
+    # Shards made elsewhere are declared by a description of their settings alone.
+    with open(os.path.join(bare, creator.DATA_DESCRIPTION_FILE), "w") as f:
+        json.dump({"settings": {"pair_task": "sentence_order"}}, f)
+    assert task(bare, pair_task="sentence_order").inputs("train").files
+    with pytest.raises(ValueError, match="were made with pair_task='sentence_order'"):
+        task(bare).inputs("train")
 
 
 def test_train_and_eval_pair_tasks_must_agree():

@@ -30,8 +30,10 @@ def test_rates_tied_on_dev_up_to_the_csvs_rounding_take_the_first_and_name_the_o
     row = finetune_study.table(rows).splitlines()[2]
     assert row.startswith("| enc | 1e-3 | 89.6% | 89.7% (91.6%, 89.2%, 88.3%) (tied on dev "
                           "with 3e-3: test 91.7%) |")
-    # Rates are listed by value, whatever order they were run in.
-    row = finetune_study.table(rows[3:] + rows[:3]).splitlines()[2]
+    # Rates are listed, and a tie broken, by value, whatever order they were run in.
+    row = finetune_study.table(rows[6:] + rows[3:6] + rows[:3]).splitlines()[2]
+    assert row.startswith("| enc | 1e-3 | 89.6% | 89.7% (91.6%, 89.2%, 88.3%) (tied on dev "
+                          "with 3e-3: test 91.7%) |")
     assert row.endswith("| 1e-4: 50.0%, 1e-3: 89.6%, 3e-3: 89.6% |")
 
 

@@ -75,11 +75,13 @@ def test_the_lever_named_as_command_1_is_exactly_readme_command_1():
 
 def test_a_variants_own_overrides_win_over_the_study_base_and_other_flags_stay():
     flags = pretraining_study.on_study_base(
-        ["--learning_rate=0.03", "--params_override=optimizer.name=adamw"])
+        ["--learning_rate=0.03",
+         "--params_override=optimizer.name=adamw,task.eval_data.pair_task=sentence_order"])
     experiment = _experiment(flags)
     assert experiment.optimizer.name == "adamw"
     assert experiment.optimizer.learning_rate == 0.03
-    assert experiment.task.train_data.pair_task == "random_next"
+    assert experiment.task.train_data.pair_task == "random_next"  # the base's
+    assert experiment.task.eval_data.pair_task == "sentence_order"  # the variant's, after it
     assert len([f for f in flags if f.startswith("--params_override=")]) == 1
 
 
@@ -111,7 +113,8 @@ def test_the_lever_table_judges_each_encoder_at_its_best_dev_rate_of_the_shared_
     assert "45.0% (44.0%, 45.0%, 46.0%) at 1e-3; dev 45.0% |" in lines["tiny_wiki_lamb_random_next"]
     assert "47.0% (47.0%, 47.0%, 47.0%) at 3e-4; dev 48.0% [+2.0]" in lines[lever]
     assert "| 15.0% | 60.0% | 70.0% |" in lines[lever]
-    assert "39.0% (39.0%, 39.0%, 39.0%) at 1e-3; dev 39.0% [-6.0]" in lines["random (tiny_wiki_lamb's shape)"]
+    assert ("39.0% (39.0%, 39.0%, 39.0%) at 1e-3; dev 39.0% [-6.0]"
+            in lines["random (tiny_wiki_lamb's shape)"])
     # A task not fine-tuned yet says so; a lever not pretrained yet has no row.
     assert lines[lever].count("not run yet") == 1
     assert "lever_broad_corpus" not in text

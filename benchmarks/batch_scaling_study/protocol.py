@@ -305,7 +305,7 @@ class Study:
             wall_seconds=(self._clock() - start) if self._clock else 0.0, **figures)
         self.pretrainings.add(record)
         self.log(f"pretrained {setting.encoder} ({stage}): " + (
-            f"masked-LM {record.masked_lm_accuracy:.2%}, next-sentence "
+            f"masked-LM {record.masked_lm_accuracy:.2%}, sentence order "
             f"{record.next_sentence_accuracy:.2%}, {record.examples_per_sec:.0f} examples/s, "
             f"{format_duration(record.wall_seconds)}" if record.finite else "diverged"))
         self.after_run()

@@ -101,13 +101,13 @@ def markdown(plan, pretrainings, finetunes):
         f"{', '.join(map(str, plan.seeds))} and the table gives test accuracy (%): mean "
         "(seeds). \"untuned\": the paper's rule (square-root rate from batch "
         f"{plan.batches[0]}, {plan.paper_warmup_updates()} warmup updates at every batch). "
-        "Masked-LM and next-sentence accuracy on 1,024 held-out pairs; health: the pooler's "
+        "Masked-LM and sentence-order accuracy on 1,024 held-out pairs; health: the pooler's "
         "saturated share and spread, norm growth since initialization. Generated from "
         "pretraining.csv and finetuning.csv by `python -m benchmarks.batch_scaling_study "
         "--report`.", ""]
     task_columns = " | ".join(f"{task} test" for task in plan.tasks)
     lines += [f"| encoder | batch | setting | runs | {task_columns} | dev (seed "
-              f"{plan.seeds[0]}) | masked-LM | next-sentence | pooler saturated | pooler "
+              f"{plan.seeds[0]}) | masked-LM | sentence order | pooler saturated | pooler "
               "spread | word-embedding growth | largest growth |",
               "|---|---:|---|---:|" + "---:|" * len(plan.tasks) + "---:|" * 7]
     for optimizer in protocol.OPTIMIZERS:

@@ -40,10 +40,10 @@ class BertDataConfig:
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20
     shuffle_buffer_size: int = 10000
-    # How the built-in data's sentence pairs are made: "random_next" (google-research/bert's),
+    # How the data's sentence pairs are made: "random_next" (google-research/bert's),
     # "random_next_matched" (a random B as long as the true one) or "sentence_order" (ALBERT's);
-    # and whether masking takes whole words. Only for the built-in inputs above (each setting
-    # is its own cache); shards of your own carry what create_pretraining_data was told.
+    # and whether masking takes whole words. Built-in inputs are made so (each setting is its
+    # own cache); shards of your own must say the same in their pretraining_data.json.
     pair_task: str = "random_next"
     do_whole_word_mask: bool = False
 

@@ -170,7 +170,8 @@ class BertPretrainingTask(task_lib.Task):
         and how its pairs and masks were made, which the data config must say alike (the eval
         would otherwise name one task and score another). Shards without a description
         (google-research/bert's) are taken for the defaults: random-next pairs, no whole-word
-        masking."""
+        masking; a pretraining_data.json of only {"settings": {"pair_task": ...}} declares
+        them otherwise."""
         data = self._data_config(mode)
         directory = os.path.dirname(first_file)
         description = os.path.join(directory, creator.DATA_DESCRIPTION_FILE)
@@ -179,7 +180,8 @@ class BertPretrainingTask(task_lib.Task):
         if described:
             with tf.io.gfile.GFile(description) as f:
                 description = json.load(f)
-            self._check_vocab(description["vocab_size"])
+            if "vocab_size" in description:
+                self._check_vocab(description["vocab_size"])
             made.update({k: v for k, v in description["settings"].items() if k in made})
         for key, value in made.items():
             if getattr(data, key) != value:
@@ -188,8 +190,8 @@ class BertPretrainingTask(task_lib.Task):
                 raise ValueError(
                     f"task.{mode}_data.{key}={getattr(data, key)!r} but the shards in {directory} "
                     f"{how} {key}={value!r}: set task.train_data.{key} and task.eval_data.{key} "
-                    f"to {value!r}, or make shards with `python -m "
-                    f"trainers.data.create_pretraining_data --{key}=...`.")
+                    f"to {value!r} (train and eval shards made alike), or make shards with "
+                    f"`python -m trainers.data.create_pretraining_data --{key}=...`.")
 
     def _check_vocab(self, data_vocab_size):
         if data_vocab_size > self.config.model.vocab_size:
