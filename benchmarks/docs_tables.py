@@ -197,6 +197,9 @@ GENERATORS = {
     "finetune_bbc_news": lambda: finetune("finetune_bbc_news.csv", "finetune_bbc_news.md"),
     "finetune_bbc_news_init_cls_pooler": lambda: finetune("finetune_bbc_news_init_cls_pooler.csv"),
     "finetune_bbc_news_10_epochs": lambda: finetune("finetune_bbc_news_10_epochs.csv"),
+    "finetune_bbc_news_layer_decay": lambda: finetune("finetune_bbc_news_layer_decay.csv"),
+    "finetune_health_tweets_layer_decay":
+        lambda: finetune("finetune_health_tweets_layer_decay.csv"),
     "finetune_health_tweets": lambda: finetune("finetune_health_tweets.csv",
                                                "finetune_health_tweets.md"),
     "pretraining_study": pretraining_study,
