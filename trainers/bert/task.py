@@ -26,7 +26,8 @@ WEIGHT_DECAY_EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]
 
 POOLED_OUTPUT = "next_sentence_pooled"
 # How create_pretraining_data makes pairs and masks by default (google-research/bert's way).
-DATA_DEFAULTS = {"pair_task": instances.RANDOM_NEXT, "do_whole_word_mask": False}
+DATA_DEFAULTS = {key: getattr(creator.CreationOptions, key)
+                 for key in ("pair_task", "do_whole_word_mask")}
 # A tanh output beyond this passes almost no gradient (1 - 0.99^2 = 2%): the share of such
 # outputs is the pooler's saturation.
 SATURATED = 0.99
@@ -174,15 +175,15 @@ class BertPretrainingTask(task_lib.Task):
         them otherwise."""
         data = self._data_config(mode)
         directory = os.path.dirname(first_file)
-        description = os.path.join(directory, creator.DATA_DESCRIPTION_FILE)
+        path = os.path.join(directory, creator.DATA_DESCRIPTION_FILE)
         made = dict(DATA_DEFAULTS)
-        described = tf.io.gfile.exists(description)
+        described = tf.io.gfile.exists(path)
         if described:
-            with tf.io.gfile.GFile(description) as f:
+            with tf.io.gfile.GFile(path) as f:
                 description = json.load(f)
             if "vocab_size" in description:
                 self._check_vocab(description["vocab_size"])
-            made.update({k: v for k, v in description["settings"].items() if k in made})
+            made.update({k: v for k, v in description.get("settings", {}).items() if k in made})
         for key, value in made.items():
             if getattr(data, key) != value:
                 how = ("were made with" if described else
