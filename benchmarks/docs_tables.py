@@ -200,6 +200,7 @@ GENERATORS = {
     "finetune_bbc_news_layer_decay": lambda: finetune("finetune_bbc_news_layer_decay.csv"),
     "finetune_health_tweets_layer_decay":
         lambda: finetune("finetune_health_tweets_layer_decay.csv"),
+    "finetune_health_tweets_10_epochs": lambda: finetune("finetune_health_tweets_10_epochs.csv"),
     "finetune_health_tweets": lambda: finetune("finetune_health_tweets.csv",
                                                "finetune_health_tweets.md"),
     "pretraining_study": pretraining_study,
