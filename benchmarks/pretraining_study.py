@@ -60,26 +60,26 @@ VARIANTS = {
 }
 
 
-# The study's variants were defined on command 1 as it was before issue 39's levers, with
-# random-next sentence pairs; they keep those pairs, so that each committed row reruns as it was
-# measured. A variant's own --params_override comes after and wins.
-STUDY_BASE = ("task.train_data.pair_task=random_next,task.eval_data.pair_task=random_next")
-
-
-def on_study_base(extra_flags):
-    """`extra_flags` with STUDY_BASE put in front of the variant's own overrides."""
-    prefix = "--params_override="
-    overrides = [f[len(prefix):] for f in extra_flags if f.startswith(prefix)]
-    return ([f for f in extra_flags if not f.startswith(prefix)]
-            + [prefix + ",".join([STUDY_BASE, *overrides])])
-
-
 def _both_splits(**fields):
     """A params_override setting each built-in data field on train and eval alike (the eval
     would otherwise score another task than the one trained)."""
     return "--params_override=" + ",".join(
         f"task.{split}.{field}={value}"
         for field, value in fields.items() for split in ("train_data", "eval_data"))
+
+
+# The study's variants were defined on command 1 with random-next sentence pairs; they keep those
+# pairs, so that each committed row reruns as it was measured. A variant's own --params_override
+# comes after and wins.
+STUDY_BASE = _both_splits(pair_task="random_next")
+
+
+def on_study_base(extra_flags):
+    """`extra_flags` with STUDY_BASE's overrides put in front of the variant's own."""
+    prefix = "--params_override="
+    overrides = [f[len(prefix):] for f in [STUDY_BASE, *extra_flags] if f.startswith(prefix)]
+    return ([f for f in extra_flags if not f.startswith(prefix)]
+            + [prefix + ",".join(overrides)])
 
 
 # What makes the encoder transfer beyond topic words (issue 39): each is the study's base (command
