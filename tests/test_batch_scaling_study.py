@@ -85,7 +85,7 @@ def make_study(tmp_path, plan, runs, log=None):
 @pytest.fixture(name="plan")
 def _plan():
     # 10 updates at batch 1,024; the paper's warmup is 2 updates at every batch.
-    # Both tasks choose (the default plan chooses on bbc_news alone).
+    # Both tasks choose (the default plan leaves reuters_r8 out).
     return protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"),
                          selection_tasks=())
 
