@@ -23,7 +23,8 @@ BBC_NEWS_TRAIN = "bbc_news:train"
 VOCAB_SIZE = 8000
 DUPE_FACTOR = 5
 HOLDOUT_FRACTION = 0.05
-DEFAULT_PAIR_TASK = "random_next"
+# The shards made with the creator's default pair task keep the names they had before the option.
+DEFAULT_PAIR_TASK = creator.CreationOptions.pair_task
 _CORPUS_NAMES = {BUILTIN: "wiki", BUILTIN_BROAD: "broad"}
 
 
