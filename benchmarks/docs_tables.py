@@ -161,6 +161,22 @@ def batch_scaling_plan():
             + _source("benchmarks/batch_scaling_study/protocol.py"))
 
 
+def batch_scaling_results():
+    """The study's table and what held, from its committed CSVs, with its progress."""
+    from benchmarks.batch_scaling_study import protocol, report
+    from benchmarks.large_batch_study.results import ResultsFile
+    folder = os.path.join(RESULTS, "batch_scaling")
+    pretrainings = ResultsFile(os.path.join(folder, "pretraining.csv"), protocol.PretrainRecord)
+    finetunings = ResultsFile(os.path.join(folder, "finetuning.csv"), protocol.FinetuneRecord)
+    plan = protocol.Plan()
+    progress = protocol.describe(plan, pretrainings.records, finetunings.records)[-1]
+    # The report's own heading and paragraph of method are this page's sections above.
+    body = report.markdown(plan, pretrainings.records, finetunings.records).split("\n\n", 2)[2]
+    return (f"Progress: {progress}.\n\n" + body.replace("## What held", "### What held")
+            + _source("benchmarks/results/batch_scaling/pretraining.csv",
+                      "benchmarks/results/batch_scaling/finetuning.csv"))
+
+
 def _performance():
     """The performance page's regions: one per committed benchmark output, named after it, and
     the machine they were measured on."""
@@ -194,6 +210,7 @@ def _performance():
 GENERATORS = {
     **_performance(),
     "batch_scaling_plan": batch_scaling_plan,
+    "batch_scaling_results": batch_scaling_results,
     "finetune_bbc_news": lambda: finetune("finetune_bbc_news.csv", "finetune_bbc_news.md"),
     "finetune_bbc_news_init_cls_pooler": lambda: finetune("finetune_bbc_news_init_cls_pooler.csv"),
     "finetune_bbc_news_10_epochs": lambda: finetune("finetune_bbc_news_10_epochs.csv"),
