@@ -133,7 +133,7 @@ class PretrainRecord:
     word_embedding_growth: float
     largest_growth: float
     largest_growth_variable: str
-    examples_per_sec: float    # the trainer's, first loop of each process left out
+    examples_per_sec: float    # the trainer's median over loops, each process's first left out
     b_simple: float            # gradient noise scale at the end (nan: not measured)
     wall_seconds: float
 

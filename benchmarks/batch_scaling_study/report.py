@@ -127,16 +127,17 @@ def markdown(plan, pretrainings, finetunes):
             cells.append(f"{_percent(statistics.fmean(tests))} ("
                          f"{', '.join(_percent(t) for t in tests)})" if tests else "not run yet")
         lines.append(f"| {label} | | | | " + " | ".join(cells) + " |" + " |" * 7)
-    lines += ["", "Throughput of the pretraining runs (the trainer's examples/s, first loop of "
-              "each process left out), so accumulation's cost shows:", "",
-              "| batch | micro-batch x accumulation | examples/s (mean of runs, range) |",
+    lines += ["", "Throughput of the pretraining runs (the trainer's examples/s, the median of "
+              "a run's loops, the first of each process left out), so accumulation's cost "
+              "shows:", "",
+              "| batch | micro-batch x accumulation | examples/s (median of runs, range) |",
               "|---:|---|---|"]
     for batch in plan.batches:
         rates = [r.examples_per_sec for r in pretrainings.values() if r.batch == batch
                  and r.examples == plan.examples and r.finite]
         if rates:
             lines.append(f"| {batch} | {min(batch, plan.micro_batch)} x "
-                         f"{plan.accumulation_steps(batch)} | {statistics.fmean(rates):.0f} "
+                         f"{plan.accumulation_steps(batch)} | {statistics.median(rates):.0f} "
                          f"({min(rates):.0f}-{max(rates):.0f}, {len(rates)} runs) |")
     lines += ["", "## What held", ""] + what_held(plan, table)
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@ its diagnostics, and fine-tuning through benchmarks.finetune_study."""
 
 import math
 import os
+import statistics
 
 from benchmarks import eval_history
 from benchmarks import finetune_study
@@ -42,11 +43,12 @@ def pretrain(plan):
         except pretraining_study.Diverged:
             return dict(protocol.DIVERGED)
         figures = pretraining_study.diagnose(model_dir)
-        # Each loop's throughput; the first loop of every process traces, and is left out.
+        # Each loop's throughput (the first loop of every process traces, and is left out);
+        # the median, so a loop slowed by something else on the machine does not move it.
         rates = summary_values(model_dir, "examples_per_second")
         noise = summary_values(model_dir, "noise_scale/b_simple")
         return dict(figures, finite=True,
-                    examples_per_sec=sum(rates) / len(rates) if rates else math.nan,
+                    examples_per_sec=statistics.median(rates) if rates else math.nan,
                     b_simple=noise[-1] if noise else math.nan)
     return run
 
