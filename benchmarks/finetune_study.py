@@ -16,11 +16,11 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 
 from absl import app, flags
 
+from benchmarks import trainer_process
 from trainers.bert.finetune import builtin_tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,13 +62,9 @@ def _label(path):
 
 
 def _finetune(task, arguments):
-    done = subprocess.run([sys.executable, "-m", "trainers.bert.finetune",
-                           f"--config_file=finetune_{task}", *arguments],
-                          cwd=REPO, capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    if done.returncode != 0:
-        sys.exit(f"error: fine-tuning failed ({' '.join(arguments)}):\n{done.stderr[-2000:]}")
-    return done.stdout
+    return trainer_process.run("trainers.bert.finetune",
+                               [f"--config_file=finetune_{task}", *arguments],
+                               f"fine-tuning ({' '.join(arguments)})")
 
 
 def run_one(task, init_checkpoint, random_init, learning_rate, seed, model_dir,

@@ -20,11 +20,12 @@ model_dir's last checkpoint.
 import csv
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
 from absl import app, flags
+
+from benchmarks import trainer_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = "configs/bert/tiny_wiki_lamb.yaml"
@@ -150,30 +151,23 @@ FLAGS = flags.FLAGS
 _PROBE = re.compile(r"pretrained encoder, mean over tokens: dev accuracy ([0-9.]+)%")
 
 
-class Diverged(Exception):
-    """The pretraining's loss or gradient became NaN or Inf (the trainer refused to go on)."""
+Diverged = trainer_process.Diverged
 
 
 def pretrain(model_dir, extra_flags, mode="train_and_eval"):
     """Trains (or resumes) README command 1's pretraining with `extra_flags` in `model_dir`;
-    raises Diverged when the loss went NaN or Inf, exits on any other failure."""
-    done = subprocess.run(
-        [sys.executable, "-m", "trainers.bert", f"--config_file={RECIPE}",
-         f"--mode={mode}", f"--model_dir={model_dir}", *extra_flags],
-        cwd=REPO, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    if done.returncode != 0:
-        if "became NaN or Inf" in done.stderr:
-            raise Diverged(done.stderr.strip().splitlines()[-1])
-        sys.exit(f"error: pretraining {model_dir} failed:\n{done.stderr[-3000:]}")
+    raises Diverged when the run went NaN or Inf, exits on any other failure."""
+    trainer_process.run("trainers.bert", [f"--config_file={RECIPE}", f"--mode={mode}",
+                                          f"--model_dir={model_dir}", *extra_flags],
+                        f"pretraining {model_dir}")
 
 
 def probe(model_dir):
-    done = subprocess.run([sys.executable, "-m", "benchmarks.finetune_probe",
-                           f"--init_checkpoint={model_dir}"], cwd=REPO, capture_output=True,
-                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    found = _PROBE.search(done.stdout)
+    printed = trainer_process.run("benchmarks.finetune_probe",
+                                  [f"--init_checkpoint={model_dir}"], f"the probe of {model_dir}")
+    found = _PROBE.search(printed)
     if not found:
-        sys.exit(f"error: the probe of {model_dir} failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"error: the probe of {model_dir} printed no accuracy:\n{printed[-3000:]}")
     return float(found.group(1)) / 100
 
 

@@ -338,3 +338,91 @@ def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypat
         "task.eval_data.input_path=reuters_r8:test")
     assert "--seed=2" in train_run and "--seed=2" in test_run
     assert "--config_file=finetune_reuters_r8" in train_run + test_run
+
+
+class LuckySelectionSeed(FakeRuns):
+    """The selection seed's fine-tunings score 10 points higher on dev and test alike, as a run
+    that won on dev by luck tends to be lucky on test."""
+
+    def finetune(self, task, init_checkpoint, random_init, seed):
+        dev, test = super().finetune(task, init_checkpoint, random_init, seed)
+        lucky = 0.1 if seed == self.plan.selection_seed else 0.0
+        return dev + lucky, test + lucky
+
+
+def test_the_seed_that_chose_is_not_among_those_reported(tmp_path, plan):
+    study, _ = make_study(tmp_path, plan, LuckySelectionSeed(plan))
+    study.run()
+    table = report.rows(plan, study.pretrainings.records, study.finetunings.records)
+    for row in table.values():
+        for task in plan.tasks:
+            assert len(row.tests[task]) == 3
+            assert max(row.tests[task]) < 0.92, (row.kind, row.optimizer, row.batch, task)
+    with pytest.raises(ValueError, match="must not be one of the reporting seeds"):
+        protocol.Plan(selection_seed=2, seeds=(2, 3, 4)).check()
+
+
+class DivergingFineTuning(FakeRuns):
+    """Fine-tuning AdamW's first rate (half the rule) goes NaN on "other": first in the cell, it
+    is what a comparison with NaN would keep."""
+
+    def finetune(self, task, init_checkpoint, random_init, seed):
+        setting = None if random_init else self.setting_of_dir[init_checkpoint]
+        if (task == "other" and setting is not None and setting.optimizer == "adamw"
+                and setting.learning_rate == pytest.approx(
+                    0.5 * self.plan.square_root_rule("adamw", setting.batch))):
+            self.finetuned.append((task, os.path.basename(init_checkpoint), random_init, seed))
+            return math.nan, math.nan
+        return super().finetune(task, init_checkpoint, random_init, seed)
+
+
+def test_an_encoder_whose_fine_tuning_diverged_is_never_chosen(tmp_path, plan):
+    study, _ = make_study(tmp_path, plan, DivergingFineTuning(plan))
+    chosen = study.run()
+    for batch in BATCHES:
+        assert chosen["adamw", batch].learning_rate == pytest.approx(
+            plan.square_root_rule("adamw", batch))
+
+
+def test_a_chosen_rate_at_the_end_of_a_fully_widened_grid_is_marked(tmp_path):
+    # One widening per side: LAMB's dev peak at 4x the rule is the last rate it may try.
+    plan = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news",),
+                         max_widenings=1)
+    study, _ = make_study(tmp_path, plan, FakeRuns(plan))
+    study.run()
+    table = report.rows(plan, study.pretrainings.records, study.finetunings.records)
+    assert all(table["tuned", "lamb", b].on_edge for b in BATCHES)
+    assert not any(table["tuned", "adamw", b].on_edge for b in BATCHES)
+    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    assert text.count("; edge |") == len(BATCHES)
+
+
+def test_a_missing_encoder_is_refused_not_pretrained_again(tmp_path):
+    first = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news",))
+    runs = FakeRuns(first)
+    study, _ = make_study(tmp_path, first, runs)
+    chosen = study.run()
+    os.rmdir(study.model_dir(protocol.setting_of(chosen["lamb", 64])))
+    later = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"),
+                          selection_tasks=("bbc_news",))
+    more = FakeRuns(later)
+    more.setting_of_dir = runs.setting_of_dir
+    with pytest.raises(ValueError, match="is gone.*move the rows of lamb_b64"):
+        make_study(tmp_path, later, more)[0].run()
+    assert more.pretrained == []
+
+
+@pytest.mark.parametrize("message", [
+    "The training loss or its gradient became NaN or Inf at step 7.",
+    "At step 50 the weights hold NaN or Inf, or the optimizer state NaN; nothing was saved."])
+def test_either_non_finite_refusal_of_the_trainer_is_a_divergence(monkeypatch, message):
+    import subprocess
+    from benchmarks import trainer_process
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 1, stdout="", stderr=f"Traceback...\nerror: {message}\n"))
+    with pytest.raises(trainer_process.Diverged, match="NaN or Inf"):
+        trainer_process.run("trainers.bert", [], "pretraining x")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 1, stdout="", stderr="error: --model_dir is required\n"))
+    with pytest.raises(SystemExit, match="pretraining x failed"):
+        trainer_process.run("trainers.bert", [], "pretraining x")

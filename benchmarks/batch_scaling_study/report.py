@@ -23,6 +23,7 @@ class Row:
     runs_tried: int
     tests: Dict[str, List[float]]   # task -> test accuracy per seed (the plan's order)
     devs: Dict[str, List[float]]
+    on_edge: bool = False           # chosen at the end of a grid widened as far as allowed
 
     def complete(self, plan):
         return self.record is not None and all(
@@ -54,15 +55,28 @@ def rows(plan, pretrainings, finetunes):
                     and r.batch == batch and r.examples == plan.examples]
             if not cell:
                 continue
-            untuned = plan.untuned(optimizer, batch).encoder
+            untuned = plan.untuned(optimizer, batch)
             # A cell whose every run diverged shows its first run, marked so.
-            for kind, record in (("tuned", protocol.choose(cell, plan, finetunes) or cell[0]),
-                                 ("untuned", pretrainings.get((untuned, plan.examples)))):
+            chosen = protocol.choose(cell, plan, finetunes) or cell[0]
+            for kind, record in (("tuned", chosen),
+                                 ("untuned", pretrainings.get((untuned.encoder, plan.examples)))):
                 tests, devs = _fine_tunings(plan, finetunes, record.encoder if record else "",
                                             plan.examples)
-                table[kind, optimizer, batch] = Row(kind, optimizer, batch, record, len(cell),
-                                                    tests, devs)
+                table[kind, optimizer, batch] = Row(
+                    kind, optimizer, batch, record, len(cell), tests, devs,
+                    on_edge=_on_edge(plan, cell, chosen, untuned.learning_rate))
     return table
+
+
+def _on_edge(plan, cell, chosen, centre):
+    """Whether `chosen` has the highest or lowest rate of its cell, with the grid widened as far
+    as the plan allows on that side: its best rate was never bracketed."""
+    def offset(rate):  # in grid steps from the square-root rule
+        return round(math.log(rate / centre, plan.grid_factor))
+    reach = plan.grid_size // 2 + plan.max_widenings
+    offsets = [offset(r.learning_rate) for r in cell]
+    mine = offset(chosen.learning_rate)
+    return abs(mine) == reach and mine in (max(offsets), min(offsets))
 
 
 def holds_up_to(plan, table, kind, optimizer, task):
@@ -75,7 +89,9 @@ def holds_up_to(plan, table, kind, optimizer, task):
     spread, held = first.spread(task), plan.batches[0]
     for batch in plan.batches[1:]:
         row = table.get((kind, optimizer, batch))
-        if row is None or not row.complete(plan) or row.mean(task) < first.mean(task) - spread:
+        # (not >= so that a NaN mean, a diverged fine-tuning, does not hold)
+        if (row is None or not row.complete(plan)
+                or not row.mean(task) >= first.mean(task) - spread):
             break
         held = batch
     return held, spread
@@ -96,18 +112,20 @@ def markdown(plan, pretrainings, finetunes):
         "# The LAMB paper's Table 1 in miniature: downstream accuracy against pretraining batch",
         "", f"BERT-Tiny, built-in Wikipedia corpus, {plan.examples:,} examples at every batch. "
         "Each cell's setting is chosen on the mean dev accuracy of one fine-tuning "
-        f"(seed {plan.seeds[0]}) on each of {', '.join(plan.choosing_tasks)}; its encoder is "
-        "then fine-tuned with seeds "
-        f"{', '.join(map(str, plan.seeds))} and the table gives test accuracy (%): mean "
-        "(seeds). \"untuned\": the paper's rule (square-root rate from batch "
-        f"{plan.batches[0]}, {plan.paper_warmup_updates()} warmup updates at every batch). "
+        f"(seed {plan.selection_seed}) on each of {', '.join(plan.choosing_tasks)}; its encoder "
+        "is then fine-tuned with seeds "
+        f"{', '.join(map(str, plan.seeds))}, which chose nothing, and the table gives test "
+        "accuracy (%): mean (seeds). \"untuned\": the paper's rule (square-root rate from "
+        f"batch {plan.base_batch}, {plan.paper_warmup_updates()} warmup updates at every "
+        "batch). \"edge\": the chosen rate is the highest or lowest the cell tried, its grid "
+        "widened as far as the plan allows. "
         "Masked-LM and sentence-order accuracy on 1,024 held-out pairs; health: the pooler's "
         "saturated share and spread, norm growth since initialization. Generated from "
         "pretraining.csv and finetuning.csv by `python -m benchmarks.batch_scaling_study "
         "--report`.", ""]
     task_columns = " | ".join(f"{task} test" for task in plan.tasks)
     lines += [f"| encoder | batch | setting | runs | {task_columns} | dev (seed "
-              f"{plan.seeds[0]}) | masked-LM | sentence order | pooler saturated | pooler "
+              f"{plan.selection_seed}) | masked-LM | sentence order | pooler saturated | pooler "
               "spread | word-embedding growth | largest growth |",
               "|---|---:|---|---:|" + "---:|" * len(plan.tasks) + "---:|" * 7]
     for optimizer in protocol.OPTIMIZERS:
@@ -116,7 +134,7 @@ def markdown(plan, pretrainings, finetunes):
                 row = table.get((kind, optimizer, batch))
                 if row is None:
                     continue
-                lines.append(_row_line(plan, row))
+                lines.append(_row_line(plan, row, finetunes))
     for encoder, label in ((protocol.RANDOM, "random weights"),
                            (protocol.TFIDF, "TF-IDF + logistic regression")):
         seeds = plan.seeds if encoder == protocol.RANDOM else (0,)
@@ -143,7 +161,7 @@ def markdown(plan, pretrainings, finetunes):
     return "\n".join(lines) + "\n"
 
 
-def _row_line(plan, row):
+def _row_line(plan, row, finetunes):
     name = f"{NAMES[row.optimizer]} {row.kind}"
     record = row.record
     if record is None:
@@ -153,10 +171,10 @@ def _row_line(plan, row):
                 + " diverged |" * len(plan.tasks) + " |" * 7)
     tests = [f"**{_percent(row.mean(task))}** ({', '.join(_percent(t) for t in row.tests[task])})"
              if row.tests[task] else "in progress" for task in plan.tasks]
-    devs = [row.devs[task][0] for task in plan.choosing_tasks if row.devs[task]]
-    dev = (_percent(statistics.fmean(devs)) if len(devs) == len(plan.choosing_tasks)
-           else "in progress")
-    return (f"| {name} | {row.batch} | {_setting(record)} | {row.runs_tried} | "
+    score = protocol.selection_score(record.encoder, record.examples, plan, finetunes)
+    dev = _percent(score) if score > -math.inf else "in progress or diverged"
+    edge = "; edge" if row.kind == "tuned" and row.on_edge else ""
+    return (f"| {name} | {row.batch} | {_setting(record)}{edge} | {row.runs_tried} | "
             + " | ".join(tests) + f" | {dev} | {_percent(record.masked_lm_accuracy)} | "
             f"{_percent(record.next_sentence_accuracy)} | {_percent(record.pooler_saturation)} | "
             f"{record.pooler_spread:.2g} | {record.word_embedding_growth:.2f}x | "
@@ -180,7 +198,8 @@ def what_held(plan, table):
                     f"seeds' spread ({100 * spread:.1f} points) of its batch-{plan.batches[0]} "
                     f"figure ({_percent(first.mean(task))}%) up to batch {batch}"
                     + ("." if batch == plan.batches[-1] else
-                       f"; batch {_next(plan, batch)} falls below it or is not complete yet."))
+                       f"; batch {_next(plan, batch)} "
+                       f"{_why_not(plan, table.get((kind, optimizer, _next(plan, batch))))}."))
     for batch in plan.batches:
         for task in plan.tasks:
             lamb, adamw = table.get(("tuned", "lamb", batch)), table.get(("tuned", "adamw", batch))
@@ -194,6 +213,15 @@ def what_held(plan, table):
                          f"{100 * difference:+.1f} points, {verdict} the larger seeds' spread "
                          f"({100 * spread:.1f}).")
     return lines or ["- nothing complete yet: rerun the study's command to continue."]
+
+
+def _why_not(plan, row):
+    """Why a row does not hold: the end of a "holds up to" sentence."""
+    if row is not None and row.record is not None and not row.record.finite:
+        return "diverged"
+    if row is None or not row.complete(plan):
+        return "is not complete yet"
+    return "falls below it"
 
 
 def _next(plan, batch):

@@ -8,6 +8,7 @@ import statistics
 from benchmarks import eval_history
 from benchmarks import finetune_study
 from benchmarks import pretraining_study
+from benchmarks import trainer_process
 from benchmarks.batch_scaling_study import protocol
 
 # A loop (and a checkpoint, the most a killed run loses) every 25,600 examples: 6 per run.
@@ -56,9 +57,12 @@ def pretrain(plan):
 def finetune(plan, work_dir):
     """`finetune(task, init_checkpoint, random_init, seed)` for protocol.Study."""
     def run(task, init_checkpoint, random_init, seed):
-        return finetune_study.run_one(task, init_checkpoint, random_init,
-                                      plan.finetune_learning_rate, seed,
-                                      os.path.join(work_dir, "finetune"))
+        try:
+            return finetune_study.run_one(task, init_checkpoint, random_init,
+                                          plan.finetune_learning_rate, seed,
+                                          os.path.join(work_dir, "finetune"))
+        except trainer_process.Diverged:  # on record as NaN: it never chooses, the table says n/a
+            return math.nan, math.nan
     return run
 
 
