@@ -23,9 +23,12 @@ def scalars(directory):
     for path in sorted(glob.glob(os.path.join(directory, "events*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                number = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
-                          else value.simple_value)
-                yield event.step, value.tag, number
+                if not value.HasField("tensor"):
+                    yield event.step, value.tag, value.simple_value
+                    continue
+                array = tf.make_ndarray(value.tensor)
+                if array.shape == ():  # histograms (trust ratios, norm growth) are not scalars
+                    yield event.step, value.tag, float(array)
 
 
 def history(model_dir):

@@ -21,6 +21,16 @@ def _write(directory, step, values):
     writer.close()
 
 
+def test_histograms_beside_the_scalars_are_passed_over(tmp_path):
+    # The trainer's train/ directory holds trust-ratio and norm-growth histograms too.
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        tf.summary.histogram("trust_ratio", [0.5, 1.0, 2.0], step=100)
+        tf.summary.scalar("examples_per_second", 150.0, step=100)
+    writer.close()
+    assert list(eval_history.scalars(str(tmp_path))) == [(100, "examples_per_second", 150.0)]
+
+
 def test_one_row_per_evaluation_by_step_with_a_reevaluated_step_keeping_its_last_value(
         tmp_path):
     eval_dir = str(tmp_path / "eval")
