@@ -265,7 +265,7 @@ def lever_table(pretraining_rows, finetune_rows):
     encoders = [(BASELINE_ENCODER, BASELINE, BASELINE_ENCODER,
                  "nothing: the study's base, command 1 with random-next pairs")]
     encoders += [(label(name), name,
-                  f"{name} (README command 1)" if name == COMMAND_1_LEVER else name,
+                  f"{name} (the default recipe)" if name == COMMAND_1_LEVER else name,
                   question) for name, (question, _) in LEVERS.items() if name in pretraining]
     encoders.append((RANDOM_ENCODER, None, RANDOM_ENCODER, "no pretraining"))
     for encoder, variant, shown, question in encoders:

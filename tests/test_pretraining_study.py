@@ -109,7 +109,7 @@ def test_the_lever_table_judges_each_encoder_at_its_best_dev_rate_of_the_shared_
     text = pretraining_study.lever_table(pretraining, {"health_tweets": health,
                                                        "bbc_news": []})
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
-    lever = "lever_sentence_order (README command 1)"
+    lever = "lever_sentence_order (the default recipe)"
     assert "45.0% (44.0%, 45.0%, 46.0%) at 1e-3; dev 45.0% |" in lines["tiny_wiki_lamb_random_next"]
     assert "47.0% (47.0%, 47.0%, 47.0%) at 3e-4; dev 48.0% [+2.0]" in lines[lever]
     assert "| 15.0% | 60.0% | 70.0% |" in lines[lever]
