@@ -263,7 +263,7 @@ def lever_table(pretraining_rows, finetune_rows):
 
     reference = {task: downstream(task, BASELINE_ENCODER)[0] for task in tasks}
     encoders = [(BASELINE_ENCODER, BASELINE, BASELINE_ENCODER,
-                 "nothing: the study's base, command 1 with random-next pairs")]
+                 "nothing: the study's base, the default recipe with random-next pairs")]
     encoders += [(label(name), name,
                   f"{name} (the default recipe)" if name == COMMAND_1_LEVER else name,
                   question) for name, (question, _) in LEVERS.items() if name in pretraining]
