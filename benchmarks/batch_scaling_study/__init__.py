@@ -6,12 +6,13 @@ r"""The LAMB paper's Table 1 in miniature: downstream accuracy against pretraini
 
 BERT-Tiny on the built-in Wikipedia corpus (README command 1's model, data and seed), the same
 153,600 training examples (command 1's) at every global batch from 32 to 512 (batches past the
-per-replica micro-batch through `--num_accumulation_steps`), LAMB against AdamW (shared/design.md section
-10; issue 38). Every (batch, optimizer) cell gets the same search, and each of its settings is
-judged downstream: the encoder is fine-tuned once (first seed) on each downstream task of
---selection_tasks (default: BBC News and the health tweets), and the setting with the best
-mean dev accuracy is the cell's; its encoder (and the untuned rule's) is then fine-tuned with every seed on every
-task, and test accuracy is what the table reports. Test accuracy never chooses anything. Keep
+per-replica micro-batch through `--num_accumulation_steps`), LAMB against AdamW
+(shared/design.md section 10; issue 38). Every (batch, optimizer) cell gets the same search,
+and each of its settings is judged downstream: the encoder is fine-tuned once (the selection
+seed, 1) on each task of --selection_tasks (default: BBC News and the health tweets), and the
+setting with the best mean dev accuracy is the cell's; its encoder (and the untuned rule's) is
+then fine-tuned with the reporting seeds (2-4), which chose nothing, on every task, and test
+accuracy is what the table reports. Test accuracy never chooses anything. Keep
 --selection_tasks fixed through a study (name it explicitly before adding a task to --tasks):
 a task added later is then only fine-tuned from the kept encoders, no pretraining is redone.
 
