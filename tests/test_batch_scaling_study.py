@@ -426,3 +426,18 @@ def test_either_non_finite_refusal_of_the_trainer_is_a_divergence(monkeypatch, m
         a, 1, stdout="", stderr="error: --model_dir is required\n"))
     with pytest.raises(SystemExit, match="pretraining x failed"):
         trainer_process.run("trainers.bert", [], "pretraining x")
+
+
+def test_the_time_left_comes_from_the_runs_speed_not_their_wall_time(tmp_path, plan):
+    # A run finished before a restart is read back in seconds: its wall time says nothing.
+    runs = FakeRuns(plan, stop_after=1)
+    study, _ = make_study(tmp_path, plan, runs)
+    with pytest.raises(KeyboardInterrupt):
+        study.run()
+    (record,) = study.pretrainings.records.values()
+    assert record.wall_seconds == 0.0 and record.examples_per_sec > 0
+    lines = protocol.describe(plan, study.pretrainings.records, study.finetunings.records,
+                              finetune_minutes=0)
+    runs_left = int(lines[-2].split("at least ")[1].split()[0]) - 1
+    expected = runs_left * (plan.examples / record.examples_per_sec + 60)
+    assert lines[-1].endswith(f"left: ~{protocol.format_duration(expected)}")

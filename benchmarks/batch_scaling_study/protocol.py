@@ -386,9 +386,10 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
                      + (2 * cells + 1) * every_seed_and_task)
     pretraining_seconds = plan.examples / examples_per_sec + 60  # + start and diagnostics
     seconds = pretraining_runs * pretraining_seconds + finetune_runs * finetune_minutes * 60
-    done = [r.wall_seconds for r in pretrainings.values() if r.examples == plan.examples]
-    if done:  # what the finished runs took, for what is left
-        pretraining_seconds = sum(done) / len(done)
+    done = [r for r in pretrainings.values() if r.examples == plan.examples]
+    rates = [r.examples_per_sec for r in done if r.finite and r.examples_per_sec > 0]
+    if rates:  # the finished runs' speed, for what is left (their wall time includes resumes)
+        pretraining_seconds = plan.examples / (sum(rates) / len(rates)) + 60
     left = (max(0, pretraining_runs - len(done)) * pretraining_seconds
             + max(0, finetune_runs - len(finetunings)) * finetune_minutes * 60)
     lines += ["", f"at least {pretraining_runs} pretraining runs and at most {finetune_runs} "
