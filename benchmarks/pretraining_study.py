@@ -151,12 +151,9 @@ FLAGS = flags.FLAGS
 _PROBE = re.compile(r"pretrained encoder, mean over tokens: dev accuracy ([0-9.]+)%")
 
 
-Diverged = trainer_process.Diverged
-
-
 def pretrain(model_dir, extra_flags, mode="train_and_eval"):
     """Trains (or resumes) README command 1's pretraining with `extra_flags` in `model_dir`;
-    raises Diverged when the run went NaN or Inf, exits on any other failure."""
+    raises trainer_process.Diverged when the run went NaN or Inf, exits on any other failure."""
     trainer_process.run("trainers.bert", [f"--config_file={RECIPE}", f"--mode={mode}",
                                           f"--model_dir={model_dir}", *extra_flags],
                         f"pretraining {model_dir}")
@@ -297,7 +294,7 @@ def main(argv):
         model_dir = os.path.join(FLAGS.work_dir, name)
         try:
             pretrain(model_dir, on_study_base(extra_flags))
-        except Diverged as e:
+        except trainer_process.Diverged as e:
             sys.exit(f"error: variant {name} diverged: {e}")
         row = {"variant": name, "question": question, "flags": " ".join(extra_flags),
                **diagnose(model_dir), "probe_dev_accuracy": probe(model_dir)}

@@ -23,7 +23,7 @@ class Row:
     runs_tried: int
     tests: Dict[str, List[float]]   # task -> test accuracy per seed (the plan's order)
     devs: Dict[str, List[float]]
-    on_edge: bool = False           # chosen at the end of a grid widened as far as allowed
+    on_edge: bool = False           # tuned, at the end of a grid widened as far as allowed
 
     def complete(self, plan):
         return self.record is not None and all(
@@ -64,7 +64,8 @@ def rows(plan, pretrainings, finetunes):
                                             plan.examples)
                 table[kind, optimizer, batch] = Row(
                     kind, optimizer, batch, record, len(cell), tests, devs,
-                    on_edge=_on_edge(plan, cell, chosen, untuned.learning_rate))
+                    on_edge=kind == "tuned" and _on_edge(plan, cell, chosen,
+                                                         untuned.learning_rate))
     return table
 
 
@@ -173,7 +174,7 @@ def _row_line(plan, row, finetunes):
              if row.tests[task] else "in progress" for task in plan.tasks]
     score = protocol.selection_score(record.encoder, record.examples, plan, finetunes)
     dev = _percent(score) if score > -math.inf else "in progress or diverged"
-    edge = "; edge" if row.kind == "tuned" and row.on_edge else ""
+    edge = "; edge" if row.on_edge else ""
     return (f"| {name} | {row.batch} | {_setting(record)}{edge} | {row.runs_tried} | "
             + " | ".join(tests) + f" | {dev} | {_percent(record.masked_lm_accuracy)} | "
             f"{_percent(record.next_sentence_accuracy)} | {_percent(record.pooler_saturation)} | "

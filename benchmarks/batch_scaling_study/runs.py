@@ -41,7 +41,7 @@ def pretrain(plan):
     def run(setting, model_dir):
         try:
             pretraining_study.pretrain(model_dir, pretraining_flags(setting, plan), mode="train")
-        except pretraining_study.Diverged:
+        except trainer_process.Diverged:
             return dict(protocol.DIVERGED)
         figures = pretraining_study.diagnose(model_dir)
         # Each loop's throughput (the first loop of every process traces, and is left out);
