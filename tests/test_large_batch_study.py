@@ -25,6 +25,9 @@ PLAN = presets.WorkloadPlan(
     "fashion_cnn", (16, 64), examples=64 * 6, grid_size=2, grid_factor=4.0,
     initial_centres=presets.FASHION_CENTRES, max_widenings=1, seeds=(0, 1))
 PRESET = presets.Preset("test", (PLAN,), {"fashion_cnn": 5000.0})
+# The protocol treats every optimizer alike: two of them, one Adam-type and one not, show it in
+# half the time of all four.
+STUDIED = ("lamb", "nesterov")
 
 
 def _write_idx(path, array):
@@ -63,6 +66,7 @@ def study(fashion_dir, tmp_path_factory):
     lines = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(workloads, "FashionCnn", GraphModeFashionCnn)
+        patch.setattr(presets, "OPTIMIZERS", STUDIED)
         chosen = run_study(PRESET, output_dir, log=lines.append, fashion_mnist_dir=fashion_dir)
     with open(os.path.join(output_dir, "results.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -83,7 +87,8 @@ def test_every_cell_follows_the_protocol(study):
         assert int(row["examples"]) == PLAN.examples
         assert int(row["warmup_updates"]) == round(0.1 * (PLAN.examples // batch))
         assert 0.0 <= float(row["metric"]) <= 1.0
-    for optimizer in presets.OPTIMIZERS:
+    assert {row["optimizer"] for row in rows} == set(STUDIED)
+    for optimizer in STUDIED:
         small = _first_seed_rates(rows, optimizer, 16)
         large = _first_seed_rates(rows, optimizer, 64)
         # The smallest batch's grid sits around the optimizer's conventional rate; the larger
@@ -117,7 +122,7 @@ def test_learning_happens_on_the_toy_data(study):
 def test_table_plot_and_progress_lines(study):
     output_dir, chosen, rows, lines = study
     table = open(os.path.join(output_dir, "study.md")).read()
-    for optimizer in presets.OPTIMIZERS:
+    for optimizer in STUDIED:
         assert f"| {optimizer} | **" in table
         assert f"lr {chosen[optimizer, 64]:.3g}" in table
     assert "| optimizer | 16 (24 upd.) | 64 (6 upd.) |" in table
@@ -141,16 +146,19 @@ class CountingWorkload:
         return self.real.run(**kwargs)
 
 
-def test_a_rerun_skips_finished_runs(study):
+def test_a_rerun_skips_finished_runs(study, monkeypatch):
     output_dir, chosen, rows, _ = study
+    monkeypatch.setattr(presets, "OPTIMIZERS", STUDIED)
     forbidden = CountingWorkload()
     again = protocol.Study(PRESET, ResultsFile(os.path.join(output_dir, "results.csv")),
                            {"fashion_cnn": forbidden}, log=lambda line: None).run()
     assert again["fashion_cnn"] == chosen and not forbidden.calls
 
 
-def test_a_study_killed_while_writing_redoes_only_that_run(study, fashion_dir, tmp_path):
+def test_a_study_killed_while_writing_redoes_only_that_run(study, fashion_dir, tmp_path,
+                                                           monkeypatch):
     output_dir, chosen, rows, _ = study
+    monkeypatch.setattr(presets, "OPTIMIZERS", STUDIED)
     path = tmp_path / "results.csv"
     content = open(os.path.join(output_dir, "results.csv")).read()
     path.write_text(content[:len(content) - 25])  # the last row cut off mid-way

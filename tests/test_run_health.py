@@ -147,9 +147,8 @@ def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_d
     assert len(warnings) == 1 and "since step 10" in warnings[0]
 
 
-@pytest.mark.parametrize("mode", ["eval", "continuous_eval"])
 def test_eval_only_modes_read_the_weight_norm_record_and_never_write_it(data_dir, tmp_path,
-                                                                       mode, caplog):
+                                                                       caplog):
     # They do not hold model_dir: a record written by them would become the trainer's start.
     model_dir = str(tmp_path / "run")
     _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
@@ -157,14 +156,18 @@ def test_eval_only_modes_read_the_weight_norm_record_and_never_write_it(data_dir
     with open(record) as f:
         written_by_the_trainer = f.read()
     caplog.set_level(logging.INFO)
-    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
-    with open(record) as f:
-        assert f.read() == written_by_the_trainer
-    assert any(m.startswith("weight norms at step 10, largest growth since step 0: ")
-               for m in caplog.messages)
-    os.remove(record)  # as before the trainer's first start wrote it
-    caplog.clear()
-    results = _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
-    assert "masked_lm_accuracy" in results
-    assert not os.path.exists(record)
-    assert not any(m.startswith("weight norms at step") for m in caplog.messages)
+    for mode in ("eval", "continuous_eval"):
+        with open(record, "w") as f:
+            f.write(written_by_the_trainer)
+        caplog.clear()
+        _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
+        with open(record) as f:
+            assert f.read() == written_by_the_trainer, mode
+        assert any(m.startswith("weight norms at step 10, largest growth since step 0: ")
+                   for m in caplog.messages), mode
+        os.remove(record)  # as before the trainer's first start wrote it
+        caplog.clear()
+        results = _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode=mode)
+        assert "masked_lm_accuracy" in results, mode
+        assert not os.path.exists(record), mode
+        assert not any(m.startswith("weight norms at step") for m in caplog.messages), mode
