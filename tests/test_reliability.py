@@ -81,6 +81,34 @@ def test_a_broken_newest_checkpoint_resumes_from_the_previous_one_exactly(
     assert os.listdir(os.path.join(model_dir, checkpointing.BROKEN_DIR))
 
 
+def test_a_kill_after_the_data_position_but_before_the_model_save_resumes_exactly(
+        data_dir, tmp_path, caplog):
+    # A save writes the training-data position first: killed before the model's files and state
+    # at step 4, the run leaves a position newer than its newest checkpoint.
+    one_step_loops = {"iterations_per_loop": 1, "keep_checkpoint_max": 2}
+    # A constant rate after warmup, so that a run told to end at step 3 steps as one to 4 does.
+    constant = {"learning_rate": 0.01, "end_learning_rate": 0.01}
+    reference = train(data_dir, tmp_path / "reference", trainer=one_step_loops,
+                      optimizer=constant)
+    model_dir = str(tmp_path / "killed")
+    train(data_dir, model_dir, trainer=one_step_loops, optimizer=constant)
+    for path in tf.io.gfile.glob(os.path.join(model_dir, "ckpt-4.*")):
+        os.remove(path)
+    tf.compat.v1.train.update_checkpoint_state(model_dir, os.path.join(model_dir, "ckpt-2"))
+    positions = checkpointing.data_position_dir(model_dir, 0)
+    assert sorted(checkpointing.checkpoint_steps(positions)) == [2, 4]
+    caplog.set_level("INFO")
+    # Resumed to step 3 with a save there: the stale position at 4, had it stayed, would count
+    # among the newest two and push out ckpt-2's.
+    train(data_dir, model_dir, steps=3, trainer=dict(one_step_loops, save_checkpoints_steps=1),
+          optimizer=constant)
+    assert f"Resumed from {model_dir}/ckpt-2 at step 2." in caplog.messages
+    assert sorted(checkpointing.checkpoint_steps(positions)) == [2, 3]
+    assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2, 3]
+    bert_runs.assert_same_weights(
+        train(data_dir, model_dir, trainer=one_step_loops, optimizer=constant), reference)
+
+
 def test_a_garbled_state_file_does_not_restart_from_step_zero(data_dir, tmp_path, capsys):
     train(data_dir, tmp_path, steps=2)
     (tmp_path / "checkpoint").write_text("model_checkpoint_path: \x00\x01 garbage {{{")

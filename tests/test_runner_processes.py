@@ -251,7 +251,7 @@ def test_a_chief_and_a_worker_have_one_writer_survive_sigterm_and_match_one_proc
     chief = processes[0]
     outputs = sigterm_after_step(processes, 0, 2)
     assert [p.returncode for p in processes] == [143, 143], outputs
-    assert len(steps_of(workers_dir)) == 1
+    [stopped_at] = steps_of(workers_dir)
     # The chief wrote the summaries; worker 0, whom our own guess took for a chief, none.
     assert writer_pids(workers_dir) == {chief.pid}
     assert not os.path.exists(os.path.join(workers_dir, "worker_tmp", "0", "checkpoint"))
@@ -259,7 +259,8 @@ def test_a_chief_and_a_worker_have_one_writer_survive_sigterm_and_match_one_proc
     processes, _ = start_workers(config, workers_dir, chief=True)
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
-    assert all(f"Resumed from {workers_dir}/ckpt-" in output for output in outputs), outputs
+    resumed = f"Resumed from {workers_dir}/ckpt-{stopped_at} at step {stopped_at}"
+    assert all(resumed in output for output in outputs), outputs
     assert writer_pids(workers_dir) == {chief.pid, processes[0].pid}
     bert_runs.assert_same_weights(tf.train.latest_checkpoint(workers_dir),
                                   tf.train.latest_checkpoint(single_dir), rtol=1e-4, atol=2e-6)
