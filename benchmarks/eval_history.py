@@ -18,17 +18,19 @@ from absl import app, flags
 
 def scalars(directory):
     """(step, tag, value) of every scalar summary in `directory`'s event files, in the order
-    written (files in name order: each starts with its creation time)."""
+    written: by each event's wall time, since file names order by the second they were created
+    and then by a per-process counter that sorts "10" before "9"."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    for path in sorted(glob.glob(os.path.join(directory, "events*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if not value.HasField("tensor"):
-                    yield event.step, value.tag, value.simple_value
-                    continue
-                array = tf.make_ndarray(value.tensor)
-                if array.shape == ():  # histograms (trust ratios, norm growth) are not scalars
-                    yield event.step, value.tag, float(array)
+    events = [event for path in glob.glob(os.path.join(directory, "events*"))
+              for event in tf.compat.v1.train.summary_iterator(path)]
+    for event in sorted(events, key=lambda e: e.wall_time):
+        for value in event.summary.value:
+            if not value.HasField("tensor"):
+                yield event.step, value.tag, value.simple_value
+                continue
+            array = tf.make_ndarray(value.tensor)
+            if array.shape == ():  # histograms (trust ratios, norm growth) are not scalars
+                yield event.step, value.tag, float(array)
 
 
 def history(model_dir):

@@ -38,6 +38,11 @@ def test_one_row_per_evaluation_by_step_with_a_reevaluated_step_keeping_its_last
     _write(eval_dir, 100, {"masked_lm_accuracy": 0.125, "next_sentence_loss": 0.75})
     # A resumed run evaluates step 200 again, in a later event file.
     _write(eval_dir, 200, {"masked_lm_accuracy": 0.375, "next_sentence_loss": 0.625})
+    # File names end in a per-process counter, so the ninth and tenth writers of a process
+    # sort "...10.v2" before "...9.v2": give the last file written the name that sorts first.
+    newest = max(os.listdir(eval_dir), key=lambda name: int(name.split(".")[-2]))
+    os.rename(os.path.join(eval_dir, newest),
+              os.path.join(eval_dir, "events.out.tfevents.0000000000.host.1.10.v2"))
     rows = eval_history.history(str(tmp_path))
     assert rows == [{"step": 100, "masked_lm_accuracy": 0.125, "next_sentence_loss": 0.75},
                     {"step": 200, "masked_lm_accuracy": 0.375, "next_sentence_loss": 0.625}]
