@@ -43,10 +43,6 @@ VARIANTS = {
     "lamb_0.005_no_dropout": ("dropout in a short pretraining", [
         "--learning_rate=0.005", *_SHORT,
         "--params_override=task.model.dropout_rate=0.0,task.model.attention_dropout_rate=0.0"]),
-    "lamb_0.002": ("the rate", ["--learning_rate=0.002", *_SHORT]),
-    "adamw_3e-4": ("AdamW's rate", ["--learning_rate=0.0003", *_SHORT,
-                                    "--params_override=optimizer.name=adamw"]),
-    "lamb_0.01": ("the rate", ["--learning_rate=0.01", *_SHORT]),
     # At the rate that broke the recipe: would sparing the embeddings and the next-sentence
     # pooler from layer adaptation, or bounding ||w|| in the trust ratio, have saved it?
     "lamb_0.03_adapt_no_embeddings_pooler": (

@@ -12,8 +12,8 @@ except ModuleNotFoundError as error:
         raise
     # Keras 3 imports its backend at import time; the default one is TensorFlow.
     raise ImportError(
-        f"Keras is set to the {error.name} backend, which is not installed: pip install "
-        '"lamb_tf[tensorflow]", or "lamb_tf[jax]" with KERAS_BACKEND=jax.') from None
+        f"Keras is set to the {error.name} backend, which is not installed: from the clone, "
+        'pip install -e ".[tensorflow]", or -e ".[jax]" with KERAS_BACKEND=jax.') from None
 
 from lamb_tf import callbacks
 from lamb_tf.optimizers import Lamb, Lars

@@ -18,8 +18,8 @@ import tensorflow as tf  # noqa: E402
 try:
     import tf_keras
 except ImportError:
-    raise ImportError('lamb_tf.legacy needs tf-keras: pip install "lamb_tf[legacy]" (or '
-                      'pip install "tf-keras>=2.20,<2.21").') from None
+    raise ImportError('lamb_tf.legacy needs tf-keras: from the clone, pip install -e '
+                      '".[legacy]" (or pip install "tf-keras>=2.20,<2.21").') from None
 
 from lamb_tf import core, exclusions, hyperparameters, layerwise, rules, schedules
 

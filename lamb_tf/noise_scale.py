@@ -19,7 +19,7 @@ try:
     import tensorflow as tf
 except ImportError:
     raise ImportError("lamb_tf.noise_scale needs TensorFlow (it takes gradients with "
-                      'tf.GradientTape): pip install "lamb_tf[tensorflow]".') from None
+                      'tf.GradientTape): from the clone, pip install -e ".[tensorflow]".') from None
 
 
 def unbiased_estimates(small_sq_norm, small_batch, big_sq_norm, big_batch):

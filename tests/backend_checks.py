@@ -321,7 +321,7 @@ def noise_scale_measure_names_the_backend():
         import tensorflow  # noqa: F401
     except ImportError:
         expected = ("lamb_tf.noise_scale needs TensorFlow (it takes gradients with "
-                    'tf.GradientTape): pip install "lamb_tf[tensorflow]".')
+                    'tf.GradientTape): from the clone, pip install -e ".[tensorflow]".')
         assert last_line_of(ImportError, "import lamb_tf.noise_scale") == expected
         return
     assert last_line_of(RuntimeError, "from lamb_tf import noise_scale\n"

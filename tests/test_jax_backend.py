@@ -114,5 +114,5 @@ def test_without_a_backend_import_lamb_tf_names_the_extras(jax_venv):
     done = _run([python, "-c", "import lamb_tf"], cwd=work_dir, env=env, check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "ImportError: Keras is set to the tensorflow backend, which is not installed: pip "
-        'install "lamb_tf[tensorflow]", or "lamb_tf[jax]" with KERAS_BACKEND=jax.')
+        "ImportError: Keras is set to the tensorflow backend, which is not installed: from "
+        'the clone, pip install -e ".[tensorflow]", or -e ".[jax]" with KERAS_BACKEND=jax.')

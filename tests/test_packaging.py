@@ -29,8 +29,8 @@ def test_legacy_without_tf_keras_names_the_extra():
     done = _without(["tf_keras"], "import lamb_tf.legacy")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        'ImportError: lamb_tf.legacy needs tf-keras: pip install "lamb_tf[legacy]" (or pip '
-        'install "tf-keras>=2.20,<2.21").')
+        'ImportError: lamb_tf.legacy needs tf-keras: from the clone, pip install -e '
+        '".[legacy]" (or pip install "tf-keras>=2.20,<2.21").')
 
 
 def test_trainers_without_model_garden_names_the_extra():
@@ -42,5 +42,5 @@ def test_trainers_without_model_garden_names_the_extra():
                    "import trainers")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "ImportError: The trainers need tf-models-official, tensorflow-text: pip install "
-        '"lamb_tf[trainers]" (or "lamb_tf[demo]" for the built-in data too).')
+        "ImportError: The trainers need tf-models-official, tensorflow-text: from the clone, "
+        'pip install -e ".[trainers]" (or -e ".[demo]" for the built-in data too).')

@@ -23,5 +23,5 @@ _NEEDED = {"official": "tf-models-official", "tensorflow_text": "tensorflow-text
 _missing = [package for module, package in _NEEDED.items()
             if importlib.util.find_spec(module) is None]
 if _missing:
-    raise ImportError(f"The trainers need {', '.join(_missing)}: pip install "
-                      '"lamb_tf[trainers]" (or "lamb_tf[demo]" for the built-in data too).')
+    raise ImportError(f"The trainers need {', '.join(_missing)}: from the clone, pip "
+                      'install -e ".[trainers]" (or -e ".[demo]" for the built-in data too).')
