@@ -183,41 +183,55 @@ def _row_line(plan, row, finetunes):
 
 
 def what_held(plan, table):
-    """Sentences computed from the rows: how far each optimizer's accuracy held, and where
-    tuned LAMB and AdamW differ beyond the seeds' spread."""
-    lines = []
+    """Two tables computed from the rows: up to which batch each encoder's test accuracy held,
+    and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' spread."""
+    first = plan.batches[0]
+    lines = [f"Up to which batch test accuracy holds: no lower than the batch-{first} mean minus "
+             f"the range of its seeds (given first, as mean and range).", "",
+             "| encoder | " + " | ".join(plan.tasks) + " |",
+             "|---|" + "---|" * len(plan.tasks)]
     for optimizer in protocol.OPTIMIZERS:
         for kind in KINDS:
+            cells = []
             for task in plan.tasks:
                 held = holds_up_to(plan, table, kind, optimizer, task)
                 if held is None:
+                    cells.append(f"batch {first} not complete yet")
                     continue
                 batch, spread = held
-                first = table[kind, optimizer, plan.batches[0]]
-                lines.append(
-                    f"- {NAMES[optimizer]} {kind}, {task}: test accuracy holds within the "
-                    f"seeds' spread ({100 * spread:.1f} points) of its batch-{plan.batches[0]} "
-                    f"figure ({_percent(first.mean(task))}%) up to batch {batch}"
-                    + ("." if batch == plan.batches[-1] else
-                       f"; batch {_next(plan, batch)} "
-                       f"{_why_not(plan, table.get((kind, optimizer, _next(plan, batch))))}."))
+                reference = table[kind, optimizer, first]
+                cells.append(f"{_percent(reference.mean(task))} ({100 * spread:.1f}): up to "
+                             f"**{batch}**" + ("" if batch == plan.batches[-1] else
+                                              f"; {_next(plan, batch)} " + _why_not(
+                                                  plan, table.get((kind, optimizer,
+                                                                   _next(plan, batch))))))
+            lines.append(f"| {NAMES[optimizer]} {kind} | " + " | ".join(cells) + " |")
+    lines += ["", "Tuned LAMB minus tuned AdamW, mean test accuracy in points, and in brackets "
+              "the larger of the two cells' seed ranges; bold where the difference exceeds it.",
+              "", "| batch | " + " | ".join(plan.tasks) + " |",
+              "|---:|" + "---:|" * len(plan.tasks)]
     for batch in plan.batches:
+        lamb, adamw = table.get(("tuned", "lamb", batch)), table.get(("tuned", "adamw", batch))
+        if not (lamb and adamw and lamb.complete(plan) and adamw.complete(plan)):
+            lines.append(f"| {batch} | " + " | ".join("not complete yet" for _ in plan.tasks)
+                         + " |")
+            continue
+        cells = []
         for task in plan.tasks:
-            lamb, adamw = table.get(("tuned", "lamb", batch)), table.get(("tuned", "adamw", batch))
-            if not (lamb and adamw and lamb.complete(plan) and adamw.complete(plan)):
-                continue
-            difference = lamb.mean(task) - adamw.mean(task)
-            spread = max(lamb.spread(task), adamw.spread(task))
-            verdict = "beyond" if abs(difference) > spread else "within"
-            lines.append(f"- batch {batch}, {task}: tuned LAMB {_percent(lamb.mean(task))}% vs "
-                         f"tuned AdamW {_percent(adamw.mean(task))}%, a difference of "
-                         f"{100 * difference:+.1f} points, {verdict} the larger seeds' spread "
-                         f"({100 * spread:.1f}).")
-    return lines or ["- nothing complete yet: rerun the study's command to continue."]
+            difference = 100 * (lamb.mean(task) - adamw.mean(task))
+            spread = 100 * max(lamb.spread(task), adamw.spread(task))
+            if math.isnan(difference):  # a diverged fine-tuning
+                cells.append("n/a")
+            elif abs(difference) > spread:
+                cells.append(f"**{difference:+.1f}** ({spread:.1f})")
+            else:
+                cells.append(f"{difference:+.1f} ({spread:.1f})")
+        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _why_not(plan, row):
-    """Why a row does not hold: the end of a "holds up to" sentence."""
+    """Why a row does not hold: the end of a "holds up to" cell."""
     if row is not None and row.record is not None and not row.record.finite:
         return "diverged"
     if row is None or not row.complete(plan):
