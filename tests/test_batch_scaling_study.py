@@ -2,6 +2,7 @@
 chooses on dev and never on test, widens off edges, gives both optimizers the same search,
 runs the ends of the range first, resumes without redoing a run, and reports what held."""
 
+import dataclasses
 import math
 import os
 
@@ -200,7 +201,7 @@ def test_both_optimizers_get_the_same_search_and_adamw_also_nados_at_the_largest
         stages = {o: sorted(r.stage for r in records if r.optimizer == o and r.batch == batch)
                   for o in protocol.OPTIMIZERS}
         assert stages["lamb"] == ["rate", "rate", "rate", "warmup"]
-        extras = ["beta_2", "power"] if batch in BATCHES[-2:] else []
+        extras = ["beta_2", "power", "rate_again"] if batch in BATCHES[-2:] else []
         assert stages["adamw"] == sorted(stages["lamb"] + extras)
     # Each cell tried two distinct warmups, even where 10% of the updates is the paper's.
     for optimizer in protocol.OPTIMIZERS:
@@ -208,6 +209,53 @@ def test_both_optimizers_get_the_same_search_and_adamw_also_nados_at_the_largest
             warmups = {r.warmup_updates for r in records
                        if r.optimizer == optimizer and r.batch == batch}
             assert len(warmups) == 2
+
+
+def test_adamw_at_the_largest_batches_tries_twice_the_rate_at_its_best_beta_2_and_power(
+        tmp_path, plan, monkeypatch):
+    # Here beta_2 0.98 wins on dev and stands twice the rule: the rate grid, at beta_2 0.999,
+    # peaks on the rule; the retried rate with 0.98 is the cell's choice.
+    def finetune(task, init_checkpoint, random_init, seed):
+        dev, test = FakeRuns.finetune(runs, task, init_checkpoint, random_init, seed)
+        setting = runs.setting_of_dir.get(init_checkpoint)
+        if setting and setting.beta_2 == 0.98:
+            relative = setting.learning_rate / plan.square_root_rule("adamw", setting.batch)
+            dev = 0.95 - 0.02 * abs(math.log2(relative / 2.0))
+        return dev, test
+
+    runs = FakeRuns(plan)
+    monkeypatch.setattr(runs, "finetune", finetune)
+    chosen = make_study(tmp_path, plan, runs)[0].run()
+    for batch in BATCHES[-2:]:
+        record = chosen["adamw", batch]
+        assert (record.stage, record.beta_2) == ("rate_again", 0.98)
+        assert record.learning_rate == pytest.approx(2 * plan.square_root_rule("adamw", batch))
+    assert chosen["adamw", BATCHES[0]].beta_2 == 0.999  # the extra steps only at the largest
+
+
+def test_a_tie_on_dev_goes_to_the_lower_rate_as_the_grid_widening_decides():
+    plan = protocol.Plan()
+
+    def record(rate):
+        return protocol.PretrainRecord(
+            f"lamb_{rate}", plan.examples, "rate", "lamb", 64, rate, 60, 0.999, 1.0, 2400, 64,
+            1, True, 0.2, 0.7, 0.0, 0.5, 1.5, 2.0, "x", 180.0, math.nan, 900.0)
+
+    # Visited in the grid's order: the centre first, then the rate a widening added below it.
+    visited = [record(0.005), record(0.01), record(0.0025)]
+    dev = {0.005: 0.9, 0.01: 0.8, 0.0025: 0.9}
+    finetunes = {(task, r.encoder, plan.examples, plan.selection_seed): protocol.FinetuneRecord(
+        task, r.encoder, plan.examples, plan.selection_seed, 1e-3, dev[r.learning_rate], 0.5)
+        for r in visited for task in plan.choosing_tasks}
+    assert protocol.choose(visited, plan, finetunes).learning_rate == 0.0025
+    # Equal rates (a warmup tried at the best rate): the first visited.
+    second = dataclasses.replace(visited[0], encoder="lamb_0.005_wu240", warmup_updates=240)
+    finetunes.update({(t, second.encoder, plan.examples, plan.selection_seed):
+                      dataclasses.replace(finetunes[t, visited[0].encoder, plan.examples,
+                                                    plan.selection_seed],
+                                          encoder=second.encoder)
+                      for t in plan.choosing_tasks})
+    assert protocol.choose([visited[0], second], plan, finetunes) is visited[0]
 
 
 def test_cells_run_the_ends_of_the_range_first(tmp_path, plan):
@@ -277,7 +325,7 @@ def test_the_report_says_up_to_which_batch_accuracy_held(tmp_path, plan):
     # Random weights and TF-IDF are rows; every batch's throughput is listed.
     assert "| random weights | | | | 77.0 (77.0, 77.0, 77.0) |" in text
     assert "| TF-IDF + logistic regression | | | | 94.0 (94.0) |" in text
-    assert "| 1024 | 128 x 8 | 184 (184-184, 11 runs) |" in text
+    assert "| 1024 | 128 x 8 | 184 (184-184, 12 runs) |" in text  # LAMB 5 rates + 1, AdamW 3 + 4
     report.plot(plan, study.pretrainings.records, study.finetunings.records,
                 str(tmp_path / "study.png"))
     assert os.path.getsize(tmp_path / "study.png") > 10_000
@@ -292,6 +340,48 @@ def test_the_report_does_not_mark_a_difference_within_the_seeds_spread(tmp_path,
     differences = _table_rows(text, "| batch | bbc_news | other |")
     assert differences["256"] == ["+0.0 (1.0)"] * 2
     assert differences["512"] == ["**-5.0** (1.0)"] * 2
+
+
+def test_the_report_names_a_diverged_cell_and_a_diverged_fine_tuning(tmp_path, plan):
+    runs = FakeRuns(plan)
+    pretrain, finetune = runs.pretrain, runs.finetune
+
+    def diverging_pretrain(setting, model_dir):
+        figures = pretrain(setting, model_dir)
+        if setting.optimizer == "adamw" and setting.batch == 1024:
+            return dict(protocol.DIVERGED)
+        return figures
+
+    def nan_finetune(task, init_checkpoint, random_init, seed):
+        dev, test = finetune(task, init_checkpoint, random_init, seed)
+        setting = runs.setting_of_dir.get(init_checkpoint)
+        if (setting and setting.optimizer == "lamb" and setting.batch == 512 and task == "other"
+                and seed == 3):
+            return math.nan, math.nan
+        return dev, test
+
+    runs.pretrain, runs.finetune = diverging_pretrain, nan_finetune
+    study, _ = make_study(tmp_path, plan, runs)
+    study.run()
+    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    held = _table_rows(text, "| encoder | bbc_news | other |")
+    assert held["AdamW tuned"][0].endswith("up to **512**; 1024 diverged")
+    assert held["LAMB tuned"][0].endswith("up to **256**; 512 falls below it")
+    assert held["LAMB tuned"][1].endswith("up to **256**; 512 has a diverged fine-tuning")
+    differences = _table_rows(text, "| batch | bbc_news | other |")
+    assert differences["1024"] == ["AdamW diverged"] * 2
+    assert differences["512"][1] == "LAMB has a diverged fine-tuning"
+
+
+def test_a_batch_holds_within_the_larger_of_the_two_batches_seed_ranges():
+    def row(batch, tests):
+        return report.Row("tuned", "lamb", batch, None, 1, {"bbc_news": tests}, {})
+
+    first = row(32, [0.92, 0.92, 0.925])          # range 0.5 points
+    noisier = row(512, [0.90, 0.91, 0.92])        # 1 point lower, range 2 points
+    assert report.holds(first, noisier, "bbc_news")
+    assert not report.holds(first, row(512, [0.91, 0.912, 0.914]), "bbc_news")
+    assert not report.holds(first, row(512, [0.93, math.nan, 0.93]), "bbc_news")
 
 
 def _table_rows(text, header):

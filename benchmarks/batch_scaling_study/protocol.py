@@ -35,7 +35,7 @@ class Plan:
     max_widenings: int = 2                  # per side of a cell's rate grid
     warmup_fraction: float = 0.1            # the second warmup setting, of each run's updates
     paper_warmup_share: float = 1 / 5       # of the largest batch's updates, at every batch
-    nado_batches: int = 2                   # AdamW's beta_2 and power at this many largest
+    nado_batches: int = 2                   # AdamW's beta_2, power, rate at this many largest
     beta_2_alternative: float = 0.98
     power_alternative: float = 2.0
     # Topics (BBC News, Reuters R8) and a task of another kind (which account posted a tweet).
@@ -121,7 +121,8 @@ class Setting:
 class PretrainRecord:
     encoder: str
     examples: int
-    stage: str                 # the search step that asked for it: rate, warmup, beta_2, power
+    stage: str                 # the search step that asked: rate, warmup, beta_2, power,
+                               # rate_again
     optimizer: str
     batch: int
     learning_rate: float
@@ -195,11 +196,13 @@ def selection_score(encoder, examples, plan, finetunes):
 
 
 def choose(records, plan, finetunes):
-    """The cell's chosen pretraining record: the best selection score, ties to the first."""
+    """The cell's chosen pretraining record: the best selection score, ties to the lower rate
+    (as the rate grid's widening decides) and then to the first visited."""
     finite = [r for r in records if r.finite]
     if not finite:
         return None
-    return max(finite, key=lambda r: selection_score(r.encoder, r.examples, plan, finetunes))
+    return max(finite, key=lambda r: (selection_score(r.encoder, r.examples, plan, finetunes),
+                                      -r.learning_rate))
 
 
 class Study:
@@ -264,6 +267,11 @@ class Study:
                         "beta_2")
             try_setting(dataclasses.replace(best_setting(), power=plan.power_alternative),
                         "power")
+            # Nado et al. tuned the rate jointly with these: a lower beta_2 mostly pays by
+            # standing a higher rate, which the rate grid (at beta_2 0.999) never tried.
+            best = best_setting()
+            try_setting(dataclasses.replace(best, learning_rate=2 * best.learning_rate),
+                        "rate_again")
         chosen = choose(visited, plan, self.finetunings.records)
         keep = [setting_of(chosen)]
         untuned_record = self.pretrainings.get((untuned.encoder, plan.examples))
@@ -370,7 +378,7 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
             rates = grid(plan.square_root_rule(optimizer, batch), plan.grid_size,
                          plan.grid_factor)
             extras = (optimizer == "adamw" and batch in plan.batches[-plan.nado_batches:])
-            runs = plan.grid_size + 1 + 2 * extras
+            runs = plan.grid_size + 1 + 3 * extras
             pretraining_runs += runs
             lines.append(
                 f"batch {batch:>5} {optimizer:<5} {plan.updates(batch):>5} updates "
@@ -379,7 +387,8 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
                 f"{plan.paper_warmup_updates()}, then warmup "
                 f"{plan.second_warmup_updates(batch)} at the best"
                 + (f", then beta_2 {plan.beta_2_alternative:g}, then power "
-                   f"{plan.power_alternative:g}" if extras else "") + f": >= {runs} runs")
+                   f"{plan.power_alternative:g}, then twice the best rate" if extras else "")
+                + f": >= {runs} runs")
     cells = len(plan.batches) * len(OPTIMIZERS)
     every_seed_and_task = len(plan.seeds) * len(plan.tasks)
     finetune_runs = (len(plan.choosing_tasks) * pretraining_runs

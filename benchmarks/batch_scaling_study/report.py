@@ -33,7 +33,20 @@ class Row:
         return statistics.fmean(self.tests[task])
 
     def spread(self, task):
-        return max(self.tests[task]) - min(self.tests[task])
+        """The range of the seeds' test accuracies; NaN if one diverged (max and min would
+        depend on where the NaN sits)."""
+        tests = self.tests[task]
+        return math.nan if any(map(math.isnan, tests)) else max(tests) - min(tests)
+
+    def problem(self, plan, task):
+        """Why this row has no figure to compare on `task`, or None."""
+        if self.record is not None and not self.record.finite:
+            return "diverged"
+        if not self.complete(plan):
+            return "is not complete yet"
+        if math.isnan(self.mean(task)):
+            return "has a diverged fine-tuning"
+        return None
 
 
 def _fine_tunings(plan, finetunes, encoder, examples):
@@ -80,22 +93,29 @@ def _on_edge(plan, cell, chosen, centre):
     return abs(mine) == reach and mine in (max(offsets), min(offsets))
 
 
+def holds(first, row, task):
+    """Whether `row`'s mean test accuracy is no lower than `first`'s minus the larger of their
+    seeds' ranges (the tolerance of the LAMB-AdamW comparison too)."""
+    return row.mean(task) >= first.mean(task) - max(first.spread(task), row.spread(task))
+
+
 def holds_up_to(plan, table, kind, optimizer, task):
-    """(largest batch up to which test accuracy stays within the seeds' spread of the smallest
-    batch's, that spread) or None while the smallest batch's row is incomplete. "Within": no
-    lower than the smallest batch's mean minus the range of its seeds."""
+    """(largest batch up to which test accuracy holds against the smallest batch's, and why
+    the next batch does not: None, or a reason), or None while the smallest batch's row has
+    no figure."""
     first = table.get((kind, optimizer, plan.batches[0]))
-    if first is None or not first.complete(plan):
+    if first is None or first.problem(plan, task):
         return None
-    spread, held = first.spread(task), plan.batches[0]
+    held = plan.batches[0]
     for batch in plan.batches[1:]:
         row = table.get((kind, optimizer, batch))
-        # (not >= so that a NaN mean, a diverged fine-tuning, does not hold)
-        if (row is None or not row.complete(plan)
-                or not row.mean(task) >= first.mean(task) - spread):
-            break
+        reason = "is not run yet" if row is None else row.problem(plan, task)
+        if reason is None and not holds(first, row, task):
+            reason = "falls below it"
+        if reason:
+            return held, f"{batch} {reason}"
         held = batch
-    return held, spread
+    return held, None
 
 
 def _percent(value):
@@ -187,7 +207,8 @@ def what_held(plan, table):
     and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' spread."""
     first = plan.batches[0]
     lines = [f"Up to which batch test accuracy holds: no lower than the batch-{first} mean minus "
-             f"the range of its seeds (given first, as mean and range).", "",
+             f"the larger of the two batches' seed ranges (the batch-{first} mean and range "
+             "first).", "",
              "| encoder | " + " | ".join(plan.tasks) + " |",
              "|---|" + "---|" * len(plan.tasks)]
     for optimizer in protocol.OPTIMIZERS:
@@ -196,15 +217,15 @@ def what_held(plan, table):
             for task in plan.tasks:
                 held = holds_up_to(plan, table, kind, optimizer, task)
                 if held is None:
-                    cells.append(f"batch {first} not complete yet")
+                    row = table.get((kind, optimizer, first))
+                    cells.append(f"batch {first} " + (row.problem(plan, task) if row
+                                                      else "is not run yet"))
                     continue
-                batch, spread = held
+                batch, why_not_further = held
                 reference = table[kind, optimizer, first]
-                cells.append(f"{_percent(reference.mean(task))} ({100 * spread:.1f}): up to "
-                             f"**{batch}**" + ("" if batch == plan.batches[-1] else
-                                              f"; {_next(plan, batch)} " + _why_not(
-                                                  plan, table.get((kind, optimizer,
-                                                                   _next(plan, batch))))))
+                cells.append(f"{_percent(reference.mean(task))} "
+                             f"({100 * reference.spread(task):.1f}): up to **{batch}**"
+                             + (f"; {why_not_further}" if why_not_further else ""))
             lines.append(f"| {NAMES[optimizer]} {kind} | " + " | ".join(cells) + " |")
     lines += ["", "Tuned LAMB minus tuned AdamW, mean test accuracy in points, and in brackets "
               "the larger of the two cells' seed ranges; bold where the difference exceeds it.",
@@ -212,35 +233,21 @@ def what_held(plan, table):
               "|---:|" + "---:|" * len(plan.tasks)]
     for batch in plan.batches:
         lamb, adamw = table.get(("tuned", "lamb", batch)), table.get(("tuned", "adamw", batch))
-        if not (lamb and adamw and lamb.complete(plan) and adamw.complete(plan)):
-            lines.append(f"| {batch} | " + " | ".join("not complete yet" for _ in plan.tasks)
-                         + " |")
-            continue
         cells = []
         for task in plan.tasks:
+            problems = [f"{NAMES[name]} {row.problem(plan, task) if row else 'is not run yet'}"
+                        for name, row in (("lamb", lamb), ("adamw", adamw))
+                        if row is None or row.problem(plan, task)]
+            if problems:
+                cells.append("; ".join(problems))
+                continue
             difference = 100 * (lamb.mean(task) - adamw.mean(task))
             spread = 100 * max(lamb.spread(task), adamw.spread(task))
-            if math.isnan(difference):  # a diverged fine-tuning
-                cells.append("n/a")
-            elif abs(difference) > spread:
-                cells.append(f"**{difference:+.1f}** ({spread:.1f})")
-            else:
-                cells.append(f"{difference:+.1f} ({spread:.1f})")
+            figure = f"{difference:+.1f}"
+            cells.append(f"{f'**{figure}**' if abs(difference) > spread else figure} "
+                         f"({spread:.1f})")
         lines.append(f"| {batch} | " + " | ".join(cells) + " |")
     return lines
-
-
-def _why_not(plan, row):
-    """Why a row does not hold: the end of a "holds up to" cell."""
-    if row is not None and row.record is not None and not row.record.finite:
-        return "diverged"
-    if row is None or not row.complete(plan):
-        return "is not complete yet"
-    return "falls below it"
-
-
-def _next(plan, batch):
-    return plan.batches[plan.batches.index(batch) + 1]
 
 
 def plot(plan, pretrainings, finetunes, path):
