@@ -391,6 +391,39 @@ def _table_rows(text, header):
     return {row[0]: row[1:] for row in cells}
 
 
+def test_rows_made_with_another_micro_batch_are_refused_not_reused(tmp_path, plan):
+    make_study(tmp_path, plan, FakeRuns(plan))[0].run()
+    other = dataclasses.replace(plan, micro_batch=32)
+    runs = FakeRuns(other)
+    with pytest.raises(ValueError, match="on record with micro-batch 64, where this plan gives "
+                                         "32: rerun with the --micro_batch it was made with"):
+        make_study(tmp_path, other, runs)[0].run()
+    assert runs.pretrained == []
+
+
+def test_the_command_refuses_rows_it_cannot_use_in_one_line(tmp_path):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    plan = protocol.Plan()
+    first = dataclasses.replace(plan.untuned("lamb", plan.batches[0]),
+                                learning_rate=plan.square_root_rule("lamb", 32) / 2)
+    records = ResultsFile(str(tmp_path / "pretraining.csv"), protocol.PretrainRecord)
+    records.add(protocol.PretrainRecord(
+        first.encoder, plan.examples, "rate", "lamb", 32, first.learning_rate, 60, 0.999, 1.0,
+        4800, 16, 1, True, 0.15, 0.8, 0.0, 0.5, 1.7, 3.5, "x", 160.0, math.nan, 900.0))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.batch_scaling_study",
+                           f"--output_dir={tmp_path}", f"--work_dir={tmp_path / 'work'}"],
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {first.encoder} is on record with micro-batch 16, where this plan gives 32: "
+        "rerun with the --micro_batch it was made with, or give a study with another one its "
+        "own --output_dir.")
+    assert "Traceback" not in done.stderr
+
+
 def test_a_plan_that_cannot_run_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="multiple of --micro_batch"):
         protocol.Plan(batches=(64, 192), micro_batch=128).check()

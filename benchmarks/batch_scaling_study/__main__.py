@@ -99,7 +99,10 @@ def main(argv):
             log=lambda line: print(time.strftime("%H:%M:%S ") + line, flush=True),
             after_run=lambda: write_report(plan, pretrainings, finetunings, FLAGS.output_dir),
             clock=time.monotonic)
-        study.run()
+        try:
+            study.run()
+        except ValueError as e:  # results on record that this plan cannot use, named with the fix
+            sys.exit(f"error: {e}")
     write_report(plan, pretrainings, finetunings, FLAGS.output_dir)
     print(f"wrote {os.path.join(FLAGS.output_dir, 'study.md')} and study.png")
 

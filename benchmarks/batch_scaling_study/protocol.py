@@ -308,6 +308,12 @@ class Study:
         """The setting's record: read back, or pretrained now (resuming its model_dir)."""
         existing = self.pretrainings.get((setting.encoder, self.plan.examples))
         if existing:
+            micro_batch = min(self.plan.micro_batch, setting.batch)
+            if int(existing.micro_batch) != micro_batch:
+                raise ValueError(
+                    f"{setting.encoder} is on record with micro-batch {existing.micro_batch}, "
+                    f"where this plan gives {micro_batch}: rerun with the --micro_batch it was "
+                    "made with, or give a study with another one its own --output_dir.")
             return existing
         start = self._clock() if self._clock else 0.0
         figures = self._pretrain(setting, self.model_dir(setting))
@@ -397,7 +403,8 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
     seconds = pretraining_runs * pretraining_seconds + finetune_runs * finetune_minutes * 60
     done = [r for r in pretrainings.values() if r.examples == plan.examples]
     rates = [r.examples_per_sec for r in done if r.finite and r.examples_per_sec > 0]
-    if rates:  # the finished runs' speed, for what is left (their wall time includes resumes)
+    if rates:  # the finished runs' speed, for what is left (a resumed run's wall time is only
+        # its last process's)
         pretraining_seconds = plan.examples / (sum(rates) / len(rates)) + 60
     left = (max(0, pretraining_runs - len(done)) * pretraining_seconds
             + max(0, finetune_runs - len(finetunings)) * finetune_minutes * 60)
