@@ -10,6 +10,7 @@ last value written. Without --output the CSV goes to standard output.
 
 import csv
 import glob
+import heapq
 import os
 import sys
 
@@ -18,12 +19,12 @@ from absl import app, flags
 
 def scalars(directory):
     """(step, tag, value) of every scalar summary in `directory`'s event files, in the order
-    written: by each event's wall time, since file names order by the second they were created
-    and then by a per-process counter that sorts "10" before "9"."""
+    written: the files merged by each event's wall time, since their names order by the second
+    they were created and then by a per-process counter that sorts "10" before "9"."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    events = [event for path in glob.glob(os.path.join(directory, "events*"))
-              for event in tf.compat.v1.train.summary_iterator(path)]
-    for event in sorted(events, key=lambda e: e.wall_time):
+    files = [tf.compat.v1.train.summary_iterator(path)
+             for path in sorted(glob.glob(os.path.join(directory, "events*")))]
+    for event in heapq.merge(*files, key=lambda e: e.wall_time):
         for value in event.summary.value:
             if not value.HasField("tensor"):
                 yield event.step, value.tag, value.simple_value

@@ -201,7 +201,7 @@ def test_both_optimizers_get_the_same_search_and_adamw_also_nados_at_the_largest
         stages = {o: sorted(r.stage for r in records if r.optimizer == o and r.batch == batch)
                   for o in protocol.OPTIMIZERS}
         assert stages["lamb"] == ["rate", "rate", "rate", "warmup"]
-        extras = ["beta_2", "power", "rate_again"] if batch in BATCHES[-2:] else []
+        extras = ["beta_2", "beta_2_rate", "power"] if batch in BATCHES[-2:] else []
         assert stages["adamw"] == sorted(stages["lamb"] + extras)
     # Each cell tried two distinct warmups, even where 10% of the updates is the paper's.
     for optimizer in protocol.OPTIMIZERS:
@@ -211,26 +211,31 @@ def test_both_optimizers_get_the_same_search_and_adamw_also_nados_at_the_largest
             assert len(warmups) == 2
 
 
-def test_adamw_at_the_largest_batches_tries_twice_the_rate_at_its_best_beta_2_and_power(
-        tmp_path, plan, monkeypatch):
-    # Here beta_2 0.98 wins on dev and stands twice the rule: the rate grid, at beta_2 0.999,
-    # peaks on the rule; the retried rate with 0.98 is the cell's choice.
+def test_adamw_at_the_largest_batches_tries_beta_2_at_twice_the_best_rate(tmp_path, plan,
+                                                                         monkeypatch):
+    # beta_2 0.98 loses at the best rate of the grid (run at 0.999) and wins at twice it: only
+    # the step that raises the rate with beta_2 finds it, and it is marked as not bracketed.
     def finetune(task, init_checkpoint, random_init, seed):
         dev, test = FakeRuns.finetune(runs, task, init_checkpoint, random_init, seed)
         setting = runs.setting_of_dir.get(init_checkpoint)
         if setting and setting.beta_2 == 0.98:
             relative = setting.learning_rate / plan.square_root_rule("adamw", setting.batch)
-            dev = 0.95 - 0.02 * abs(math.log2(relative / 2.0))
+            dev = 0.95 - 0.1 * abs(math.log2(relative / 2.0))
         return dev, test
 
     runs = FakeRuns(plan)
     monkeypatch.setattr(runs, "finetune", finetune)
-    chosen = make_study(tmp_path, plan, runs)[0].run()
+    study = make_study(tmp_path, plan, runs)[0]
+    chosen = study.run()
     for batch in BATCHES[-2:]:
         record = chosen["adamw", batch]
-        assert (record.stage, record.beta_2) == ("rate_again", 0.98)
+        assert (record.stage, record.beta_2) == ("beta_2_rate", 0.98)
         assert record.learning_rate == pytest.approx(2 * plan.square_root_rule("adamw", batch))
+        assert record.warmup_updates == plan.second_warmup_updates(batch)
     assert chosen["adamw", BATCHES[0]].beta_2 == 0.999  # the extra steps only at the largest
+    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    assert f"| AdamW tuned | {BATCHES[-1]} | lr {2 * plan.square_root_rule('adamw', 1024):.3g}, "\
+           f"warmup {plan.second_warmup_updates(1024)}, beta_2 0.98, power 1; edge |" in text
 
 
 def test_a_tie_on_dev_goes_to_the_lower_rate_as_the_grid_widening_decides():
@@ -373,14 +378,15 @@ def test_the_report_names_a_diverged_cell_and_a_diverged_fine_tuning(tmp_path, p
     assert differences["512"][1] == "LAMB has a diverged fine-tuning"
 
 
-def test_a_batch_holds_within_the_larger_of_the_two_batches_seed_ranges():
+def test_a_batch_holds_within_the_smallest_batchs_seed_range_however_noisy_it_is():
     def row(batch, tests):
         return report.Row("tuned", "lamb", batch, None, 1, {"bbc_news": tests}, {})
 
-    first = row(32, [0.92, 0.92, 0.925])          # range 0.5 points
-    noisier = row(512, [0.90, 0.91, 0.92])        # 1 point lower, range 2 points
-    assert report.holds(first, noisier, "bbc_news")
-    assert not report.holds(first, row(512, [0.91, 0.912, 0.914]), "bbc_news")
+    first = row(32, [0.92, 0.92, 0.925])          # mean 92.17, range 0.5 points
+    assert report.holds(first, row(512, [0.918, 0.918, 0.919]), "bbc_news")   # 0.33 lower
+    assert not report.holds(first, row(512, [0.91, 0.912, 0.914]), "bbc_news")  # 1 lower
+    # One seed collapsed: its 22-point range must not excuse it.
+    assert not report.holds(first, row(512, [0.92, 0.70, 0.92]), "bbc_news")
     assert not report.holds(first, row(512, [0.93, math.nan, 0.93]), "bbc_news")
 
 

@@ -101,7 +101,7 @@ def main(argv):
             clock=time.monotonic)
         try:
             study.run()
-        except ValueError as e:  # results on record that this plan cannot use, named with the fix
+        except protocol.Refused as e:
             sys.exit(f"error: {e}")
     write_report(plan, pretrainings, finetunings, FLAGS.output_dir)
     print(f"wrote {os.path.join(FLAGS.output_dir, 'study.md')} and study.png")

@@ -13,8 +13,13 @@ from typing import Dict, Tuple
 from benchmarks.large_batch_study.protocol import format_duration, grid, widening_search
 
 OPTIMIZERS = ("lamb", "adamw")
+BETA_2_RATE = "beta_2_rate"  # the stage that tries beta_2's alternative at a higher rate
 RANDOM = "random"   # the encoder row of the same architecture at random weights
 TFIDF = "tfidf"     # the TF-IDF + logistic regression row (no encoder, no seeds)
+
+
+class Refused(ValueError):
+    """Results on record that this plan cannot use; the message names the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +127,7 @@ class PretrainRecord:
     encoder: str
     examples: int
     stage: str                 # the search step that asked: rate, warmup, beta_2, power,
-                               # rate_again
+                               # beta_2_rate
     optimizer: str
     batch: int
     learning_rate: float
@@ -270,8 +275,9 @@ class Study:
             # Nado et al. tuned the rate jointly with these: a lower beta_2 mostly pays by
             # standing a higher rate, which the rate grid (at beta_2 0.999) never tried.
             best = best_setting()
-            try_setting(dataclasses.replace(best, learning_rate=2 * best.learning_rate),
-                        "rate_again")
+            try_setting(dataclasses.replace(
+                best, beta_2=plan.beta_2_alternative,
+                learning_rate=plan.grid_factor * best.learning_rate), BETA_2_RATE)
         chosen = choose(visited, plan, self.finetunings.records)
         keep = [setting_of(chosen)]
         untuned_record = self.pretrainings.get((untuned.encoder, plan.examples))
@@ -310,7 +316,7 @@ class Study:
         if existing:
             micro_batch = min(self.plan.micro_batch, setting.batch)
             if int(existing.micro_batch) != micro_batch:
-                raise ValueError(
+                raise Refused(
                     f"{setting.encoder} is on record with micro-batch {existing.micro_batch}, "
                     f"where this plan gives {micro_batch}: rerun with the --micro_batch it was "
                     "made with, or give a study with another one its own --output_dir.")
@@ -343,7 +349,7 @@ class Study:
             # Pretrained again, it would not be bit for bit the encoder whose figures and dev
             # accuracy are on record (CPU kernels are not deterministic), so the rows would mix
             # two encoders.
-            raise ValueError(
+            raise Refused(
                 f"{model_dir} is gone, and {task} seed {seed} needs it. Restore it, or move "
                 f"the rows of {setting.encoder} out of pretraining.csv and finetuning.csv so "
                 "that it is pretrained and chosen anew.")
@@ -393,7 +399,8 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
                 f"{plan.paper_warmup_updates()}, then warmup "
                 f"{plan.second_warmup_updates(batch)} at the best"
                 + (f", then beta_2 {plan.beta_2_alternative:g}, then power "
-                   f"{plan.power_alternative:g}, then twice the best rate" if extras else "")
+                   f"{plan.power_alternative:g}, then beta_2 {plan.beta_2_alternative:g} at "
+                   f"{plan.grid_factor:g}x the best rate" if extras else "")
                 + f": >= {runs} runs")
     cells = len(plan.batches) * len(OPTIMIZERS)
     every_seed_and_task = len(plan.seeds) * len(plan.tasks)
