@@ -83,6 +83,10 @@ def make_study(tmp_path, plan, runs, log=None):
     return study, removed
 
 
+def report_of(study):
+    return report.markdown(study.plan, study.pretrainings.records, study.finetunings.records)
+
+
 @pytest.fixture(name="plan")
 def _plan():
     # 10 updates at batch 1,024; the paper's warmup is 2 updates at every batch.
@@ -144,7 +148,7 @@ def test_selection_tasks_alone_choose_and_the_others_only_fine_tune_what_was_cho
     assert sorted(c[1] for c in on_other if not c[2]) == sorted(
         e for e in kept for _ in plan.seeds)
     assert len(on_other) == len(kept) * 3 + 3  # and 3 seeds of random weights
-    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    text = report_of(study)
     held = _table_rows(text, "| encoder | bbc_news | other |")
     assert held["AdamW tuned"][1].endswith(" (1.0): up to **1024**")
 
@@ -233,7 +237,7 @@ def test_adamw_at_the_largest_batches_tries_beta_2_at_twice_the_best_rate(tmp_pa
         assert record.learning_rate == pytest.approx(2 * plan.square_root_rule("adamw", batch))
         assert record.warmup_updates == plan.second_warmup_updates(batch)
     assert chosen["adamw", BATCHES[0]].beta_2 == 0.999  # the extra steps only at the largest
-    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    text = report_of(study)
     assert f"| AdamW tuned | {BATCHES[-1]} | lr {2 * plan.square_root_rule('adamw', 1024):.3g}, "\
            f"warmup {plan.second_warmup_updates(1024)}, beta_2 0.98, power 1; edge |" in text
 
@@ -313,10 +317,9 @@ def test_only_the_chosen_and_untuned_encoders_keep_their_model_dirs(tmp_path, pl
 
 
 def test_the_report_says_up_to_which_batch_accuracy_held(tmp_path, plan):
-    runs = FakeRuns(plan)
-    study, _ = make_study(tmp_path, plan, runs)
+    study, _ = make_study(tmp_path, plan, FakeRuns(plan))
     study.run()
-    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    text = report_of(study)
     # Seeds 1-3 give test -0.5, 0, +0.5 points: a spread of 1 point. LAMB's test accuracy
     # falls 5 points from batch 512 on, AdamW's never.
     held = _table_rows(text, "| encoder | bbc_news | other |")
@@ -341,7 +344,7 @@ def test_the_report_does_not_mark_a_difference_within_the_seeds_spread(tmp_path,
     monkeypatch.setitem(DEV_PEAK, "lamb", 1.0)  # both chosen on the rule: level until 512
     study, _ = make_study(tmp_path, plan, FakeRuns(plan))
     study.run()
-    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    text = report_of(study)
     differences = _table_rows(text, "| batch | bbc_news | other |")
     assert differences["256"] == ["+0.0 (1.0)"] * 2
     assert differences["512"] == ["**-5.0** (1.0)"] * 2
@@ -368,7 +371,7 @@ def test_the_report_names_a_diverged_cell_and_a_diverged_fine_tuning(tmp_path, p
     runs.pretrain, runs.finetune = diverging_pretrain, nan_finetune
     study, _ = make_study(tmp_path, plan, runs)
     study.run()
-    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    text = report_of(study)
     held = _table_rows(text, "| encoder | bbc_news | other |")
     assert held["AdamW tuned"][0].endswith("up to **512**; 1024 diverged")
     assert held["LAMB tuned"][0].endswith("up to **256**; 512 falls below it")
@@ -543,7 +546,7 @@ def test_a_chosen_rate_at_the_end_of_a_fully_widened_grid_is_marked(tmp_path):
     table = report.rows(plan, study.pretrainings.records, study.finetunings.records)
     assert all(table["tuned", "lamb", b].on_edge for b in BATCHES)
     assert not any(table["tuned", "adamw", b].on_edge for b in BATCHES)
-    text = report.markdown(plan, study.pretrainings.records, study.finetunings.records)
+    text = report_of(study)
     assert text.count("; edge |") == len(BATCHES)
 
 
