@@ -172,7 +172,7 @@ def batch_scaling_results():
     progress = protocol.describe(plan, pretrainings.records, finetunings.records)[-1]
     # The report's own heading and paragraph of method are this page's sections above.
     body = report.markdown(plan, pretrainings.records, finetunings.records).split("\n\n", 2)[2]
-    return (f"Progress: {progress}.\n\n" + body.replace("## What held", "### What held")
+    return (f"Progress: {progress}.\n\n" + body.replace("\n## ", "\n### ")
             + _source("benchmarks/results/batch_scaling/pretraining.csv",
                       "benchmarks/results/batch_scaling/finetuning.csv"))
 

@@ -334,6 +334,15 @@ def test_the_report_says_up_to_which_batch_accuracy_held(tmp_path, plan):
     assert "| random weights | | | | 77.0 (77.0, 77.0, 77.0) |" in text
     assert "| TF-IDF + logistic regression | | | | 94.0 (94.0) |" in text
     assert "| 1024 | 128 x 8 | 184 (184-184, 12 runs) |" in text  # LAMB 5 rates + 1, AdamW 3 + 4
+    # Every run is listed under its cell, in the search's order, the chosen one in bold.
+    tried = text.split("| mean dev |\n", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    assert len(tried) == len(study.pretrainings.records)
+    adamw_1024 = [line.split(" | ")[2:4] for line in tried if line.startswith("| 1024 | AdamW")]
+    assert [step for step, _ in adamw_1024] == [
+        "rate", "rate", "rate", "warmup", "beta_2", "power", "beta_2_rate"]
+    chosen = study.run()  # (read back: nothing runs again)
+    assert [setting for _, setting in adamw_1024 if setting.startswith("**")] == [
+        f"**{report._setting(chosen['adamw', 1024])}**"]
     report.plot(plan, study.pretrainings.records, study.finetunings.records,
                 str(tmp_path / "study.png"))
     assert os.path.getsize(tmp_path / "study.png") > 10_000

@@ -184,7 +184,42 @@ def markdown(plan, pretrainings, finetunes):
                          f"{plan.accumulation_steps(batch)} | {statistics.median(rates):.0f} "
                          f"({min(rates):.0f}-{max(rates):.0f}, {len(rates)} runs) |")
     lines += ["", "## What held", ""] + what_held(plan, table)
+    lines += ["", "## Every setting tried", ""] + every_setting(plan, pretrainings, finetunes,
+                                                                 table)
     return "\n".join(lines) + "\n"
+
+
+def every_setting(plan, pretrainings, finetunes, table):
+    """Each cell's pretraining runs in the order the search asked for them, with the dev
+    accuracies that chose between them: how much tuning each optimizer got, and how close the
+    choice was."""
+    devs = " | ".join(f"{task} dev" for task in plan.choosing_tasks)
+    lines = [f"Dev accuracy of fine-tuning seed {plan.selection_seed}; the chosen setting in "
+             "bold (in a cell still running, the best so far).", "",
+             f"| batch | optimizer | step | setting | masked-LM | sentence order | {devs} | "
+             "mean dev |", "|---:|---|---|---|---:|---:|" + "---:|" * (len(plan.choosing_tasks)
+                                                               + 1)]
+    for batch in plan.batches:
+        for optimizer in protocol.OPTIMIZERS:
+            chosen = table.get(("tuned", optimizer, batch))
+            for record in pretrainings.values():
+                if (record.optimizer, record.batch, record.examples) != (
+                        optimizer, batch, plan.examples):
+                    continue
+                found = [finetunes.get((task, record.encoder, record.examples,
+                                        plan.selection_seed)) for task in plan.choosing_tasks]
+                cells = [_percent(f.dev_accuracy) if f else "" for f in found]
+                score = protocol.selection_score(record.encoder, record.examples, plan,
+                                                 finetunes)
+                setting = _setting(record)
+                if chosen and chosen.record is record and record.finite:
+                    setting = f"**{setting}**"
+                lines.append(
+                    f"| {batch} | {NAMES[optimizer]} | {record.stage} | {setting} | "
+                    f"{_percent(record.masked_lm_accuracy)} | "
+                    f"{_percent(record.next_sentence_accuracy)} | " + " | ".join(cells)
+                    + f" | {_percent(score) if score > -math.inf else ''} |")
+    return lines
 
 
 def _row_line(plan, row, finetunes):
