@@ -69,7 +69,8 @@ BREAKAGES = {
 def test_a_broken_newest_checkpoint_resumes_from_the_previous_one_exactly(
         data_dir, tmp_path, uninterrupted, breakage, capfd):
     model_dir = str(tmp_path)
-    train(data_dir, model_dir)
+    # The same 4 steps as `uninterrupted`: a copy of that run, not a second training.
+    shutil.copytree(os.path.dirname(uninterrupted), model_dir, dirs_exist_ok=True)
     BREAKAGES[breakage](model_dir)
     capfd.readouterr()
     final = train(data_dir, model_dir)
