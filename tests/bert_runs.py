@@ -1,6 +1,7 @@
 """Small BERT pretraining runs for the runner tests: synthetic data, configs, checkpoints."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -41,6 +42,20 @@ def pretrain(root, num_train_steps=3):
     tf.train.Checkpoint(model=trained).read(tf.train.latest_checkpoint(model_dir)) \
         .expect_partial()
     return data_dir, model_dir, trained
+
+
+def copy_run(model_dir, to):
+    """`to` made a copy of the finished run in `model_dir`, as if trained there: its checkpoint
+    state file (which the trainer writes with absolute paths) points into the copy."""
+    shutil.copytree(model_dir, to, dirs_exist_ok=True)
+    state = tf.train.get_checkpoint_state(str(to))
+    if state:
+        def moved(path):
+            return os.path.join(str(to), os.path.basename(path))
+        tf.compat.v1.train.update_checkpoint_state(
+            str(to), moved(state.model_checkpoint_path),
+            all_model_checkpoint_paths=[moved(p) for p in state.all_model_checkpoint_paths])
+    return str(to)
 
 
 def settings(data_dir, **sections):

@@ -41,6 +41,14 @@ def uninterrupted(data_dir, tmp_path_factory):
     return train(data_dir, tmp_path_factory.mktemp("uninterrupted"))
 
 
+@pytest.fixture(scope="module")
+def two_steps(data_dir, tmp_path_factory):
+    """The model_dir of `train(data_dir, ..., steps=2)`, for tests to copy, not to change."""
+    model_dir = tmp_path_factory.mktemp("two_steps")
+    train(data_dir, model_dir, steps=2)
+    return str(model_dir)
+
+
 def _data_file(prefix):
     return tf.io.gfile.glob(prefix + ".data-*")[0]
 
@@ -70,7 +78,7 @@ def test_a_broken_newest_checkpoint_resumes_from_the_previous_one_exactly(
         data_dir, tmp_path, uninterrupted, breakage, capfd):
     model_dir = str(tmp_path)
     # The same 4 steps as `uninterrupted`: a copy of that run, not a second training.
-    shutil.copytree(os.path.dirname(uninterrupted), model_dir, dirs_exist_ok=True)
+    bert_runs.copy_run(os.path.dirname(uninterrupted), model_dir)
     BREAKAGES[breakage](model_dir)
     capfd.readouterr()
     final = train(data_dir, model_dir)
@@ -110,8 +118,9 @@ def test_a_kill_after_the_data_position_but_before_the_model_save_resumes_exactl
         train(data_dir, model_dir, trainer=one_step_loops, optimizer=constant), reference)
 
 
-def test_a_garbled_state_file_does_not_restart_from_step_zero(data_dir, tmp_path, capsys):
-    train(data_dir, tmp_path, steps=2)
+def test_a_garbled_state_file_does_not_restart_from_step_zero(data_dir, tmp_path, two_steps,
+                                                               capsys):
+    bert_runs.copy_run(two_steps, tmp_path)
     (tmp_path / "checkpoint").write_text("model_checkpoint_path: \x00\x01 garbage {{{")
     capsys.readouterr()
     final = train(data_dir, tmp_path, steps=2)
@@ -129,8 +138,8 @@ def test_only_broken_checkpoints_stop_the_run_naming_them(data_dir, tmp_path):
     assert tf.io.gfile.glob(str(tmp_path / "ckpt-2.*"))  # left where it was
 
 
-def test_leftovers_of_an_interrupted_save_are_removed(data_dir, tmp_path):
-    train(data_dir, tmp_path, steps=2)
+def test_leftovers_of_an_interrupted_save_are_removed(data_dir, tmp_path, two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     leftover = tmp_path / "ckpt-3_temp" / "part-00000-of-00001.data-00000-of-00001"
     leftover.parent.mkdir()
     leftover.write_bytes(b"partial")
@@ -140,8 +149,8 @@ def test_leftovers_of_an_interrupted_save_are_removed(data_dir, tmp_path):
     assert not leftover.parent.exists() and not data_leftover.exists()
 
 
-def test_a_killed_save_of_a_non_chief_worker_is_removed(data_dir, tmp_path):
-    train(data_dir, tmp_path, steps=2)
+def test_a_killed_save_of_a_non_chief_worker_is_removed(data_dir, tmp_path, two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     copy = tmp_path / "worker_tmp" / "1"
     copy.mkdir(parents=True)
     (copy / "ckpt-3.index").write_bytes(b"a worker's copy, killed before its removal")
@@ -149,8 +158,9 @@ def test_a_killed_save_of_a_non_chief_worker_is_removed(data_dir, tmp_path):
     assert not (tmp_path / "worker_tmp").exists()
 
 
-def test_only_checkpoint_temporaries_are_taken_for_interrupted_writes(data_dir, tmp_path):
-    train(data_dir, tmp_path, steps=2)
+def test_only_checkpoint_temporaries_are_taken_for_interrupted_writes(data_dir, tmp_path,
+                                                                      two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     mine = [tmp_path / "notes_temperature.txt", tmp_path / "my_temp_results"]
     mine[0].write_text("a user's file")
     mine[1].mkdir()
@@ -164,8 +174,9 @@ def test_only_checkpoint_temporaries_are_taken_for_interrupted_writes(data_dir, 
 @pytest.mark.parametrize("content, problem", [
     ("", "is empty"), ("task: [unclosed\n", r"is not valid YAML \(.*line \d+"),
     ("just a string\n", "holds no config")])
-def test_an_unreadable_params_record_refuses_the_resume(data_dir, tmp_path, content, problem):
-    train(data_dir, tmp_path, steps=2)
+def test_an_unreadable_params_record_refuses_the_resume(data_dir, tmp_path, two_steps, content,
+                                                        problem):
+    bert_runs.copy_run(two_steps, tmp_path)
     (tmp_path / "params.yaml").write_text(content)
     with pytest.raises(ValueError, match=rf"params\.yaml {problem}.*, so this resume cannot be "
                                          r"checked against the config that wrote the "
@@ -210,8 +221,8 @@ def test_an_unwritable_model_dir_is_named_before_training(data_dir, tmp_path):
         train(data_dir, blocker / "run", steps=2)
 
 
-def test_compatible_config_changes_are_allowed_and_recorded(data_dir, tmp_path):
-    train(data_dir, tmp_path, steps=2)
+def test_compatible_config_changes_are_allowed_and_recorded(data_dir, tmp_path, two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     train(data_dir, tmp_path, steps=4, optimizer={"learning_rate": 0.02})
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert params["trainer"]["num_train_steps"] == 4
@@ -222,8 +233,8 @@ def test_compatible_config_changes_are_allowed_and_recorded(data_dir, tmp_path):
     assert history[-1]["changed"]["trainer.num_train_steps"] == {"from": 2, "to": 4}
 
 
-def test_a_batch_size_change_is_refused_before_anything_is_written(data_dir, tmp_path):
-    train(data_dir, tmp_path, steps=2)
+def test_a_batch_size_change_is_refused_before_anything_is_written(data_dir, tmp_path, two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     params = (tmp_path / "params.yaml").read_text()
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(ValueError, match=r"written with another config "
@@ -233,8 +244,8 @@ def test_a_batch_size_change_is_refused_before_anything_is_written(data_dir, tmp
     assert sorted(os.listdir(tmp_path)) == before
 
 
-def test_a_resume_with_another_seed_is_refused_naming_both(data_dir, tmp_path):
-    train(data_dir, tmp_path, steps=2)
+def test_a_resume_with_another_seed_is_refused_naming_both(data_dir, tmp_path, two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     with pytest.raises(ValueError, match=r"written with another config \(runtime\.seed: 42 -> "
                                          r"7\).*--init_checkpoint to start from these weights"):
         train(data_dir, tmp_path, steps=4, runtime={"seed": 7})
@@ -420,9 +431,9 @@ def test_a_label_offset_making_labels_negative_is_refused(tmp_path):
     assert not tf.io.gfile.glob(str(tmp_path / "train-*"))
 
 
-def test_resuming_with_another_iterations_per_loop_keeps_the_save_cadence(data_dir, tmp_path):
-    train(data_dir, tmp_path, steps=2, trainer={"iterations_per_loop": 2,
-                                               "save_checkpoints_steps": 2})
+def test_resuming_with_another_iterations_per_loop_keeps_the_save_cadence(data_dir, tmp_path,
+                                                                        two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)  # loops of 2, a save every 2 updates
     # From step 2 with loops of 3 and saves every 6 updates: steps 8 and 14 (end) are saved;
     # counting step % 6 == 0 would never hit a multiple of 6 (5, 8, 11, 14) before the end.
     train(data_dir, tmp_path, steps=14, trainer={"iterations_per_loop": 3,
