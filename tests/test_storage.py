@@ -50,6 +50,22 @@ def train(data_dir, model_dir, steps=4, task_class=BertPretrainingTask, task_arg
     runner.run(task_class(experiment.task, *task_args), experiment, str(model_dir), "train")
 
 
+@pytest.fixture(scope="module")
+def four_steps(data_dir, tmp_path_factory):
+    """The model_dir of `train(data_dir, ..., steps=4)`, for tests to copy or read."""
+    model_dir = tmp_path_factory.mktemp("four_steps")
+    train(data_dir, model_dir, steps=4)
+    return str(model_dir)
+
+
+@pytest.fixture(scope="module")
+def two_steps(data_dir, tmp_path_factory):
+    """The model_dir of `train(data_dir, ..., steps=2)`, for tests to copy."""
+    model_dir = tmp_path_factory.mktemp("two_steps")
+    train(data_dir, model_dir, steps=2)
+    return str(model_dir)
+
+
 def listing(directory):
     return sorted(os.path.relpath(os.path.join(root, name), directory)
                   for root, _, names in os.walk(directory) for name in names
@@ -72,8 +88,8 @@ def failing_restore(monkeypatch, failures):
 
 # ------------------------------------------------------------------- transient is not broken
 def test_one_transient_read_error_leaves_the_newest_checkpoint_and_resumes_from_it(
-        data_dir, tmp_path, monkeypatch, capfd, caplog):
-    train(data_dir, tmp_path, steps=4)
+        data_dir, tmp_path, four_steps, monkeypatch, capfd, caplog):
+    bert_runs.copy_run(four_steps, tmp_path)
     calls = failing_restore(monkeypatch, failures=1)
     capfd.readouterr()
     caplog.set_level("INFO")
@@ -86,8 +102,8 @@ def test_one_transient_read_error_leaves_the_newest_checkpoint_and_resumes_from_
 
 
 def test_persistent_transient_errors_stop_the_run_naming_them_and_move_nothing(
-        data_dir, tmp_path, monkeypatch):
-    train(data_dir, tmp_path, steps=4)
+        data_dir, tmp_path, four_steps, monkeypatch):
+    bert_runs.copy_run(four_steps, tmp_path)
     before = listing(tmp_path)
     failing_restore(monkeypatch, failures=10 ** 6)
     with pytest.raises(storage.StorageUnavailableError,
@@ -98,8 +114,8 @@ def test_persistent_transient_errors_stop_the_run_naming_them_and_move_nothing(
     assert listing(tmp_path) == before
 
 
-def test_damage_is_still_skipped_at_once(data_dir, tmp_path, monkeypatch):
-    train(data_dir, tmp_path, steps=4)
+def test_damage_is_still_skipped_at_once(data_dir, tmp_path, four_steps, monkeypatch):
+    bert_runs.copy_run(four_steps, tmp_path)
     (tmp_path / "ckpt-4.index").write_bytes(b"not an index")
     calls = failing_restore(monkeypatch, failures=0)
     train(data_dir, tmp_path, steps=4)
@@ -109,8 +125,8 @@ def test_damage_is_still_skipped_at_once(data_dir, tmp_path, monkeypatch):
 
 
 def test_permission_denied_stops_at_once_naming_access_not_availability(
-        data_dir, tmp_path, monkeypatch):
-    train(data_dir, tmp_path, steps=2)
+        data_dir, tmp_path, two_steps, monkeypatch):
+    bert_runs.copy_run(two_steps, tmp_path)
     real, calls = tf.raw_ops.RestoreV2, []
 
     def restore(**kwargs):
@@ -194,9 +210,9 @@ RESUME_START_READS = {  # what a resume reads before its first step: (operation,
 
 
 @pytest.mark.parametrize("read", sorted(RESUME_START_READS))
-def test_one_transient_error_at_a_resumes_start_is_retried(data_dir, tmp_path, monkeypatch,
-                                                           caplog, read):
-    train(data_dir, tmp_path, steps=2)
+def test_one_transient_error_at_a_resumes_start_is_retried(data_dir, tmp_path, two_steps,
+                                                           monkeypatch, caplog, read):
+    bert_runs.copy_run(two_steps, tmp_path)
     operation, name = RESUME_START_READS[read]
     path = os.path.join(str(tmp_path), name) if name else str(tmp_path)
     failed = _failing_once(monkeypatch, operation, path)
@@ -313,9 +329,7 @@ def test_retention_stays_at_keep_checkpoint_max_however_often_a_run_resumes(data
 
 # ---------------------------------------------------------------------- remote model_dirs
 def test_a_run_with_a_remote_model_dir_resumes_and_writes_nothing_locally(
-        data_dir, tmp_path, monkeypatch):
-    local_dir = tmp_path / "local"
-    train(data_dir, local_dir, steps=4)
+        data_dir, tmp_path, four_steps, monkeypatch):
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
@@ -323,7 +337,7 @@ def test_a_run_with_a_remote_model_dir_resumes_and_writes_nothing_locally(
     train(data_dir, remote_dir, steps=2)
     train(data_dir, remote_dir, steps=4)  # resumes from ram://.../ckpt-2
     assert sorted(checkpointing.checkpoint_steps(remote_dir)) == [2, 4]
-    bert_runs.assert_same_weights(f"{remote_dir}/ckpt-4", str(local_dir / "ckpt-4"))
+    bert_runs.assert_same_weights(f"{remote_dir}/ckpt-4", os.path.join(four_steps, "ckpt-4"))
     assert tf.io.gfile.exists(f"{remote_dir}/params.yaml")
     assert not tf.io.gfile.exists(f"{remote_dir}/{model_dir_lock.LEASE_FILE}")  # released
     assert os.listdir(workdir) == []
@@ -739,9 +753,9 @@ def test_a_local_lock_that_the_filesystem_cannot_take_is_named_as_such(tmp_path,
 
 # -------------------------------------------------------------------- export never destroys
 @pytest.fixture(scope="module")
-def trained_dir(data_dir, tmp_path_factory):
+def trained_dir(two_steps, tmp_path_factory):
     root = tmp_path_factory.mktemp("export_safety")
-    train(data_dir, root / "run", steps=2)
+    bert_runs.copy_run(two_steps, root / "run")
     return root
 
 
