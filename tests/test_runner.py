@@ -25,22 +25,42 @@ def train(data_dir, model_dir, strategy=None, mode="train", **sections):
     return tf.train.latest_checkpoint(str(model_dir)), results
 
 
+@pytest.fixture(scope="module")
+def one_device(data_dir, tmp_path_factory):
+    """The last checkpoint of the default run (LAMB, 4 steps) on one device: what the
+    distributed runs must equal."""
+    return train(data_dir, tmp_path_factory.mktemp("one_device"),
+                 tf.distribute.OneDeviceStrategy("/cpu:0"))[0]
+
+
+@pytest.fixture(scope="module")
+def two_steps(data_dir, tmp_path_factory):
+    """The model_dir of the default run cut to 2 steps (the default one-device strategy), for
+    tests to copy or read."""
+    model_dir = tmp_path_factory.mktemp("two_steps")
+    train(data_dir, model_dir, trainer={"num_train_steps": 2})
+    return str(model_dir)
+
+
 # Momentum too: Adam-type updates hardly change when every gradient is scaled by a constant,
 # so a mean-instead-of-sum reduction would slip past LAMB alone.
 @pytest.mark.parametrize("optimizer", ["lamb", "momentum"])
-def test_mirrored_over_two_devices_equals_one_device(data_dir, tmp_path, optimizer):
-    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"),
-                   optimizer={"name": optimizer})
+def test_mirrored_over_two_devices_equals_one_device(data_dir, tmp_path, one_device,
+                                                     optimizer):
+    one = one_device if optimizer == "lamb" else train(  # LAMB is the default run's
+        data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"),
+        optimizer={"name": optimizer})[0]
     two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy(),
                    optimizer={"name": optimizer})
     assert one.endswith("ckpt-4") and two.endswith("ckpt-4")
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
 
-def test_jit_compile_under_mirrored_strategy_trains_as_one_device_does(data_dir, tmp_path):
+def test_jit_compile_under_mirrored_strategy_trains_as_one_device_does(data_dir, tmp_path,
+                                                                      one_device):
     # One tf.function shared by the replicas used to be compiled for the first device and
     # failed on the second replica's variables; now each replica compiles its own pass.
-    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
+    one = one_device
     two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy(),
                    runtime={"jit_compile": True})
     assert two.endswith("ckpt-4")
@@ -48,7 +68,7 @@ def test_jit_compile_under_mirrored_strategy_trains_as_one_device_does(data_dir,
 
 
 def test_each_input_worker_reads_through_tf_distribute_and_trains_as_one_device(
-        data_dir, tmp_path, monkeypatch):
+        data_dir, tmp_path, one_device, monkeypatch):
     # Batches that carry their data position go through tf.distribute's own input
     # (distribute_datasets_from_function: a pipeline per input worker, a TPU pod's hosts,
     # prefetched to the devices), and training is unchanged by it.
@@ -60,7 +80,7 @@ def test_each_input_worker_reads_through_tf_distribute_and_trains_as_one_device(
         return real(strategy, dataset_fn, options)
 
     monkeypatch.setattr(tf.distribute.MirroredStrategy, "distribute_datasets_from_function", spy)
-    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"))
+    one = one_device
     two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy())
     assert len(made) == 1  # the mirrored run's training input
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
@@ -232,8 +252,8 @@ def test_init_checkpoint_of_another_model_names_the_variable_and_shapes(data_dir
         train(data_dir, tmp_path / "tiny", trainer={"init_checkpoint": other})
 
 
-def test_init_checkpoint_loads_weights_but_not_step(data_dir, tmp_path):
-    phase1, _ = train(data_dir, tmp_path / "phase1", trainer={"num_train_steps": 2})
+def test_init_checkpoint_loads_weights_but_not_step(data_dir, tmp_path, two_steps):
+    phase1 = os.path.join(two_steps, "ckpt-2")
     experiment = bert_runs.experiment(data_dir, trainer={"init_checkpoint": phase1})
     fresh = runner.Runner(BertPretrainingTask(experiment.task), experiment,
                           str(tmp_path / "phase2"))
@@ -249,8 +269,8 @@ def test_init_checkpoint_loads_weights_but_not_step(data_dir, tmp_path):
                for s, u in zip(reference.variables, initial.variables))
 
 
-def test_a_run_already_at_num_train_steps_says_so(data_dir, tmp_path, capsys):
-    train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+def test_a_run_already_at_num_train_steps_says_so(data_dir, tmp_path, two_steps, capsys):
+    bert_runs.copy_run(two_steps, tmp_path)
     capsys.readouterr()
     train(data_dir, tmp_path, trainer={"num_train_steps": 2})
     assert "Already trained: step 2 of num_train_steps=2" in capsys.readouterr().out
@@ -263,8 +283,8 @@ def test_multi_worker_without_tf_config_says_what_is_needed(monkeypatch):
         distribution.make_strategy(RuntimeConfig(distribution_strategy="multi_worker_mirrored"))
 
 
-def test_model_dir_holding_another_models_checkpoint_is_named(data_dir, tmp_path):
-    train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+def test_model_dir_holding_another_models_checkpoint_is_named(data_dir, tmp_path, two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     params = (tmp_path / "params.yaml").read_text()
     with pytest.raises(ValueError, match=r"written with another config \(task\.model\.size: "
                                          r"'tiny' -> 'mini'\).*params\.yaml"):
@@ -273,8 +293,9 @@ def test_model_dir_holding_another_models_checkpoint_is_named(data_dir, tmp_path
     assert (tmp_path / "params.yaml").read_text() == params
 
 
-def test_checkpoint_of_another_model_without_params_record_is_named(data_dir, tmp_path):
-    train(data_dir, tmp_path, trainer={"num_train_steps": 2})
+def test_checkpoint_of_another_model_without_params_record_is_named(data_dir, tmp_path,
+                                                                   two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)
     (tmp_path / "params.yaml").unlink()
     with pytest.raises(ValueError, match=r"The checkpoint .*ckpt-2 in model_dir does not fit "
                                          r"this model: .*params\.yaml"):
@@ -370,9 +391,8 @@ def test_workers_that_disagree_on_a_value_are_stopped_naming_it():
 
 
 def test_resuming_on_another_cluster_shape_is_refused_before_anything_is_written(
-        data_dir, tmp_path):
-    train(data_dir, tmp_path, tf.distribute.OneDeviceStrategy("/cpu:0"),
-          trainer={"num_train_steps": 2})
+        data_dir, tmp_path, two_steps):
+    bert_runs.copy_run(two_steps, tmp_path)  # one device, the default strategy
     params = (tmp_path / "params.yaml").read_text()
     assert "cluster:\n  workers: 1\n  replicas: 1\n" in params
     before = sorted(os.listdir(tmp_path))
