@@ -338,23 +338,31 @@ def scalars(model_dir, tag):
             for value in event.summary.value if value.tag == tag]
 
 
+SPIKE_TRAINER = {"num_train_steps": 12, "iterations_per_loop": 2, "save_checkpoints_steps": 4,
+                 "recovery_max_trials": 2, "loss_upper_bound": 1000.0}
+
+
+@pytest.fixture(scope="module")
+def never_read_batches_4_to_7(data_dir, tmp_path_factory):
+    experiment = bert_runs.experiment(data_dir, trainer=SPIKE_TRAINER)
+    clean_dir = str(tmp_path_factory.mktemp("clean"))
+    runner.run(SpikingBertTask(experiment.task, skipped=[4, 5, 6, 7]), experiment, clean_dir)
+    return tf.train.latest_checkpoint(clean_dir)
+
+
 @pytest.mark.parametrize("factor", [float("nan"), 1e7])
 def test_loss_spike_recovery_rolls_back_and_skips_the_offending_batches(
-        data_dir, tmp_path, factor):
-    trainer = {"num_train_steps": 12, "iterations_per_loop": 2, "save_checkpoints_steps": 4,
-               "recovery_max_trials": 2, "loss_upper_bound": 1000.0}
-    experiment = bert_runs.experiment(data_dir, trainer=trainer)
+        data_dir, tmp_path, never_read_batches_4_to_7, factor):
+    experiment = bert_runs.experiment(data_dir, trainer=SPIKE_TRAINER)
     recovered_dir = str(tmp_path / "recovered")
     runner.run(SpikingBertTask(experiment.task, spikes=[6], factor=factor), experiment,
                recovered_dir)
     # Batch 6 is read by step 7, in the loop of steps 7-8: back to ckpt-4, on with batch 8.
     assert scalars(recovered_dir, "loss_spike_recoveries") == [(8, 1.0)]
     # So the run equals one that never read batches 4-7, bit for bit.
-    clean_dir = str(tmp_path / "clean")
-    runner.run(SpikingBertTask(experiment.task, skipped=[4, 5, 6, 7]), experiment, clean_dir)
     recovered = tf.train.latest_checkpoint(recovered_dir)
     assert recovered.endswith("ckpt-12")
-    bert_runs.assert_same_weights(recovered, tf.train.latest_checkpoint(clean_dir))
+    bert_runs.assert_same_weights(recovered, never_read_batches_4_to_7)
 
 
 def test_loss_spikes_beyond_recovery_max_trials_stop_with_the_last_good_checkpoint(
