@@ -29,6 +29,14 @@ def _run(data_dir, model_dir, learning_rate, num_train_steps=20, mode="train_and
                       mode)
 
 
+@pytest.fixture(scope="module")
+def ten_steps(data_dir, tmp_path_factory):
+    """The model_dir of a healthy 10-step run (rate 1e-3), for tests to copy."""
+    model_dir = str(tmp_path_factory.mktemp("ten_steps"))
+    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    return model_dir
+
+
 def _warnings(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
             and ("Weight norms exploded" in r.getMessage() or "pooler is saturated"
@@ -55,9 +63,9 @@ def test_a_healthy_run_is_not_warned_about(data_dir, tmp_path, caplog):
     assert _warnings(caplog) == []
 
 
-def test_norms_are_judged_against_step_0_also_after_a_resume(data_dir, tmp_path, caplog):
-    model_dir = str(tmp_path / "resumed")
-    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+def test_norms_are_judged_against_step_0_also_after_a_resume(data_dir, tmp_path, ten_steps,
+                                                             caplog):
+    model_dir = bert_runs.copy_run(ten_steps, tmp_path / "resumed")
     with open(os.path.join(model_dir, health.START_NORMS_FILE)) as f:
         start = json.load(f)["norms"]
     # Ten times a variable's recorded start, as if the first run had exploded it: the resumed
@@ -125,10 +133,10 @@ def test_pooler_saturation_is_the_share_of_tanh_outputs_beyond_the_bound():
     assert float(saturation.result()) == pytest.approx((0.5 + 0.25) / 2)
 
 
-def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_dir, tmp_path):
+def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_dir, tmp_path,
+                                                                          ten_steps):
     # A model_dir from before the check: its record is missing when training resumes at step 10.
-    model_dir = str(tmp_path / "old")
-    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    model_dir = bert_runs.copy_run(ten_steps, tmp_path / "old")
     os.remove(os.path.join(model_dir, health.START_NORMS_FILE))
     experiment = bert_runs.experiment(data_dir, trainer={"num_train_steps": 20})
     first = runner.Runner(bert_task.BertPretrainingTask(experiment.task), experiment, model_dir)
@@ -148,10 +156,9 @@ def test_a_model_dir_without_a_record_keeps_the_first_start_it_is_seen_at(data_d
 
 
 def test_eval_only_modes_read_the_weight_norm_record_and_never_write_it(data_dir, tmp_path,
-                                                                       caplog):
+                                                                       ten_steps, caplog):
     # They do not hold model_dir: a record written by them would become the trainer's start.
-    model_dir = str(tmp_path / "run")
-    _run(data_dir, model_dir, learning_rate=1e-3, num_train_steps=10, mode="train")
+    model_dir = bert_runs.copy_run(ten_steps, tmp_path / "run")
     record = os.path.join(model_dir, health.START_NORMS_FILE)
     with open(record) as f:
         written_by_the_trainer = f.read()
