@@ -177,8 +177,10 @@ def markdown(plan, pretrainings, finetunes):
               "| batch | micro-batch x accumulation | examples/s (median of runs, range) |",
               "|---:|---|---|"]
     for batch in plan.batches:
+        # (NaN: a run whose loops were slowed by pauses of the study, its speed not measured)
         rates = [r.examples_per_sec for r in pretrainings.values() if r.batch == batch
-                 and r.examples == plan.examples and r.finite]
+                 and r.examples == plan.examples and r.finite
+                 and not math.isnan(r.examples_per_sec)]
         if rates:
             lines.append(f"| {batch} | {min(batch, plan.micro_batch)} x "
                          f"{plan.accumulation_steps(batch)} | {statistics.median(rates):.0f} "
