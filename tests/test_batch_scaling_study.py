@@ -83,6 +83,16 @@ def make_study(tmp_path, plan, runs, log=None):
     return study, removed
 
 
+def finished_record(setting, plan, micro_batch=None):
+    """A finished, finite PretrainRecord of `setting` in `plan`, its figures made up."""
+    return protocol.PretrainRecord(
+        setting.encoder, plan.examples, "rate", setting.optimizer, setting.batch,
+        setting.learning_rate, setting.warmup_updates, setting.beta_2, setting.power,
+        plan.updates(setting.batch), micro_batch or min(plan.micro_batch, setting.batch),
+        plan.accumulation_steps(setting.batch), True, 0.2, 0.7, 0.0, 0.5, 1.5, 2.0, "x", 180.0,
+        math.nan, 900.0)
+
+
 def report_of(study):
     return report.markdown(study.plan, study.pretrainings.records, study.finetunings.records)
 
@@ -246,9 +256,7 @@ def test_a_tie_on_dev_goes_to_the_lower_rate_as_the_grid_widening_decides():
     plan = protocol.Plan()
 
     def record(rate):
-        return protocol.PretrainRecord(
-            f"lamb_{rate}", plan.examples, "rate", "lamb", 64, rate, 60, 0.999, 1.0, 2400, 64,
-            1, True, 0.2, 0.7, 0.0, 0.5, 1.5, 2.0, "x", 180.0, math.nan, 900.0)
+        return finished_record(protocol.Setting("lamb", 64, rate, 60), plan)
 
     # Visited in the grid's order: the centre first, then the rate a widening added below it.
     visited = [record(0.005), record(0.01), record(0.0025)]
@@ -430,9 +438,7 @@ def test_the_command_refuses_rows_it_cannot_use_in_one_line(tmp_path):
     first = dataclasses.replace(plan.untuned("lamb", plan.batches[0]),
                                 learning_rate=plan.square_root_rule("lamb", 32) / 2)
     records = ResultsFile(str(tmp_path / "pretraining.csv"), protocol.PretrainRecord)
-    records.add(protocol.PretrainRecord(
-        first.encoder, plan.examples, "rate", "lamb", 32, first.learning_rate, 60, 0.999, 1.0,
-        4800, 16, 1, True, 0.15, 0.8, 0.0, 0.5, 1.7, 3.5, "x", 160.0, math.nan, 900.0))
+    records.add(finished_record(first, plan, micro_batch=16))
     done = subprocess.run([sys.executable, "-m", "benchmarks.batch_scaling_study",
                            f"--output_dir={tmp_path}", f"--work_dir={tmp_path / 'work'}"],
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

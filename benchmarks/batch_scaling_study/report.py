@@ -98,6 +98,11 @@ def _on_edge(plan, cell, chosen, centre):
     return abs(mine) >= reach and mine in (max(offsets), min(offsets))
 
 
+def _problem(plan, row, task):
+    """Row.problem, and for a row that is not in the table yet, that it is not run."""
+    return "is not run yet" if row is None else row.problem(plan, task)
+
+
 def holds(first, row, task):
     """Whether `row`'s mean test accuracy is no lower than `first`'s minus the range of
     `first`'s seeds (a noisier `row` gets no more leeway)."""
@@ -114,7 +119,7 @@ def holds_up_to(plan, table, kind, optimizer, task):
     held = plan.batches[0]
     for batch in plan.batches[1:]:
         row = table.get((kind, optimizer, batch))
-        reason = "is not run yet" if row is None else row.problem(plan, task)
+        reason = _problem(plan, row, task)
         if reason is None and not holds(first, row, task):
             reason = "falls below it"
         if reason:
@@ -258,9 +263,8 @@ def what_held(plan, table):
             for task in plan.tasks:
                 held = holds_up_to(plan, table, kind, optimizer, task)
                 if held is None:
-                    row = table.get((kind, optimizer, first))
-                    cells.append(f"batch {first} " + (row.problem(plan, task) if row
-                                                      else "is not run yet"))
+                    cells.append(f"batch {first} "
+                                 + _problem(plan, table.get((kind, optimizer, first)), task))
                     continue
                 batch, why_not_further = held
                 reference = table[kind, optimizer, first]
@@ -276,9 +280,9 @@ def what_held(plan, table):
         lamb, adamw = table.get(("tuned", "lamb", batch)), table.get(("tuned", "adamw", batch))
         cells = []
         for task in plan.tasks:
-            problems = [f"{NAMES[name]} {row.problem(plan, task) if row else 'is not run yet'}"
+            problems = [f"{NAMES[name]} {_problem(plan, row, task)}"
                         for name, row in (("lamb", lamb), ("adamw", adamw))
-                        if row is None or row.problem(plan, task)]
+                        if _problem(plan, row, task)]
             if problems:
                 cells.append("; ".join(problems))
                 continue
