@@ -569,19 +569,60 @@ def test_a_chosen_rate_at_the_end_of_a_fully_widened_grid_is_marked(tmp_path):
     assert text.count("; edge |") == len(BATCHES)
 
 
-def test_a_missing_encoder_is_refused_not_pretrained_again(tmp_path):
+def _study_with_a_lost_encoder(tmp_path):
+    """A finished study whose chosen LAMB batch-64 encoder's model_dir is gone, resumed with a
+    task added, so that encoder is needed again: (the resumed study, its runs, the encoder)."""
     first = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news",))
     runs = FakeRuns(first)
     study, _ = make_study(tmp_path, first, runs)
-    chosen = study.run()
-    os.rmdir(study.model_dir(protocol.setting_of(chosen["lamb", 64])))
+    lost = protocol.setting_of(study.run()["lamb", 64])
+    os.rmdir(study.model_dir(lost))
     later = protocol.Plan(batches=BATCHES, examples=10_240, tasks=("bbc_news", "other"),
                           selection_tasks=("bbc_news",))
     more = FakeRuns(later)
     more.setting_of_dir = runs.setting_of_dir
-    with pytest.raises(ValueError, match="is gone.*move the rows of lamb_b64"):
-        make_study(tmp_path, later, more)[0].run()
-    assert more.pretrained == []
+    return make_study(tmp_path, later, more)[0], more, lost
+
+
+def test_a_lost_encoder_is_pretrained_again_and_used_when_it_reproduces_the_record(tmp_path):
+    study, runs, lost = _study_with_a_lost_encoder(tmp_path)
+    study.run()
+    assert runs.pretrained == [lost.encoder]
+    assert ("other", lost.encoder, 10_240, 2) in study.finetunings.records
+
+
+def test_a_lost_encoder_pretrained_again_differently_is_refused_not_fine_tuned(tmp_path):
+    study, runs, lost = _study_with_a_lost_encoder(tmp_path)
+    pretrain = runs.pretrain
+    study._pretrain = lambda setting, model_dir: dict(
+        pretrain(setting, model_dir), masked_lm_accuracy=0.2000001)
+    with pytest.raises(ValueError, match=(
+            f"{lost.encoder} pretrained again is not the encoder on record "
+            r"\(masked_lm_accuracy 0.2000001 against 0.2\).*Move its rows out")):
+        study.run()
+    assert runs.pretrained == [lost.encoder]
+    assert not any(encoder == lost.encoder for _, encoder, _, _ in runs.finetuned)
+    # Run again, the remade model_dir is there, but it is checked again, not fine-tuned.
+    with pytest.raises(ValueError, match="pretrained again is not the encoder on record"):
+        study.run()
+    assert runs.pretrained == [lost.encoder] * 2
+    assert not any(encoder == lost.encoder for _, encoder, _, _ in runs.finetuned)
+
+
+def test_a_study_killed_while_remaking_a_lost_encoder_resumes_the_remaking(tmp_path):
+    study, runs, lost = _study_with_a_lost_encoder(tmp_path)
+    pretrain = study._pretrain
+
+    def killed(setting, model_dir):
+        pretrain(setting, model_dir)  # the model_dir is made, the run not finished
+        raise KeyboardInterrupt
+    study._pretrain = killed
+    with pytest.raises(KeyboardInterrupt):
+        study.run()
+    study._pretrain = pretrain
+    study.run()
+    assert runs.pretrained == [lost.encoder] * 2
+    assert ("other", lost.encoder, 10_240, 2) in study.finetunings.records
 
 
 @pytest.mark.parametrize("message", [

@@ -173,6 +173,11 @@ DIVERGED = dict(finite=False, masked_lm_accuracy=math.nan, next_sentence_accurac
                 pooler_saturation=math.nan, pooler_spread=math.nan,
                 word_embedding_growth=math.nan, largest_growth=math.nan,
                 largest_growth_variable="", examples_per_sec=math.nan, b_simple=math.nan)
+AGAIN = ".pretraining_again"  # beside a model_dir being remade: not the recorded encoder yet
+# The figures an encoder pretrained again must reproduce exactly to be the one on record (its
+# speed and the name Keras gives its variables vary from process to process).
+SAME_ENCODER_FIGURES = ("masked_lm_accuracy", "next_sentence_accuracy", "pooler_saturation",
+                        "pooler_spread", "word_embedding_growth", "largest_growth")
 
 
 def run_order(batches):
@@ -345,16 +350,36 @@ class Study:
         if key in self.finetunings.records:
             return self.finetunings.records[key]
         model_dir = self.model_dir(setting)
-        if not os.path.isdir(model_dir):
-            # Pretrained again, it would not be bit for bit the encoder whose figures and dev
-            # accuracy are on record (CPU kernels are not deterministic), so the rows would mix
-            # two encoders.
-            raise Refused(
-                f"{model_dir} is gone, and {task} seed {seed} needs it. Restore it, or move "
-                f"the rows of {setting.encoder} out of pretraining.csv and finetuning.csv so "
-                "that it is pretrained and chosen anew.")
+        if not os.path.isdir(model_dir) or os.path.exists(model_dir + AGAIN):
+            self.pretrain_again(setting, model_dir, f"{task} seed {seed}")
         dev, test = self._finetune(task, model_dir, False, seed)
         return self._add_finetune(task, setting.encoder, self.plan.examples, seed, dev, test)
+
+    def pretrain_again(self, setting, model_dir, needed_by):
+        """Remakes a kept encoder whose model_dir is gone (a wiped machine between sessions).
+        On the machine that made it the rerun is bit for bit the same run (docs/reproducing.md,
+        "Determinism"), which its held-out figures show to the last digit; any difference means
+        another encoder, whose rows would mix with the recorded one's, so it is refused.
+        Until the figures agree a marker beside the model_dir says it is not the encoder yet, so
+        a killed rerun resumes and a refused one is never fine-tuned."""
+        record = self.pretrainings.get((setting.encoder, self.plan.examples))
+        self.log(f"{model_dir} is gone or not checked yet, and {needed_by} needs it: "
+                 "pretraining it again")
+        os.makedirs(os.path.dirname(model_dir), exist_ok=True)
+        with open(model_dir + AGAIN, "w"):
+            pass
+        figures = self._pretrain(setting, model_dir)
+        differ = [f"{name} {figures[name]!r} against {getattr(record, name)!r}"
+                  for name in SAME_ENCODER_FIGURES
+                  if not figures[name] == float(getattr(record, name))]
+        if differ:
+            raise Refused(
+                f"{setting.encoder} pretrained again is not the encoder on record "
+                f"({'; '.join(differ)}), as on another machine. Move its rows out of "
+                "pretraining.csv and finetuning.csv so that it is pretrained and chosen anew, "
+                "or run the study where it was made.")
+        os.remove(model_dir + AGAIN)
+        self.log(f"pretrained {setting.encoder} again: the same held-out figures as on record")
 
     def _add_finetune(self, task, encoder, examples, seed, dev, test, learning_rate=None):
         rate = self.plan.finetune_learning_rate if learning_rate is None else learning_rate
