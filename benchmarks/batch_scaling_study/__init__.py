@@ -20,8 +20,8 @@ The search of a cell (`protocol.Study.run_cell`):
 1. the rate: 3 points a factor 2 apart around the square-root rule from the healthy batch-64
    rate (LAMB 0.005, command 1's recipe; AdamW 1e-3, benchmarks.pretraining_study), at the
    paper's warmup; one more point past an edge while the best sits on it (at most 2 per side);
-2. the warmup: the best rate again with 10% of its updates as warmup (5% where 10% is the
-   paper's warmup too: batch 256);
+2. the warmup: the best rate again with a longer warmup than the paper's, 10% of its updates
+   or twice the paper's where that is more (batches 256 and 512: 120 updates);
 3. AdamW at the two largest batches, what Nado et al. (2021) tuned beyond the rate: beta_2 0.98
    (against 0.999), then the decay's power 2 (against 1), each at the best setting so far.
 
