@@ -378,9 +378,9 @@ class Study:
         if differ:
             raise Refused(
                 f"{setting.encoder} pretrained again is not the encoder on record "
-                f"({'; '.join(differ)}), as on another machine. Move its rows out of "
-                "pretraining.csv and finetuning.csv so that it is pretrained and chosen anew, "
-                "or run the study where it was made.")
+                f"({'; '.join(differ)}): another machine or other code makes another encoder. "
+                "Move its rows out of pretraining.csv and finetuning.csv so that it is "
+                "pretrained and chosen anew, or run the study where it was made.")
         os.remove(model_dir + AGAIN)
         self.log(f"pretrained {setting.encoder} again: the same held-out figures as on record")
 
