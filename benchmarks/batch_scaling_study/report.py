@@ -104,14 +104,20 @@ def _problem(plan, row, task):
     return "is not run yet" if row is None else row.problem(plan, task)
 
 
+def seed_ranges(plan, table, task):
+    """{encoder: the range of its seeds' test accuracies on `task`} over the table's distinct
+    encoders with every seed and none diverged."""
+    return {row.record.encoder: row.spread(task) for row in table.values()
+            if row.problem(plan, task) is None and not math.isnan(row.spread(task))}
+
+
 def seed_noise(plan, table, task):
-    """The fine-tuning seeds' typical range of test accuracy on `task`: the median, over the
-    table's distinct encoders with every seed, of the range of their seeds (NaN before one has
-    them). One yardstick for every comparison: the range of the three seeds one row drew is a
-    noisy estimate (LAMB's batch-32 encoder: 0.5 points on BBC News over seeds 2-4, 2.8 with
-    seed 1), and the median keeps one collapsed seed from widening it."""
-    ranges = {row.record.encoder: row.spread(task) for row in table.values()
-              if row.problem(plan, task) is None and not math.isnan(row.spread(task))}
+    """The fine-tuning seeds' typical range of test accuracy on `task`: the median of
+    seed_ranges (NaN before an encoder has every seed). One yardstick for every comparison: the
+    range of the three seeds one row drew is a noisy estimate (LAMB's batch-32 encoder: 0.5
+    points on BBC News over seeds 2-4, 2.8 with seed 1), and the median keeps one collapsed
+    seed from widening it."""
+    ranges = seed_ranges(plan, table, task)
     return statistics.median(ranges.values()) if ranges else math.nan
 
 
@@ -120,14 +126,14 @@ def holds(first, row, task, noise):
     return row.mean(task) >= first.mean(task) - noise
 
 
-def holds_up_to(plan, table, kind, optimizer, task):
+def holds_up_to(plan, table, kind, optimizer, task, noise):
     """(largest batch up to which test accuracy holds against the smallest batch's, and why
     the next batch does not: None, or a reason), or None while the smallest batch's row has
     no figure."""
     first = table.get((kind, optimizer, plan.batches[0]))
     if first is None or first.problem(plan, task):
         return None
-    held, noise = plan.batches[0], seed_noise(plan, table, task)
+    held = plan.batches[0]
     for batch in plan.batches[1:]:
         row = table.get((kind, optimizer, batch))
         reason = _problem(plan, row, task)
@@ -159,9 +165,10 @@ def markdown(plan, pretrainings, finetunes):
         f"{', '.join(map(str, plan.seeds))}, which chose nothing, and the table gives test "
         "accuracy (%): mean (seeds). \"runs\": the settings the cell pretrained to choose "
         "the tuned row (the untuned row is one of them). \"untuned\": the paper's rule "
-        f"(square-root rate from batch {plan.base_batch}, {plan.paper_warmup_updates()} warmup updates at every "
-        "batch). \"edge\": the chosen rate was not bracketed (the highest or lowest the cell "
-        "tried, its grid widened as far as the plan allows, or beta_2's higher rate). "
+        f"(square-root rate from batch {plan.base_batch}, {plan.paper_warmup_updates()} warmup "
+        "updates at every batch). \"edge\": the chosen rate was not bracketed (the highest "
+        "or lowest the cell tried, its grid widened as far as the plan allows, or beta_2's "
+        "higher rate). "
         "Masked-LM and sentence-order accuracy on 1,024 held-out pairs; health: the pooler's "
         "saturated share and spread, norm growth since initialization. Generated from "
         "pretraining.csv and finetuning.csv by `python -m benchmarks.batch_scaling_study "
@@ -266,7 +273,7 @@ def what_held(plan, table):
     and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' noise."""
     first = plan.batches[0]
     noise = {task: seed_noise(plan, table, task) for task in plan.tasks}
-    encoders = len({row.record.encoder for row in table.values() if row.complete(plan)})
+    encoders = len(set().union(*(seed_ranges(plan, table, task) for task in plan.tasks)))
     lines = ["The yardstick of both tables is the seeds' typical range of test accuracy per "
              f"task: the median, over the {encoders} encoder(s) with every seed, of the range of "
              f"their {len(plan.seeds)} seeds (" + ", ".join(
@@ -279,7 +286,7 @@ def what_held(plan, table):
         for kind in KINDS:
             cells = []
             for task in plan.tasks:
-                held = holds_up_to(plan, table, kind, optimizer, task)
+                held = holds_up_to(plan, table, kind, optimizer, task, noise[task])
                 if held is None:
                     cells.append(f"batch {first} "
                                  + _problem(plan, table.get((kind, optimizer, first)), task))
