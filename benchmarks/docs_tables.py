@@ -92,14 +92,18 @@ def _recipe_row(path):
     data = train_data.get("input_path", "")
     pairs = train_data.get("pair_task")
     name = os.path.relpath(path, os.path.join(REPO, "configs"))[:-len(".yaml")]
-    cells = [f"`{name}`", str(model.get("size", model.get("model_id", ""))),
+    # A fine-tuning recipe takes its encoder, and so its size, from --init_checkpoint.
+    fine_tuning = os.path.basename(name).startswith("finetune_")
+    cells = [f"`{name}`", "from `--init_checkpoint`" if fine_tuning
+             else str(model.get("size", model.get("model_id", ""))),
              (f"`{data}`" if data else "")
              + (f" ({pairs.replace('_', '-')} pairs)" if pairs else ""),
              f"{trainer.get('train_batch_size', ''):,}",
              f"{trainer.get('num_train_steps', ''):,}", optimizer.get("name", ""),
              f"{optimizer.get('learning_rate', ''):g}",
              f"{optimizer.get('num_warmup_steps', ''):,}",
-             task.get("init_checkpoint", "") or trainer.get("init_checkpoint", "") or ""]
+             task.get("init_checkpoint", "") or trainer.get("init_checkpoint", "")
+             or ("`--init_checkpoint`" if fine_tuning else "")]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 

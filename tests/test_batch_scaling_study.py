@@ -362,7 +362,7 @@ def test_the_report_says_up_to_which_batch_accuracy_held(tmp_path, plan):
     assert differences["1024"] == ["**-9.0**"] * 2
     # Random weights and TF-IDF are rows; every batch's throughput is listed.
     assert "| random weights | | | | 77.0 (77.0, 77.0, 77.0) |" in text
-    assert "| TF-IDF + logistic regression | | | | 94.0 (94.0) |" in text
+    assert "| TF-IDF + logistic regression, whole texts | | | | 94.0 (94.0) |" in text
     assert "| 1024 | 128 x 8 | 184 (184-184, 12 runs) |" in text  # LAMB 5 rates + 1, AdamW 3 + 4
     unmeasured = next(r for r in study.pretrainings.records.values() if r.batch == 1024)
     unmeasured.examples_per_sec = math.nan  # its loops slowed by pauses: set aside

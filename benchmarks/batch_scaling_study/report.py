@@ -186,7 +186,7 @@ def markdown(plan, pretrainings, finetunes):
                     continue
                 lines.append(_row_line(plan, row, finetunes))
     for encoder, label in ((protocol.RANDOM, "random weights"),
-                           (protocol.TFIDF, "TF-IDF + logistic regression")):
+                           (protocol.TFIDF, "TF-IDF + logistic regression, whole texts")):
         seeds = plan.seeds if encoder == protocol.RANDOM else (0,)
         cells = []
         for task in plan.tasks:
