@@ -25,8 +25,9 @@ flags.DEFINE_bool("report", False, "Rewrite study.md and study.png from the CSVs
 flags.DEFINE_string("output_dir", os.path.join(REPO, "benchmarks", "results", "batch_scaling"),
                     "Where the CSVs, study.md and study.png go.")
 flags.DEFINE_string("work_dir", "/tmp/batch_scaling_study", "Where the model_dirs go.")
-flags.DEFINE_list("tasks", list(_DEFAULT.tasks), "Built-in downstream tasks, by name; the "
-                  "setting of a cell is chosen on their mean dev accuracy.")
+flags.DEFINE_list("tasks", list(_DEFAULT.tasks), "Built-in downstream tasks, by name, that "
+                  "the chosen and untuned encoders are fine-tuned and reported on; those of "
+                  "--selection_tasks also choose each cell's setting.")
 flags.DEFINE_list("selection_tasks", list(_DEFAULT.selection_tasks), "The tasks whose dev "
                   "accuracy chooses each cell's setting (empty: all --tasks); the others are "
                   "fine-tuned only from the chosen and untuned encoders (3 seeds each), which "

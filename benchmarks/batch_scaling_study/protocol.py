@@ -80,6 +80,12 @@ class Plan:
         return max(int(round(self.warmup_fraction * self.updates(batch))),
                    2 * self.paper_warmup_updates())
 
+    def nado_cell(self, optimizer, batch):
+        """Whether the cell also tunes what Nado et al. tuned beyond the rate: AdamW at the
+        `nado_batches` largest batches (none when it is 0)."""
+        return (optimizer == "adamw" and self.nado_batches > 0
+                and batch in self.batches[-self.nado_batches:])
+
     def untuned(self, optimizer, batch):
         return Setting(optimizer, batch, self.square_root_rule(optimizer, batch),
                        self.paper_warmup_updates())
@@ -275,7 +281,7 @@ class Study:
             return None
         try_setting(dataclasses.replace(
             best_setting(), warmup_updates=plan.second_warmup_updates(batch)), "warmup")
-        if optimizer == "adamw" and batch in plan.batches[-plan.nado_batches:]:
+        if plan.nado_cell(optimizer, batch):
             try_setting(dataclasses.replace(best_setting(), beta_2=plan.beta_2_alternative),
                         "beta_2")
             try_setting(dataclasses.replace(best_setting(), power=plan.power_alternative),
@@ -404,7 +410,7 @@ def setting_of(record):
 def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
              finetune_minutes=1.8):
     """--plan: the cells in run order, each one's settings, the least number of runs and the
-    estimated hours (widening adds runs: each one pretraining more)."""
+    estimated hours (each widening adds a pretraining and its choosing fine-tunings)."""
     pretrainings, finetunings = pretrainings or {}, finetunings or {}
     lines = [f"{plan.examples:,} examples per pretraining, micro-batch {plan.micro_batch}, "
              f"tasks {', '.join(plan.tasks)}, fine-tuning seed {plan.selection_seed} chooses on "
@@ -417,8 +423,8 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
         for optimizer in OPTIMIZERS:
             rates = grid(plan.square_root_rule(optimizer, batch), plan.grid_size,
                          plan.grid_factor)
-            extras = (optimizer == "adamw" and batch in plan.batches[-plan.nado_batches:])
-            runs = plan.grid_size + 1 + 3 * extras
+            extras = plan.nado_cell(optimizer, batch)
+            runs = plan.grid_size + 1 + 3 * extras   # the rates, the warmup, Nado's three
             pretraining_runs += runs
             lines.append(
                 f"batch {batch:>5} {optimizer:<5} {plan.updates(batch):>5} updates "
@@ -432,8 +438,9 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
                 + f": >= {runs} runs")
     cells = len(plan.batches) * len(OPTIMIZERS)
     every_seed_and_task = len(plan.seeds) * len(plan.tasks)
+    # Chosen and untuned encoders apart in every cell, random weights, TF-IDF once per task.
     finetune_runs = (len(plan.choosing_tasks) * pretraining_runs
-                     + (2 * cells + 1) * every_seed_and_task)
+                     + (2 * cells + 1) * every_seed_and_task + len(plan.tasks))
     pretraining_seconds = plan.examples / examples_per_sec + 60  # + start and diagnostics
     seconds = pretraining_runs * pretraining_seconds + finetune_runs * finetune_minutes * 60
     done = [r for r in pretrainings.values() if r.examples == plan.examples]
@@ -443,12 +450,13 @@ def describe(plan, pretrainings=None, finetunings=None, examples_per_sec=200.0,
         pretraining_seconds = plan.examples / (sum(rates) / len(rates)) + 60
     left = (max(0, pretraining_runs - len(done)) * pretraining_seconds
             + max(0, finetune_runs - len(finetunings)) * finetune_minutes * 60)
-    lines += ["", f"at least {pretraining_runs} pretraining runs and at most {finetune_runs} "
+    widening_seconds = pretraining_seconds + len(plan.choosing_tasks) * finetune_minutes * 60
+    lines += ["", f"at least {pretraining_runs} pretraining runs and about {finetune_runs} "
               f"fine-tuning runs (every encoder once per choosing task; chosen, untuned and "
-              f"random-weight encoders x {len(plan.seeds)} seeds x every task): "
+              f"random-weight encoders x {len(plan.seeds)} seeds x every task; TF-IDF): "
               f"~{format_duration(seconds)} at "
               f"{examples_per_sec:.0f} examples/s and {finetune_minutes:g} min per fine-tuning; "
-              f"each widening of a grid adds ~{format_duration(pretraining_seconds)}",
+              f"each widening of a grid adds ~{format_duration(widening_seconds)}",
               f"done: {len(done)} pretraining and {len(finetunings)} fine-tuning rows; left: "
               f"~{format_duration(left)}"]
     return lines

@@ -22,7 +22,6 @@ class Row:
     record: Optional[protocol.PretrainRecord]
     runs_tried: int
     tests: Dict[str, List[float]]   # task -> test accuracy per seed (the plan's order)
-    devs: Dict[str, List[float]]
     on_edge: bool = False           # tuned, and its rate was never bracketed
 
     def complete(self, plan):
@@ -51,14 +50,21 @@ class Row:
         return None
 
 
-def _fine_tunings(plan, finetunes, encoder, examples):
-    tests, devs = {}, {}
+def tests_per_task(plan, finetunes, encoder, examples, seeds=None):
+    """{task: test accuracy of each of `seeds` (default: the plan's reporting seeds) that has a
+    fine-tuning of `encoder` on record}."""
+    tests = {}
     for task in plan.tasks:
-        found = [finetunes.get((task, encoder, examples, seed)) for seed in plan.seeds]
-        found = [record for record in found if record is not None]
-        tests[task] = [record.test_accuracy for record in found]
-        devs[task] = [record.dev_accuracy for record in found]
-    return tests, devs
+        found = [finetunes.get((task, encoder, examples, seed))
+                 for seed in (plan.seeds if seeds is None else seeds)]
+        tests[task] = [record.test_accuracy for record in found if record is not None]
+    return tests
+
+
+def baseline_tests(plan, finetunes, encoder):
+    """tests_per_task of random weights (the reporting seeds) or TF-IDF (no seed)."""
+    return tests_per_task(plan, finetunes, encoder, 0,
+                           None if encoder == protocol.RANDOM else (0,))
 
 
 def rows(plan, pretrainings, finetunes):
@@ -75,26 +81,26 @@ def rows(plan, pretrainings, finetunes):
             chosen = protocol.choose(cell, plan, finetunes) or cell[0]
             for kind, record in (("tuned", chosen),
                                  ("untuned", pretrainings.get((untuned.encoder, plan.examples)))):
-                tests, devs = _fine_tunings(plan, finetunes, record.encoder if record else "",
-                                            plan.examples)
+                tests = tests_per_task(plan, finetunes, record.encoder if record else "",
+                                        plan.examples)
                 table[kind, optimizer, batch] = Row(
-                    kind, optimizer, batch, record, len(cell) if kind == "tuned" else 1,
-                    tests, devs,
+                    kind, optimizer, batch, record, len(cell) if kind == "tuned" else 1, tests,
                     on_edge=kind == "tuned" and _on_edge(plan, cell, chosen,
                                                          untuned.learning_rate))
     return table
 
 
 def _on_edge(plan, cell, chosen, centre):
-    """Whether `chosen`'s rate was never bracketed: the highest or lowest rate of its cell with
-    the grid widened as far as the plan allows on that side, or beta_2's higher rate (nothing
-    higher was tried with that beta_2)."""
+    """Whether `chosen`'s rate was never bracketed: the highest or lowest rate of its cell's
+    rate grid, widened as far as the plan allows on that side, or beta_2's higher rate (nothing
+    higher was tried with that beta_2). The beta_2-at-a-higher-rate run does not bracket the
+    grid's rates: its beta_2 is another."""
     if chosen.stage == protocol.BETA_2_RATE:
         return True
     def offset(rate):  # in grid steps from the square-root rule
         return round(math.log(rate / centre, plan.grid_factor))
     reach = plan.grid_size // 2 + plan.max_widenings
-    offsets = [offset(r.learning_rate) for r in cell]
+    offsets = [offset(r.learning_rate) for r in cell if r.stage == "rate"]
     mine = offset(chosen.learning_rate)
     return abs(mine) >= reach and mine in (max(offsets), min(offsets))
 
@@ -111,7 +117,7 @@ def seed_ranges(plan, table, task):
             if row.problem(plan, task) is None and not math.isnan(row.spread(task))}
 
 
-def seed_noise(plan, table, task):
+def seed_yardstick(plan, table, task):
     """The fine-tuning seeds' typical range of test accuracy on `task`: the median of
     seed_ranges (NaN before an encoder has every seed). One yardstick for every comparison: the
     range of the three seeds one row drew is a noisy estimate (LAMB's batch-32 encoder: 0.5
@@ -121,12 +127,21 @@ def seed_noise(plan, table, task):
     return statistics.median(ranges.values()) if ranges else math.nan
 
 
-def holds(first, row, task, noise):
-    """Whether `row`'s mean test accuracy is no lower than `first`'s minus `noise`."""
-    return row.mean(task) >= first.mean(task) - noise
+def holds(first, row, task, yardstick):
+    """Whether `row`'s mean test accuracy is no lower than `first`'s minus `yardstick`."""
+    return row.mean(task) >= first.mean(task) - yardstick
 
 
-def holds_up_to(plan, table, kind, optimizer, task, noise):
+def differs(row, other, task, yardstick):
+    """Whether the two rows' mean test accuracies differ by more than the yardstick and more
+    than either row's own seeds ranged: the larger batches' encoders are noisier than the
+    yardstick's median says (LAMB on BBC News: 0.5 points over its seeds at batch 32, 8.9 at
+    512)."""
+    return abs(row.mean(task) - other.mean(task)) > max(yardstick, row.spread(task),
+                                                        other.spread(task))
+
+
+def holds_up_to(plan, table, kind, optimizer, task, yardstick):
     """(largest batch up to which test accuracy holds against the smallest batch's, and why
     the next batch does not: None, or a reason), or None while the smallest batch's row has
     no figure."""
@@ -137,7 +152,7 @@ def holds_up_to(plan, table, kind, optimizer, task, noise):
     for batch in plan.batches[1:]:
         row = table.get((kind, optimizer, batch))
         reason = _problem(plan, row, task)
-        if reason is None and not holds(first, row, task, noise):
+        if reason is None and not holds(first, row, task, yardstick):
             reason = "falls below it"
         if reason:
             return held, f"{batch} {reason}"
@@ -174,9 +189,10 @@ def markdown(plan, pretrainings, finetunes):
         "pretraining.csv and finetuning.csv by `python -m benchmarks.batch_scaling_study "
         "--report`.", ""]
     task_columns = " | ".join(f"{task} test" for task in plan.tasks)
-    lines += [f"| encoder | batch | setting | runs | {task_columns} | dev (seed "
-              f"{plan.selection_seed}) | masked-LM | sentence order | pooler saturated | pooler "
-              "spread | word-embedding growth | largest growth |",
+    lines += [f"| encoder | batch | setting | runs | {task_columns} | mean dev of "
+              f"{', '.join(plan.choosing_tasks)} (seed {plan.selection_seed}) | masked-LM | "
+              "sentence order | pooler saturated | pooler spread | word-embedding growth | "
+              "largest growth |",
               "|---|---:|---|---:|" + "---:|" * len(plan.tasks) + "---:|" * 7]
     for optimizer in protocol.OPTIMIZERS:
         for kind in KINDS:
@@ -187,11 +203,8 @@ def markdown(plan, pretrainings, finetunes):
                 lines.append(_row_line(plan, row, finetunes))
     for encoder, label in ((protocol.RANDOM, "random weights"),
                            (protocol.TFIDF, "TF-IDF + logistic regression, whole texts")):
-        seeds = plan.seeds if encoder == protocol.RANDOM else (0,)
         cells = []
-        for task in plan.tasks:
-            found = [finetunes.get((task, encoder, 0, seed)) for seed in seeds]
-            tests = [r.test_accuracy for r in found if r is not None]
+        for tests in baseline_tests(plan, finetunes, encoder).values():
             cells.append(f"{_percent(statistics.fmean(tests))} ("
                          f"{', '.join(_percent(t) for t in tests)})" if tests else "not run yet")
         lines.append(f"| {label} | | | | " + " | ".join(cells) + " |" + " |" * 7)
@@ -256,8 +269,12 @@ def _row_line(plan, row, finetunes):
     if not record.finite:
         return (f"| {name} | {row.batch} | {_setting(record)} | {row.runs_tried} |"
                 + " diverged |" * len(plan.tasks) + " |" * 7)
-    tests = [f"**{_percent(row.mean(task))}** ({', '.join(_percent(t) for t in row.tests[task])})"
-             if row.tests[task] else "in progress" for task in plan.tasks]
+    def cell(task):
+        tests = row.tests[task]
+        if len(tests) < len(plan.seeds):
+            return f"in progress ({len(tests)}/{len(plan.seeds)} seeds)"
+        return f"**{_percent(row.mean(task))}** ({', '.join(map(_percent, tests))})"
+    tests = [cell(task) for task in plan.tasks]
     score = protocol.selection_score(record.encoder, record.examples, plan, finetunes)
     dev = _percent(score) if score > -math.inf else "in progress or diverged"
     edge = "; edge" if row.on_edge else ""
@@ -270,14 +287,14 @@ def _row_line(plan, row, finetunes):
 
 def what_held(plan, table):
     """Two tables computed from the rows: up to which batch each encoder's test accuracy held,
-    and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' noise."""
+    and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' spread."""
     first = plan.batches[0]
-    noise = {task: seed_noise(plan, table, task) for task in plan.tasks}
+    yardstick = {task: seed_yardstick(plan, table, task) for task in plan.tasks}
     encoders = len(set().union(*(seed_ranges(plan, table, task) for task in plan.tasks)))
     lines = ["The yardstick of both tables is the seeds' typical range of test accuracy per "
              f"task: the median, over the {encoders} encoder(s) with every seed, of the range of "
              f"their {len(plan.seeds)} seeds (" + ", ".join(
-                 f"{task} {100 * noise[task]:.1f}" for task in plan.tasks) + " points).", "",
+                 f"{task} {100 * yardstick[task]:.1f}" for task in plan.tasks) + " points).", "",
              f"Up to which batch test accuracy holds: no lower than the batch-{first} mean "
              "(given first) minus that range.", "",
              "| encoder | " + " | ".join(plan.tasks) + " |",
@@ -286,7 +303,7 @@ def what_held(plan, table):
         for kind in KINDS:
             cells = []
             for task in plan.tasks:
-                held = holds_up_to(plan, table, kind, optimizer, task, noise[task])
+                held = holds_up_to(plan, table, kind, optimizer, task, yardstick[task])
                 if held is None:
                     cells.append(f"batch {first} "
                                  + _problem(plan, table.get((kind, optimizer, first)), task))
@@ -297,7 +314,8 @@ def what_held(plan, table):
                              + (f"; {why_not_further}" if why_not_further else ""))
             lines.append(f"| {NAMES[optimizer]} {kind} | " + " | ".join(cells) + " |")
     lines += ["", "Tuned LAMB minus tuned AdamW, mean test accuracy in points; bold where the "
-              "difference exceeds the seeds' typical range.",
+              "difference exceeds both the seeds' typical range and the range of each row's "
+              "own seeds.",
               "", "| batch | " + " | ".join(plan.tasks) + " |",
               "|---:|" + "---:|" * len(plan.tasks)]
     for batch in plan.batches:
@@ -310,9 +328,9 @@ def what_held(plan, table):
             if problems:
                 cells.append("; ".join(problems))
                 continue
-            difference = 100 * (lamb.mean(task) - adamw.mean(task))
-            figure = f"{difference:+.1f}"
-            cells.append(f"**{figure}**" if abs(difference) > 100 * noise[task] else figure)
+            figure = f"{100 * (lamb.mean(task) - adamw.mean(task)):+.1f}"
+            cells.append(f"**{figure}**" if differs(lamb, adamw, task, yardstick[task])
+                         else figure)
         lines.append(f"| {batch} | " + " | ".join(cells) + " |")
     return lines
 
@@ -328,8 +346,8 @@ def plot(plan, pretrainings, finetunes, path):
         for optimizer, colour in zip(protocol.OPTIMIZERS, ("tab:blue", "tab:orange")):
             for kind, style in zip(KINDS, ("-", "--")):
                 done = [table[kind, optimizer, b] for b in plan.batches
-                        if (kind, optimizer, b) in table and table[kind, optimizer, b].complete(
-                            plan) and table[kind, optimizer, b].record.finite]
+                        if (kind, optimizer, b) in table
+                        and table[kind, optimizer, b].problem(plan, task) is None]
                 if not done:
                     continue
                 means = [100 * row.mean(task) for row in done]
@@ -340,8 +358,7 @@ def plot(plan, pretrainings, finetunes, path):
                               label=f"{NAMES[optimizer]} {kind}")
         for encoder, label, style in ((protocol.RANDOM, "random weights", ":"),
                                       (protocol.TFIDF, "TF-IDF", "-.")):
-            tests = [r.test_accuracy for (t, e, _, _), r in finetunes.items()
-                     if t == task and e == encoder]
+            tests = baseline_tests(plan, finetunes, encoder)[task]
             if tests:
                 axis.axhline(100 * statistics.fmean(tests), color="grey", linestyle=style,
                              label=label)
