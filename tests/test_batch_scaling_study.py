@@ -247,6 +247,14 @@ def test_adamw_at_the_largest_batches_tries_beta_2_at_twice_the_best_rate(tmp_pa
            f"warmup {plan.second_warmup_updates(1024)}, beta_2 0.98, power 1; edge |" in text
 
 
+def test_nados_tuning_can_be_switched_off():
+    # nado_batches=0 must mean no cell, not (as batches[-0:] would) every cell.
+    plan = protocol.Plan(nado_batches=0)
+    assert not any(plan.nado_cell("adamw", batch) for batch in plan.batches)
+    assert "beta_2" not in "\n".join(protocol.describe(plan))
+    assert protocol.Plan().nado_cell("adamw", 256) and not protocol.Plan().nado_cell("lamb", 512)
+
+
 def test_a_tie_on_dev_goes_to_the_lower_rate_as_the_grid_widening_decides():
     plan = protocol.Plan()
 
