@@ -22,9 +22,10 @@ The search of a cell (`protocol.Study.run_cell`):
    paper's warmup; one more point past an edge while the best sits on it (at most 2 per side);
 2. the warmup: the best rate again with a longer warmup than the paper's, 10% of its updates
    or twice the paper's where that is more (batch 32: 480 updates, 64: 240, 128 to 512: 120);
-3. AdamW at the two largest batches, what Nado et al. (2021) tuned beyond the rate: beta_2 0.98
-   (against 0.999), then the decay's power 2 (against 1), each at the best setting so far, then
-   beta_2 0.98 at twice the best rate (a lower beta_2 mostly pays by standing a higher rate).
+3. at the two largest batches, what Nado et al. (2021) tuned for Adam beyond the rate, for both
+   optimizers (so neither gets more tuning): beta_2 0.98 (against 0.999), then the decay's
+   power 2 (against 1), each at the best setting so far, then beta_2 0.98 at twice the best
+   rate (a lower beta_2 mostly pays by standing a higher rate).
 
 The paper's rules per batch (You et al., ICLR 2020, appendix, "untuned LAMB" for BERT: the
 same epochs at every batch, the rate 5/(2^x * 10^3) growing by sqrt(2) per doubling of the

@@ -40,7 +40,11 @@ class Plan:
     max_widenings: int = 2                  # per side of a cell's rate grid
     warmup_fraction: float = 0.1            # the second warmup, of each run's updates (or more)
     paper_warmup_share: float = 1 / 5       # of the largest batch's updates, at every batch
-    nado_batches: int = 2                   # AdamW's beta_2, power, rate at this many largest
+    # What Nado et al. tuned for Adam beyond the rate (beta_2, the decay's power, beta_2 with a
+    # higher rate), at this many of the largest batches, for these optimizers: both, so that
+    # neither gets more tuning than the other.
+    nado_batches: int = 2
+    nado_optimizers: Tuple[str, ...] = ("lamb", "adamw")
     beta_2_alternative: float = 0.98
     power_alternative: float = 2.0
     # Topics (BBC News, Reuters R8) and a task of another kind (which account posted a tweet).
@@ -81,9 +85,9 @@ class Plan:
                    2 * self.paper_warmup_updates())
 
     def nado_cell(self, optimizer, batch):
-        """Whether the cell also tunes what Nado et al. tuned beyond the rate: AdamW at the
-        `nado_batches` largest batches (none when it is 0)."""
-        return (optimizer == "adamw" and self.nado_batches > 0
+        """Whether the cell also tunes what Nado et al. tuned beyond the rate: the
+        `nado_optimizers` at the `nado_batches` largest batches (none when it is 0)."""
+        return (optimizer in self.nado_optimizers and self.nado_batches > 0
                 and batch in self.batches[-self.nado_batches:])
 
     def untuned(self, optimizer, batch):
