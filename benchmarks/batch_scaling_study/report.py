@@ -64,7 +64,7 @@ def tests_per_task(plan, finetunes, encoder, examples, seeds=None):
 def baseline_tests(plan, finetunes, encoder):
     """tests_per_task of random weights (the reporting seeds) or TF-IDF (no seed)."""
     return tests_per_task(plan, finetunes, encoder, 0,
-                           None if encoder == protocol.RANDOM else (0,))
+                          None if encoder == protocol.RANDOM else (0,))
 
 
 def rows(plan, pretrainings, finetunes):
@@ -82,7 +82,7 @@ def rows(plan, pretrainings, finetunes):
             for kind, record in (("tuned", chosen),
                                  ("untuned", pretrainings.get((untuned.encoder, plan.examples)))):
                 tests = tests_per_task(plan, finetunes, record.encoder if record else "",
-                                        plan.examples)
+                                       plan.examples)
                 table[kind, optimizer, batch] = Row(
                     kind, optimizer, batch, record, len(cell) if kind == "tuned" else 1, tests,
                     on_edge=kind == "tuned" and _on_edge(plan, cell, chosen,
