@@ -1,27 +1,35 @@
 r"""Is the pretraining worth it downstream? Fine-tune each pretrained encoder and the same
-architecture from random weights on a built-in task (bbc_news, reuters_r8, health_tweets), with
-the same budget and rate grid, and report test accuracy at each one's best dev rate.
+architecture from random weights on a built-in task (bbc_news, reuters_r8, health_tweets) or on
+your own train/dev/test tables, with the same budget and rate grid, and report test accuracy at
+each one's best dev rate.
 
     python -m benchmarks.finetune_study --task=reuters_r8 --init_checkpoint=runs/tiny_wiki_lamb
+    python -m benchmarks.finetune_study --init_checkpoint=runs/tiny_wiki_lamb \
+        --train_data=train.csv --dev_data=dev.csv --test_data=test.csv --output=mine.csv
 
 Each run is `python -m trainers.bert.finetune --config_file=finetune_<task>` (train, then
-`--mode=eval` on <task>:dev and on <task>:test), one row of --output (default
-benchmarks/results/finetune_<task>.csv) per (init, rate, seed) as it finishes; rerunning the
-command skips finished rows. The table, with the TF-IDF yardstick's rows, goes to the .md beside
-it.
+`--mode=eval` on the dev and on the test split), one row of --output (default for a built-in
+task: benchmarks/results/finetune_<task>.csv) per (init, rate, seed) as it finishes; rerunning
+the command skips finished rows. Own tables run on finetune_bbc_news's protocol (AdamW, warmup
+over 10%, linear decay, batch 32) for --epochs of the train table. The table, with the TF-IDF
+yardstick's rows, goes to the .md beside --output.
 """
 
 import csv
+import dataclasses
+import math
 import os
 import re
 import shutil
 import statistics
 import sys
 
+import yaml
 from absl import app, flags
 
 from benchmarks import trainer_process
 from trainers.bert.finetune import builtin_tasks
+from trainers.bert.finetune import config as finetune_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ("init", "learning_rate", "seed", "dev_accuracy", "test_accuracy")
@@ -33,7 +41,18 @@ def _define_flags():
     their own flags."""
     flags.DEFINE_string("task", "bbc_news", "The built-in task to fine-tune on (its config is "
                         "configs/bert/finetune_<task>.yaml): bbc_news, reuters_r8 or "
-                        "health_tweets.")
+                        "health_tweets. Or give --train_data, --dev_data and --test_data.")
+    flags.DEFINE_string("train_data", "", "Your own task instead of a built-in one: its training "
+                        "table(s), .tsv or .csv with a header row (what task.train_data."
+                        "input_path takes); needs --dev_data, --test_data and --output.")
+    flags.DEFINE_string("dev_data", "", "Your task's dev table(s): the rate is chosen here.")
+    flags.DEFINE_string("test_data", "", "Your task's test table(s): reported, never chosen on.")
+    flags.DEFINE_string("text_column", "sentence", "Your tables' text column.")
+    flags.DEFINE_string("text_b_column", "", "Your tables' second-text column, for pairs.")
+    flags.DEFINE_string("label_column", "label", "Your tables' label column.")
+    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example on your tables.")
+    flags.DEFINE_float("epochs", 4.0, "Passes over your train table per run (BERT's fine-tuning "
+                       "runs 2-4), at batch 32 with 10% warmup.")
     flags.DEFINE_multi_string("init_checkpoint", [], "Pretraining model_dirs, checkpoints or "
                               "exports to compare (the first one's architecture is also trained "
                               "from random weights).")
@@ -52,59 +71,164 @@ def _define_flags():
 
 FLAGS = flags.FLAGS
 
+_TABLES_ONLY = ("epochs", "max_seq_length", "text_column", "text_b_column", "label_column")
 # Tweets are shorter than 100 words: a "first 100 words" row would repeat the whole-text one.
 _TFIDF_WORDS = {"health_tweets": ["0"]}
 _ACCURACY = re.compile(r"^eval: accuracy=([0-9.]+)", re.MULTILINE)
+
+
+# The recipe whose protocol (AdamW, warmup then linear decay, batch 32, rate 1e-3) runs on tables
+# of your own; what is specific to BBC News in it (updates, sequence length) is replaced.
+TABLES_RECIPE = "finetune_bbc_news"
+TABLES_BATCH_SIZE = 32
+SPLITS = ("train", "dev", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyTask:
+    """What a study fine-tunes on: the recipe each run starts from, the input_path of each
+    split and the tables' columns; for your own tables also their sequence length and updates
+    (0: the recipe's)."""
+    name: str
+    config_file: str
+    train: str
+    dev: str
+    test: str
+    text_column: str = "sentence"
+    text_b_column: str = ""
+    label_column: str = "label"
+    max_seq_length: int = 0
+    num_train_steps: int = 0
+
+    def data_config(self, split):
+        """The ClassificationDataConfig that reads `split` ('train', 'dev' or 'test')."""
+        return finetune_config.ClassificationDataConfig(
+            input_path=getattr(self, split), text_column=self.text_column,
+            text_b_column=self.text_b_column, label_column=self.label_column)
+
+    def settings(self, split):
+        """The settings that train on the train split and evaluate on `split`, over the
+        recipe's: the nested keys of a config file, which carries paths and column names as
+        they are (--params_override would split them at commas and read them as YAML)."""
+        def data(path):
+            columns = {"input_path": path, "text_column": self.text_column,
+                       "text_b_column": self.text_b_column, "label_column": self.label_column}
+            return dict(columns, max_seq_length=self.max_seq_length) if self.max_seq_length \
+                else columns
+        settings = {"task": {"train_data": data(self.train),
+                             "eval_data": data(getattr(self, split))}}
+        if self.num_train_steps:
+            steps = self.num_train_steps
+            settings["trainer"] = {"train_batch_size": TABLES_BATCH_SIZE,
+                                   "num_train_steps": steps,
+                                   "iterations_per_loop": math.ceil(steps / 4),
+                                   "save_checkpoints_steps": steps}
+            settings["optimizer"] = {"num_warmup_steps": round(steps / 10)}
+        return settings
+
+
+def builtin_task(name):
+    """The built-in task `name` as its own recipe finetune_<name> runs it."""
+    return StudyTask(name, f"finetune_{name}", f"{name}:train", f"{name}:dev", f"{name}:test")
+
+
+def tables_task(train, dev, test, epochs=4.0, max_seq_length=128, text_column="sentence",
+                text_b_column="", label_column="label"):
+    """Your own train/dev/test tables as a StudyTask: `epochs` passes over the train table at
+    batch 32 (rounded up to whole updates), the first 10% of them warming up. Every table is
+    read now, so what would stop a run stops the study before its first: ValueError naming the
+    table and the fix."""
+    from trainers.bert.finetune import data as data_lib  # pylint: disable=g-import-not-at-top
+    if not text_column or not label_column:
+        raise ValueError("--text_column and --label_column must name columns of your tables.")
+    if epochs <= 0 or max_seq_length < 8:
+        raise ValueError(f"--epochs={epochs:g} --max_seq_length={max_seq_length}: give a positive "
+                         "number of epochs and at least 8 tokens per example.")
+    task = StudyTask("tables", TABLES_RECIPE, train, dev, test, text_column, text_b_column,
+                     label_column, max_seq_length)
+    examples = {}
+    for split in SPLITS:
+        try:
+            examples[split] = data_lib.read(task.data_config(split))
+        except ValueError as e:
+            # The trainer's hint names its config keys; here they are this study's flags.
+            message = str(e).replace("set task.<train|eval>_data.text_column / text_b_column / "
+                                     "label_column", "set --text_column / --text_b_column / "
+                                     "--label_column")
+            path = getattr(task, split)
+            raise ValueError(message if path in message else f"{path}: {message}") from e
+    labels = set(examples["train"].labels)
+    if len(examples["train"].labels) < TABLES_BATCH_SIZE:
+        raise ValueError(f"{train} holds {len(examples['train'].labels)} examples, fewer than one "
+                         f"batch of {TABLES_BATCH_SIZE}.")
+    for split in ("dev", "test"):
+        unseen = sorted(set(examples[split].labels) - labels)
+        if unseen:
+            raise ValueError(f"{getattr(task, split)} has label {unseen[0]!r}, which {train} "
+                             "never has: the classifier can only answer the train table's labels.")
+    steps = math.ceil(epochs * len(examples["train"].labels) / TABLES_BATCH_SIZE)
+    return dataclasses.replace(task, num_train_steps=steps)
 
 
 def _label(path):
     return os.path.basename(os.path.normpath(path))
 
 
+def _as_task(task):
+    return builtin_task(task) if isinstance(task, str) else task
+
+
 def _finetune(task, arguments):
     return trainer_process.run("trainers.bert.finetune",
-                               [f"--config_file=finetune_{task}", *arguments],
+                               [f"--config_file={task.config_file}", *arguments],
                                f"fine-tuning ({' '.join(arguments)})")
 
 
 def run_one(task, init_checkpoint, random_init, learning_rate, seed, model_dir,
             optimizer="adamw", params_override=""):
-    """(dev accuracy, test accuracy) of one fine-tuning run on the built-in `task` (its recipe
-    configs/bert/finetune_<task>.yaml): trained on its train split, evaluated on dev, then on
-    test; `params_override` is passed on."""
-    override = (f"task.random_init={str(random_init).lower()},"
-                f"task.train_data.input_path={task}:train")
+    """(dev accuracy, test accuracy) of one fine-tuning run on `task` (a built-in task's name,
+    run on its recipe configs/bert/finetune_<task>.yaml, or a StudyTask): trained on its train
+    split, evaluated on dev, then on test; `params_override` is applied last."""
+    task = _as_task(task)
+    override = f"optimizer.name={optimizer},task.random_init={str(random_init).lower()}"
     if params_override:
         override += "," + params_override
     if random_init:  # random weights have no trained pooler to start a head from
         override += ",task.init_cls_pooler=false"
-    common = [f"--init_checkpoint={init_checkpoint}", f"--model_dir={model_dir}",
-              f"--learning_rate={learning_rate}", f"--seed={seed}",
-              f"--params_override=optimizer.name={optimizer},{override}"]
     shutil.rmtree(model_dir, ignore_errors=True)
-    dev_override = common[-1] + f",task.eval_data.input_path={task}:dev"
-    dev = float(_ACCURACY.search(_finetune(task, common[:-1] + [
-        dev_override, "--mode=train_and_eval"])).group(1))
-    test_override = common[-1] + f",task.eval_data.input_path={task}:test"
-    test = float(_ACCURACY.search(_finetune(task, common[:-1] + [test_override, "--mode=eval"]))
-                 .group(1))
+    os.makedirs(os.path.dirname(os.path.abspath(model_dir)), exist_ok=True)
+    accuracies = []
+    for split, mode in (("dev", "train_and_eval"), ("test", "eval")):
+        settings = f"{model_dir}_{split}.yaml"
+        with open(settings, "w") as f:
+            yaml.safe_dump(task.settings(split), f)
+        output = _finetune(task, [
+            f"--config_file={settings}", f"--init_checkpoint={init_checkpoint}",
+            f"--model_dir={model_dir}", f"--learning_rate={learning_rate}", f"--seed={seed}",
+            f"--params_override={override}", f"--mode={mode}"])
+        os.remove(settings)
+        accuracies.append(float(_ACCURACY.search(output).group(1)))
     shutil.rmtree(model_dir, ignore_errors=True)
-    return dev, test
+    return tuple(accuracies)
 
 
 def tfidf_baseline(first_words, task="bbc_news", inverse_regularizations=(1.0, 10.0, 100.0)):
     """(best C on dev, dev accuracy, test accuracy) of TF-IDF + logistic regression on the same
-    split of a built-in task, reading each text's first `first_words` words (0: all), C chosen
+    split of `task` (a built-in task's name or a StudyTask; a pair's two texts read as one), reading
+    each text's first `first_words` words (0: all), C chosen
     from `inverse_regularizations`. About a minute per task on 2 cores (health_tweets' whole
     grid: two): the yardstick a pretrained encoder has to beat."""
     from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
     from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
     from trainers.bert.finetune import data as data_lib  # pylint: disable=g-import-not-at-top
 
+    task = _as_task(task)
+
     def split(name):
-        examples = data_lib.builtin(task, name)
-        texts = [" ".join(t.split()[:first_words]) if first_words else t
-                 for t in examples.texts]
+        examples = data_lib.read(task.data_config(name))
+        texts = examples.texts if examples.texts_b is None else [
+            f"{a} {b}" for a, b in zip(examples.texts, examples.texts_b)]
+        texts = [" ".join(t.split()[:first_words]) if first_words else t for t in texts]
         return texts, examples.labels
 
     (train_x, train_y), (dev_x, dev_y), (test_x, test_y) = map(split, ("train", "dev", "test"))
@@ -184,11 +308,33 @@ def main(argv):
     del argv
     if not FLAGS.init_checkpoint:
         sys.exit("error: pass --init_checkpoint (e.g. runs/tiny_wiki_lamb, README command 1).")
-    task = FLAGS.task.strip().lower()
-    if task not in builtin_tasks.TASKS:
-        sys.exit(f"error: --task={FLAGS.task}: no such built-in task; choose one of "
-                 f"{list(builtin_tasks.TASKS)}.")
-    output = FLAGS.output or default_output(task)
+    tables = [FLAGS.train_data, FLAGS.dev_data, FLAGS.test_data]
+    if any(tables):
+        if FLAGS["task"].present:
+            sys.exit("error: give either --task (a built-in task) or --train_data, --dev_data "
+                     "and --test_data (your own), not both.")
+        if not all(tables) or not FLAGS.output:
+            sys.exit("error: your own task needs --train_data, --dev_data, --test_data and "
+                     "--output (the results table to write, e.g. --output=mine.csv).")
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        try:
+            task = tables_task(*tables, epochs=FLAGS.epochs, max_seq_length=FLAGS.max_seq_length,
+                               text_column=FLAGS.text_column,
+                               text_b_column=FLAGS.text_b_column, label_column=FLAGS.label_column)
+        except (ValueError, OSError, csv.Error, tf.errors.OpError) as e:
+            sys.exit(f"error: {e}")
+        output = FLAGS.output
+    else:
+        name = FLAGS.task.strip().lower()
+        if name not in builtin_tasks.TASKS:
+            sys.exit(f"error: --task={FLAGS.task}: no such built-in task; choose one of "
+                     f"{list(builtin_tasks.TASKS)}.")
+        ignored = [f"--{flag}" for flag in _TABLES_ONLY if FLAGS[flag].present]
+        if ignored:
+            sys.exit(f"error: {', '.join(ignored)} apply to your own tables (--train_data ...); "
+                     f"a built-in task runs on its recipe, configs/bert/finetune_{name}.yaml.")
+        task = builtin_task(name)
+        output = FLAGS.output or default_output(name)
     rows = _read(output)
     done = {(r["init"], r["learning_rate"], r["seed"]) for r in rows}
     inits = [(_label(p), p, False) for p in FLAGS.init_checkpoint]
@@ -212,7 +358,7 @@ def main(argv):
                                      "dev_accuracy": dev, "test_accuracy": test})
                 print(f"{label} rate {rate} seed {seed}: dev {dev:.2%}, test {test:.2%}",
                       flush=True)
-    words = FLAGS.tfidf_words or _TFIDF_WORDS.get(task, ["100", "0"])
+    words = FLAGS.tfidf_words or _TFIDF_WORDS.get(task.name, ["100", "0"])
     summary = table(_read(output)) + tfidf_rows(task, words)
     with open(os.path.splitext(output)[0] + ".md", "w") as f:
         f.write(summary)

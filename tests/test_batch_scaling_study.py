@@ -7,6 +7,7 @@ import math
 import os
 
 import pytest
+import yaml
 
 from benchmarks.batch_scaling_study import protocol, report
 from benchmarks.large_batch_study.results import ResultsFile
@@ -544,20 +545,23 @@ def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypat
     from benchmarks import finetune_study
     calls = []
 
-    def fake_finetune(task, arguments):
-        calls.append([f"--config_file=finetune_{task}", *arguments])
+    def fake_finetune(task, arguments):  # the settings file is read while it exists
+        settings = next(a for a in arguments if a.endswith(".yaml")).split("=", 1)[1]
+        with open(settings) as f:
+            calls.append([f"--config_file={task.config_file}", *arguments, yaml.safe_load(f)])
         return "eval: accuracy=0.9000  loss=0.3\n" if len(calls) == 1 else "eval: accuracy=0.8"
 
     monkeypatch.setattr(finetune_study, "_finetune", fake_finetune)
     dev, test = finetune_study.run_one("reuters_r8", "enc", False, 1e-3, 2, str(tmp_path / "m"))
     assert (dev, test) == (0.9, 0.8)
     (train_run, test_run) = calls
-    override = next(a for a in train_run if a.startswith("--params_override="))
-    assert "--mode=train_and_eval" in train_run and "task.train_data.input_path=reuters_r8:train" \
-        in override and override.endswith("task.eval_data.input_path=reuters_r8:dev")
-    override = next(a for a in test_run if a.startswith("--params_override="))
-    assert "--mode=eval" in test_run and override.endswith(
-        "task.eval_data.input_path=reuters_r8:test")
+    data = train_run[-1]["task"]
+    assert "--mode=train_and_eval" in train_run and data["train_data"]["input_path"] == \
+        "reuters_r8:train" and data["eval_data"]["input_path"] == "reuters_r8:dev"
+    # The recipe's own sequence length and updates stand.
+    assert "max_seq_length" not in data["eval_data"] and "trainer" not in train_run[-1]
+    assert "--mode=eval" in test_run and test_run[-1]["task"]["eval_data"]["input_path"] == \
+        "reuters_r8:test"
     assert "--seed=2" in train_run and "--seed=2" in test_run
     assert "--config_file=finetune_reuters_r8" in train_run + test_run
 
