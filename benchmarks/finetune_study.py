@@ -170,6 +170,14 @@ def tables_task(train, dev, test, epochs=4.0, max_seq_length=128, text_column="s
     return dataclasses.replace(task, num_train_steps=steps)
 
 
+def _from_here(paths):
+    """Comma-separated table paths with the local relative ones made absolute: the trainer runs
+    in the repository, the user names files from where the study was started."""
+    return ",".join(
+        path if "://" in path or os.path.isabs(path) or builtin_tasks.parse(path)
+        else os.path.abspath(path) for path in (p.strip() for p in paths.split(",")))
+
+
 def _label(path):
     return os.path.basename(os.path.normpath(path))
 
@@ -199,14 +207,17 @@ def run_one(task, init_checkpoint, random_init, learning_rate, seed, model_dir,
     os.makedirs(os.path.dirname(os.path.abspath(model_dir)), exist_ok=True)
     accuracies = []
     for split, mode in (("dev", "train_and_eval"), ("test", "eval")):
-        settings = f"{model_dir}_{split}.yaml"
+        # Absolute: the trainer runs in the repository, wherever the study was started.
+        settings = os.path.abspath(f"{model_dir}_{split}.yaml")
         with open(settings, "w") as f:
             yaml.safe_dump(task.settings(split), f)
-        output = _finetune(task, [
-            f"--config_file={settings}", f"--init_checkpoint={init_checkpoint}",
-            f"--model_dir={model_dir}", f"--learning_rate={learning_rate}", f"--seed={seed}",
-            f"--params_override={override}", f"--mode={mode}"])
-        os.remove(settings)
+        try:
+            output = _finetune(task, [
+                f"--config_file={settings}", f"--init_checkpoint={init_checkpoint}",
+                f"--model_dir={model_dir}", f"--learning_rate={learning_rate}",
+                f"--seed={seed}", f"--params_override={override}", f"--mode={mode}"])
+        finally:
+            os.remove(settings)
         accuracies.append(float(_ACCURACY.search(output).group(1)))
     shutil.rmtree(model_dir, ignore_errors=True)
     return tuple(accuracies)
@@ -318,7 +329,8 @@ def main(argv):
                      "--output (the results table to write, e.g. --output=mine.csv).")
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
         try:
-            task = tables_task(*tables, epochs=FLAGS.epochs, max_seq_length=FLAGS.max_seq_length,
+            task = tables_task(*[_from_here(paths) for paths in tables], epochs=FLAGS.epochs,
+                               max_seq_length=FLAGS.max_seq_length,
                                text_column=FLAGS.text_column,
                                text_b_column=FLAGS.text_b_column, label_column=FLAGS.label_column)
         except (ValueError, OSError, csv.Error, tf.errors.OpError) as e:
@@ -347,7 +359,8 @@ def main(argv):
                 if (label, rate, seed) in done:
                     continue
                 dev, test = run_one(task, path, random_init, rate, seed,
-                                    os.path.join(FLAGS.work_dir, "run"), FLAGS.optimizer,
+                                    os.path.abspath(os.path.join(FLAGS.work_dir, "run")),
+                                    FLAGS.optimizer,
                                     FLAGS.params_override)
                 new = not os.path.exists(output)
                 with open(output, "a", newline="") as f:

@@ -554,6 +554,7 @@ def test_fine_tuning_chooses_on_dev_and_reports_test_of_the_named_task(monkeypat
     monkeypatch.setattr(finetune_study, "_finetune", fake_finetune)
     dev, test = finetune_study.run_one("reuters_r8", "enc", False, 1e-3, 2, str(tmp_path / "m"))
     assert (dev, test) == (0.9, 0.8)
+    assert os.listdir(tmp_path) == []   # the runs' settings files are removed
     (train_run, test_run) = calls
     data = train_run[-1]["task"]
     assert "--mode=train_and_eval" in train_run and data["train_data"]["input_path"] == \

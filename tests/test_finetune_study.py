@@ -3,6 +3,7 @@ each built-in task or of your own tables), its choice of rate, and how it runs o
 tables."""
 
 import csv
+import os
 import random
 import re
 import subprocess
@@ -129,8 +130,11 @@ def test_a_run_on_own_tables_trains_the_asked_epochs_then_evaluates_dev_and_test
 
     monkeypatch.setattr(finetune_study, "_finetune", fake_finetune)
     task = _own_task(own_tables, epochs=4, max_seq_length=48)
-    assert finetune_study.run_one(task, "enc", True, 3e-4, 1, str(tmp_path / "work" / "m"),
-                                  params_override="trainer.keep_checkpoint_max=1") == (0.75, 0.6)
+    assert finetune_study.run_one(
+        task, "enc", True, 3e-4, 1, str(tmp_path / "work" / "m"),
+        params_override="trainer.keep_checkpoint_max=1,task.eval_data.max_seq_length=32") == (
+            0.75, 0.6)
+    assert os.listdir(tmp_path / "work") == []   # each run's settings file is gone
     for (experiment, mode), split in zip(experiments, ("dev", "test")):
         assert mode == ("train_and_eval" if split == "dev" else "eval")
         # 4 passes over 60 + 40 rows at batch 32: 12.5 updates, rounded up; 10% warm up.
@@ -147,12 +151,16 @@ def test_a_run_on_own_tables_trains_the_asked_epochs_then_evaluates_dev_and_test
         for data in (experiment.task.train_data, experiment.task.eval_data):
             assert (data.text_column, data.text_b_column, data.label_column) == (
                 "text", "other", "2")
-            assert data.max_seq_length == 48
+        # The user's --params_override comes after the tables' settings and wins.
+        assert experiment.task.train_data.max_seq_length == 48
+        assert experiment.task.eval_data.max_seq_length == 32
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda t: _table(t["test"], [("a", "b", "said_maybe")]),
      "has label 'said_maybe', which"),
+    (lambda t: _table(t["dev"], [("a", "b", "said_perhaps")]),
+     "has label 'said_perhaps', which"),
     (lambda t: [_table(path, _pair_rows(random.Random(1), 15)) for path in t["train"].split(",")],
      "holds 30 examples, fewer than one batch of 32"),
     (lambda t: _table(t["dev"], [("a", "b", "said_yes")], header=("text", "other", "label")),
@@ -162,6 +170,24 @@ def test_own_tables_that_would_stop_a_run_are_refused_before_it(own_tables, chan
     change(own_tables)
     with pytest.raises(ValueError, match=re.escape(message)):
         _own_task(own_tables)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"epochs": 0}, "give a positive number of epochs"),
+    ({"max_seq_length": 4}, "at least 8 tokens"),
+])
+def test_own_settings_that_cannot_run_are_refused(own_tables, settings, message):
+    with pytest.raises(ValueError, match=message):
+        _own_task(own_tables, **settings)
+    with pytest.raises(ValueError, match="must name columns"):
+        finetune_study.tables_task(own_tables["train"], own_tables["dev"], own_tables["test"],
+                                   text_column="text", label_column="")
+
+
+def test_relative_table_paths_are_read_from_where_the_study_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert finetune_study._from_here("a.csv, gs://bucket/b.csv,bbc_news:train,/data/c.tsv") == (
+        f"{tmp_path}/a.csv,gs://bucket/b.csv,bbc_news:train,/data/c.tsv")
 
 
 def test_tfidf_yardstick_on_own_pairs_reads_the_second_text(own_tables):
