@@ -315,10 +315,9 @@ def table(rows):
     return "\n".join(lines) + "\n"
 
 
-def main(argv):
-    del argv
-    if not FLAGS.init_checkpoint:
-        sys.exit("error: pass --init_checkpoint (e.g. runs/tiny_wiki_lamb, README command 1).")
+def _task_and_output():
+    """(StudyTask, results CSV) the flags name: your own tables or a built-in task; exits with
+    a line naming the problem and the fix."""
     tables = [FLAGS.train_data, FLAGS.dev_data, FLAGS.test_data]
     if any(tables):
         if FLAGS["task"].present:
@@ -335,18 +334,23 @@ def main(argv):
                                text_b_column=FLAGS.text_b_column, label_column=FLAGS.label_column)
         except (ValueError, OSError, csv.Error, tf.errors.OpError) as e:
             sys.exit(f"error: {e}")
-        output = FLAGS.output
-    else:
-        name = FLAGS.task.strip().lower()
-        if name not in builtin_tasks.TASKS:
-            sys.exit(f"error: --task={FLAGS.task}: no such built-in task; choose one of "
-                     f"{list(builtin_tasks.TASKS)}.")
-        ignored = [f"--{flag}" for flag in _TABLES_ONLY if FLAGS[flag].present]
-        if ignored:
-            sys.exit(f"error: {', '.join(ignored)} apply to your own tables (--train_data ...); "
-                     f"a built-in task runs on its recipe, configs/bert/finetune_{name}.yaml.")
-        task = builtin_task(name)
-        output = FLAGS.output or default_output(name)
+        return task, FLAGS.output
+    name = FLAGS.task.strip().lower()
+    if name not in builtin_tasks.TASKS:
+        sys.exit(f"error: --task={FLAGS.task}: no such built-in task; choose one of "
+                 f"{list(builtin_tasks.TASKS)}.")
+    ignored = [f"--{flag}" for flag in _TABLES_ONLY if FLAGS[flag].present]
+    if ignored:
+        sys.exit(f"error: {', '.join(ignored)} apply to your own tables (--train_data ...); "
+                 f"a built-in task runs on its recipe, configs/bert/finetune_{name}.yaml.")
+    return builtin_task(name), FLAGS.output or default_output(name)
+
+
+def main(argv):
+    del argv
+    if not FLAGS.init_checkpoint:
+        sys.exit("error: pass --init_checkpoint (e.g. runs/tiny_wiki_lamb, README command 1).")
+    task, output = _task_and_output()
     rows = _read(output)
     done = {(r["init"], r["learning_rate"], r["seed"]) for r in rows}
     inits = [(_label(p), p, False) for p in FLAGS.init_checkpoint]
