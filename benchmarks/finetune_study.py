@@ -161,6 +161,9 @@ def tables_task(train, dev, test, epochs=4.0, max_seq_length=128, text_column="s
     if len(examples["train"].labels) < TABLES_BATCH_SIZE:
         raise ValueError(f"{train} holds {len(examples['train'].labels)} examples, fewer than one "
                          f"batch of {TABLES_BATCH_SIZE}.")
+    if len(labels) < 2:
+        raise ValueError(f"{train} holds only the label {labels.pop()!r}: a classifier needs at "
+                         "least two labels among the training examples.")
     for split in ("dev", "test"):
         unseen = sorted(set(examples[split].labels) - labels)
         if unseen:
@@ -225,9 +228,9 @@ def run_one(task, init_checkpoint, random_init, learning_rate, seed, model_dir,
 
 def tfidf_baseline(first_words, task="bbc_news", inverse_regularizations=(1.0, 10.0, 100.0)):
     """(best C on dev, dev accuracy, test accuracy) of TF-IDF + logistic regression on the same
-    split of `task` (a built-in task's name or a StudyTask; a pair's two texts read as one), reading
-    each text's first `first_words` words (0: all), C chosen
-    from `inverse_regularizations`. About a minute per task on 2 cores (health_tweets' whole
+    split of `task` (a built-in task's name or a StudyTask; a pair's two texts read as one),
+    reading each text's first `first_words` words (0: all), C chosen from
+    `inverse_regularizations`. About a minute per task on 2 cores (health_tweets' whole
     grid: two): the yardstick a pretrained encoder has to beat."""
     from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
     from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top

@@ -38,6 +38,18 @@ def test_unknown_keys_are_named_with_a_suggestion():
         config_lib.merge(BertExperimentConfig(), {"trainr": {}})
 
 
+def test_an_unknown_key_in_params_override_is_named_with_the_flag_and_a_suggestion():
+    # How the trainers print such an error (one line, exit 1): tests/test_bad_inputs.py.
+    values = absl_flags.FlagValues()
+    trainer_flags.define_flags(values)
+    values(["prog", "--params_override=trainer.train_batch_sise=64"])
+    with pytest.raises(ValueError) as raised:
+        trainer_flags.resolve(BertExperimentConfig(), values)
+    assert str(raised.value).startswith(
+        "--params_override: Unknown config key 'train_batch_sise' in section 'trainer'. Did you "
+        "mean 'train_batch_size'?")
+
+
 def test_wrong_types_are_named():
     with pytest.raises(ValueError, match=re.escape(
             "Config key 'trainer.train_batch_size' expects an integer, got 'big'.")):

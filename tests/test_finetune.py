@@ -535,10 +535,19 @@ def test_bbc_news_splits_are_fixed_disjoint_and_free_of_duplicates():
     assert again.texts == splits["test"].texts
 
 
-def _run_finetune_study_and_check_rows(pretrained, tmp_path, sizes, *flags):
+def _run_finetune_study_and_check_rows(pretrained, tmp_path, sizes, *flags, seeded=None):
     """The rows of `python -m benchmarks.finetune_study *flags` run on the fixture's encoder at
     one rate and seed: one for it and one for random weights of its shape, each accuracy a whole
-    number of answers out of `sizes` ({"dev_accuracy": dev examples, "test_accuracy": ...})."""
+    number of answers out of `sizes` ({"dev_accuracy": dev examples, "test_accuracy": ...}),
+    and the markdown table written beside `--output`, whose first row is the encoder's. A
+    `seeded` encoder row, written to `--output` first, must be kept as it is and not run again,
+    as a resumed study does."""
+    output = next(f.split("=", 1)[1] for f in flags if f.startswith("--output="))
+    if seeded:
+        with open(output, "w", newline="") as f:
+            writer = csv.DictWriter(f, list(seeded))
+            writer.writeheader()
+            writer.writerow(seeded)
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.finetune_study",
          f"--init_checkpoint={pretrained['model_dir']}", "--learning_rates=1e-3", "--seeds=1",
@@ -547,32 +556,37 @@ def _run_finetune_study_and_check_rows(pretrained, tmp_path, sizes, *flags):
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                  PYTHONPATH=bert_runs.REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
     assert done.returncode == 0, done.stderr[-3000:]
-    output = next(f.split("=", 1)[1] for f in flags if f.startswith("--output="))
     rows = list(csv.DictReader(open(output)))
     label = os.path.basename(pretrained["model_dir"])
     assert [r["init"] for r in rows] == [label, f"random ({label}'s shape)"]
-    for row in rows:
+    if seeded:
+        assert rows[0] == seeded and f"{label} rate 1e-3 seed 1" not in done.stdout
+    for row in rows[1 if seeded else 0:]:
         for key, size in sizes.items():
             correct = float(row[key]) * size
             assert abs(correct - round(correct)) < size * 5e-5, (key, row[key])
-    return rows
+    table = open(os.path.splitext(output)[0] + ".md").read()
+    assert f"| {label} | 1e-3 |" in table
+    return rows, table
 
 
 def test_the_finetune_study_runs_a_built_in_task_by_name_from_init_checkpoint(pretrained,
                                                                              tmp_path):
-    """benchmarks.finetune_study --task=reuters_r8, cut to 2 updates per run: each row is
-    evaluated on the task's own dev and test sets (accuracies in steps of 1/542 and 1/2189)."""
+    """benchmarks.finetune_study --task=reuters_r8, cut to 2 updates per run: the row it runs
+    is evaluated on the task's own dev and test sets (accuracies in steps of 1/542 and 1/2189).
+    The encoder's row is already there, as after a study cut short, so only random weights run
+    (the encoder's own run: the test on your own tables below)."""
     output = tmp_path / "r8.csv"
+    label = os.path.basename(pretrained["model_dir"])
+    seeded = {"init": label, "learning_rate": "1e-3", "seed": "1", "dev_accuracy": "0.25",
+              "test_accuracy": "0.25"}
     shrink = ",".join(["task.train_data.max_seq_length=32", "task.eval_data.max_seq_length=32",
                        "trainer.num_train_steps=2", "trainer.iterations_per_loop=2",
                        "trainer.save_checkpoints_steps=2", "optimizer.num_warmup_steps=1"])
-    _run_finetune_study_and_check_rows(
+    _, table = _run_finetune_study_and_check_rows(
         pretrained, tmp_path, {"dev_accuracy": 542, "test_accuracy": 2189},
         "--task=reuters_r8", f"--params_override={shrink}", f"--output={output}",
-        "--tfidf_words=1")
-    label = os.path.basename(pretrained["model_dir"])
-    table = open(tmp_path / "r8.md").read()
-    assert f"| {label} | 1e-3 |" in table
+        "--tfidf_words=1", seeded=seeded)
     assert "| TF-IDF + logistic regression, first 1 words (no encoder) | C=" in table
 
 
@@ -593,15 +607,13 @@ def test_the_finetune_study_runs_on_your_own_tables(pretrained, tmp_path):
     tables = pretrained["tables"]
     test_table = _write_table(str(tmp_path / "test.tsv"), _topic_rows(random.Random(5), 29))
     output = tmp_path / "mine.csv"
-    for row in _run_finetune_study_and_check_rows(
-            pretrained, tmp_path, {"dev_accuracy": 24, "test_accuracy": 29},
-            f"--train_data={tables['train']}", f"--dev_data={tables['dev']}",
-            f"--test_data={test_table}", "--epochs=1", f"--max_seq_length={bert_runs.SEQ}",
-            f"--output={output}", "--tfidf_words=0"):
+    rows, table = _run_finetune_study_and_check_rows(
+        pretrained, tmp_path, {"dev_accuracy": 24, "test_accuracy": 29},
+        f"--train_data={tables['train']}", f"--dev_data={tables['dev']}",
+        f"--test_data={test_table}", "--epochs=1", f"--max_seq_length={bert_runs.SEQ}",
+        f"--output={output}", "--tfidf_words=0")
+    for row in rows:
         # Neither 0 nor 1 (the seeded tables hold both labels and 3 updates learn little), so
         # a multiple of 1/24 is not one of 1/29: dev and test were not swapped.
         assert 0 < float(row["dev_accuracy"]) < 1 and 0 < float(row["test_accuracy"]) < 1, row
-    label = os.path.basename(pretrained["model_dir"])
-    table = open(tmp_path / "mine.md").read()
-    assert f"| {label} | 1e-3 |" in table
     assert "| TF-IDF + logistic regression, whole texts (no encoder) | C=" in table

@@ -163,6 +163,8 @@ def test_a_run_on_own_tables_trains_the_asked_epochs_then_evaluates_dev_and_test
      "has label 'said_perhaps', which"),
     (lambda t: [_table(path, _pair_rows(random.Random(1), 15)) for path in t["train"].split(",")],
      "holds 30 examples, fewer than one batch of 32"),
+    (lambda t: [_table(path, [("a", "b", "said_yes")] * 20) for path in t["train"].split(",")],
+     "holds only the label 'said_yes': a classifier needs at least two"),
     (lambda t: _table(t["dev"], [("a", "b", "said_yes")], header=("text", "other", "label")),
      "has no column '2'"),
 ])

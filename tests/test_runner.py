@@ -42,16 +42,14 @@ def two_steps(data_dir, tmp_path_factory):
     return str(model_dir)
 
 
-# Momentum too: Adam-type updates hardly change when every gradient is scaled by a constant,
-# so a mean-instead-of-sum reduction would slip past LAMB alone.
-@pytest.mark.parametrize("optimizer", ["lamb", "momentum"])
-def test_mirrored_over_two_devices_equals_one_device(data_dir, tmp_path, one_device,
-                                                     optimizer):
-    one = one_device if optimizer == "lamb" else train(  # LAMB is the default run's
-        data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"),
-        optimizer={"name": optimizer})[0]
+def test_mirrored_over_two_devices_equals_one_device_with_momentum_too(data_dir, tmp_path):
+    # LAMB's case, the default run's: the input-worker test below. Adam-type updates hardly
+    # change when every gradient is scaled by a constant, so a mean-instead-of-sum reduction
+    # would slip past LAMB alone.
+    one, _ = train(data_dir, tmp_path / "one", tf.distribute.OneDeviceStrategy("/cpu:0"),
+                   optimizer={"name": "momentum"})
     two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy(),
-                   optimizer={"name": optimizer})
+                   optimizer={"name": "momentum"})
     assert one.endswith("ckpt-4") and two.endswith("ckpt-4")
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
@@ -83,11 +81,21 @@ def test_each_input_worker_reads_through_tf_distribute_and_trains_as_one_device(
     one = one_device
     two, _ = train(data_dir, tmp_path / "two", two_device_mirrored_strategy())
     assert len(made) == 1  # the mirrored run's training input
+    assert one.endswith("ckpt-4") and two.endswith("ckpt-4")
     bert_runs.assert_same_weights(one, two, rtol=1e-4, atol=2e-6)
 
 
-def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(data_dir, tmp_path):
-    big, _ = train(data_dir, tmp_path / "big", trainer={"train_batch_size": 32})
+@pytest.fixture(scope="module")
+def batch_32(data_dir, tmp_path_factory):
+    """The last checkpoint of the default run at batch 32, without accumulation: what the
+    accumulating runs must equal."""
+    return train(data_dir, tmp_path_factory.mktemp("batch_32"),
+                 trainer={"train_batch_size": 32})[0]
+
+
+def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(data_dir, tmp_path,
+                                                                             batch_32):
+    big = batch_32
     accumulated, _ = train(data_dir, tmp_path / "acc", trainer={
         "train_batch_size": 32, "num_accumulation_steps": 4})
     bert_runs.assert_same_weights(big, accumulated, rtol=1e-4, atol=2e-6)
@@ -99,11 +107,10 @@ def test_accumulating_four_micro_batches_equals_one_batch_four_times_larger(data
 
 
 def test_accumulation_under_xla_compiles_to_static_micro_batches_and_trains_the_same(
-        data_dir, tmp_path):
+        data_dir, tmp_path, batch_32):
     # TPUs, and --jit_compile, compile the step: each micro-batch must be a static shape, not a
     # slice padded to the whole batch (k-fold compute, no memory saved).
-    big, _ = train(data_dir, tmp_path / "big", trainer={"train_batch_size": 32},
-                   runtime={"jit_compile": True})
+    big = batch_32  # not compiled: the compiled accumulation must equal the plain big batch
     experiment = bert_runs.experiment(
         data_dir, trainer={"train_batch_size": 32, "num_accumulation_steps": 4},
         runtime={"jit_compile": True})
@@ -139,8 +146,15 @@ def test_accumulation_in_graph_mode_trains_loop_after_loop_with_no_grappler_temp
     assert not compiled.nodes_of_op(graphs, "TemporaryVariable")
 
 
-def test_train_and_eval_reports_the_bert_metrics_and_writes_summaries(data_dir, tmp_path):
-    _, results = train(data_dir, tmp_path, mode="train_and_eval")
+def test_train_and_eval_reports_the_bert_metrics_its_progress_and_writes_summaries(
+        data_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(evaluator, "EVAL_REPORT_SECONDS", 0.0)  # as if each step were slow
+    caplog.set_level("INFO")
+    _, results = train(data_dir, tmp_path, mode="train_and_eval", trainer={"max_eval_steps": 3})
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
+    # Each of the two evaluations reports after its first loop of 2 of its 3 steps.
+    assert progress == [f"eval: 2/3 steps after {line.split()[-2]} s" for line in progress]
+    assert len(progress) == 2
     assert set(results) == {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
                             "next_sentence_loss", "next_sentence_pooler_saturation"}
     assert 0.0 <= results["masked_lm_accuracy"] <= 1.0 and results["masked_lm_loss"] > 0
@@ -376,17 +390,6 @@ def test_loss_spikes_beyond_recovery_max_trials_stop_with_the_last_good_checkpoi
     with pytest.raises(recovery.LossSpikeError, match=r"became NaN or Inf at step 6, after 1 "
                                                       r"roll-back\(s\) already .*ckpt-4\b"):
         runner.run(task, experiment, str(tmp_path))
-
-
-def test_a_long_eval_reports_its_progress(data_dir, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(evaluator, "EVAL_REPORT_SECONDS", 0.0)
-    caplog.set_level("INFO")
-    _, results = train(data_dir, tmp_path, mode="train_and_eval",
-                       trainer={"max_eval_steps": 3, "iterations_per_loop": 1,
-                                "num_train_steps": 2, "save_checkpoints_steps": 2})
-    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
-    assert progress[:2] == [f"eval: 1/3 steps after {progress[0].split()[-2]} s",
-                            f"eval: 2/3 steps after {progress[1].split()[-2]} s"]
 
 
 def test_workers_that_disagree_on_a_value_are_stopped_naming_it():

@@ -209,16 +209,19 @@ RESUME_START_READS = {  # what a resume reads before its first step: (operation,
 }
 
 
-@pytest.mark.parametrize("read", sorted(RESUME_START_READS))
-def test_one_transient_error_at_a_resumes_start_is_retried(data_dir, tmp_path, two_steps,
-                                                           monkeypatch, caplog, read):
+def test_one_transient_error_at_each_of_a_resumes_start_reads_is_retried(
+        data_dir, tmp_path, two_steps, monkeypatch, caplog):
+    # One resume meets them all (the patches of one operation wrap each other): a read that
+    # is not retried stops it, naming the injected failure.
     bert_runs.copy_run(two_steps, tmp_path)
-    operation, name = RESUME_START_READS[read]
-    path = os.path.join(str(tmp_path), name) if name else str(tmp_path)
-    failed = _failing_once(monkeypatch, operation, path)
+    failures = {}
+    for read, (operation, name) in RESUME_START_READS.items():
+        path = os.path.join(str(tmp_path), name) if name else str(tmp_path)
+        failures[read] = (path, _failing_once(monkeypatch, operation, path))
     caplog.set_level("INFO")
     train(data_dir, tmp_path, steps=4)
-    assert failed == [path]
+    assert {read: failed for read, (_, failed) in failures.items()} == {
+        read: [path] for read, (path, _) in failures.items()}
     assert f"Resumed from {tmp_path}/ckpt-2 at step 2." in caplog.messages
     assert sorted(checkpointing.checkpoint_steps(str(tmp_path))) == [2, 4]
 
@@ -431,16 +434,24 @@ def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
 
     failing = threading.Event()
     monkeypatch.setattr(storage, "write_text", write)
-    # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
+    # Until step 4 the renewals must keep the lease: 10 s for a loaded machine. From the
+    # outage on, no renewal can succeed, so 1.5 s is then as good and ends the wait sooner.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
-    _pausing_at_step(monkeypatch, 4, lambda: (failing.set(), time.sleep(
-        model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)))
+    _pausing_at_step(monkeypatch, 4, lambda: (failing.set(), _outlast_a_short_deadline(
+        monkeypatch)))
     with pytest.raises(model_dir_lock.LeaseLostError,
-                       match=r"its lease .*run\.lease was last renewed \d+ s ago, over the 10 s "
+                       match=r"its lease .*run\.lease was last renewed \d+ s ago, over the 1\.5 s "
                              r"deadline: UnavailableError: injected: storage did not answer\), "
                              r"so it stops without saving"):
         train(data_dir, model_dir, steps=6)
     assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
+
+
+def _outlast_a_short_deadline(monkeypatch):
+    """Called once the lease can no longer be renewed: the deadline drops to 1.5 s and is
+    waited out."""
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 1.5)
+    time.sleep(1.8)
 
 
 def _lease_renewals_fail_while(monkeypatch):
@@ -468,15 +479,15 @@ def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
         if (f"/{checkpointing.DATA_POSITION_DIR}/" in prefix and prefix.endswith("/ckpt-4")
                 and not outage.is_set()):
             outage.set()
-            time.sleep(model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)
+            _outlast_a_short_deadline(monkeypatch)
             raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
         return real_checkpoint_write(self, prefix, *args, **kwargs)
 
     monkeypatch.setattr(tf.train.Checkpoint, "write", checkpoint_write)
-    # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
+    # Until step 4 the renewals must keep the lease: 10 s for a loaded machine.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
     with pytest.raises(model_dir_lock.LeaseLostError,
-                       match=r"was last renewed \d+ s ago, over the 10 s deadline"):
+                       match=r"was last renewed \d+ s ago, over the 1\.5 s deadline"):
         train(data_dir, model_dir, steps=4, trainer={"keep_checkpoint_max": 1})
     assert outage.is_set()
     assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
@@ -499,15 +510,15 @@ def test_a_listing_retried_inside_a_save_past_the_lease_deadline_deletes_nothing
         if (str(path).rstrip("/") == model_dir and not outage.is_set()
                 and tf.io.gfile.exists(f"{model_dir}/ckpt-4.index")):
             outage.set()
-            time.sleep(model_dir_lock.LEASE_DEADLINE_SECONDS + 0.3)
+            _outlast_a_short_deadline(monkeypatch)
             raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
         return real_listdir(path)
 
     monkeypatch.setattr(tf.io.gfile, "listdir", listdir)
-    # Until step 4 the renewals must keep the lease: 10 s (not 1.5) for a loaded machine.
+    # Until step 4 the renewals must keep the lease: 10 s for a loaded machine.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
     with pytest.raises(model_dir_lock.LeaseLostError,
-                       match=r"was last renewed \d+ s ago, over the 10 s deadline"):
+                       match=r"was last renewed \d+ s ago, over the 1\.5 s deadline"):
         train(data_dir, model_dir, steps=4, trainer={"keep_checkpoint_max": 1})
     assert outage.is_set()
     assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2, 4]
