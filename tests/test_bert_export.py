@@ -14,7 +14,7 @@ from tests import bert_runs
 from trainers.bert import export
 
 
-# On one pytest-xdist worker: the exported pretraining run is made once, not on both.
+# On one pytest-xdist worker: the exported pretraining run is made once, not on each.
 pytestmark = pytest.mark.xdist_group("bert_export")
 
 

@@ -30,7 +30,7 @@ from trainers.bert.finetune.config import (ClassificationDataConfig,
 from trainers.bert.finetune.task import ClassificationTask, resolve_pretrained
 from trainers.data import positions
 
-# On one pytest-xdist worker: the pretraining run is made once, not on both.
+# On one pytest-xdist worker: the pretraining run is made once, not on each.
 pytestmark = pytest.mark.xdist_group("finetune")
 
 NUM_DOCUMENTS = 40  # of tests.synthetic_text's corpus

@@ -23,7 +23,7 @@ from tests import wheels
 from tests.optimizer_cases import (ROUND_TRIP_LAMB, ROUND_TRIP_SCHEDULE, linear_model,
                                    linear_problem, round_trip_reference)
 
-# On one pytest-xdist worker: the JAX virtual environment is made once, not on both.
+# On one pytest-xdist worker: the JAX virtual environment is made once, not on each.
 pytestmark = pytest.mark.xdist_group("jax_backend")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

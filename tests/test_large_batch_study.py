@@ -18,7 +18,7 @@ from benchmarks.large_batch_study import workloads
 from benchmarks.large_batch_study.workloads import Bert
 from tests import bert_runs
 
-# On one pytest-xdist worker: the reduced study (a minute) is made once, not on both.
+# On one pytest-xdist worker: the reduced study (a minute) is made once, not on each.
 pytestmark = pytest.mark.xdist_group("large_batch_study")
 
 PLAN = presets.WorkloadPlan(

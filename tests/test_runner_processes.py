@@ -14,7 +14,7 @@ import tensorflow as tf
 from tests import bert_runs
 
 
-# On one pytest-xdist worker: the uninterrupted reference run is made once, not on both.
+# On one pytest-xdist worker: the uninterrupted reference run is made once, not on each.
 pytestmark = pytest.mark.xdist_group("runner_processes")
 
 

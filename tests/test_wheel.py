@@ -17,7 +17,7 @@ import pytest
 from tests import bert_runs
 from tests import wheels
 
-# On one pytest-xdist worker: the wheel's virtual environment is made once, not on both.
+# On one pytest-xdist worker: the wheel's virtual environment is made once, not on each.
 pytestmark = pytest.mark.xdist_group("wheel")
 
 
