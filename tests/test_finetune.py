@@ -539,9 +539,9 @@ def _run_finetune_study_and_check_rows(pretrained, tmp_path, sizes, *flags, seed
     """The rows of `python -m benchmarks.finetune_study *flags` run on the fixture's encoder at
     one rate and seed: one for it and one for random weights of its shape, each accuracy a whole
     number of answers out of `sizes` ({"dev_accuracy": dev examples, "test_accuracy": ...}),
-    and the markdown table written beside `--output`, whose first row is the encoder's. A
-    `seeded` encoder row, written to `--output` first, must be kept as it is and not run again,
-    as a resumed study does."""
+    and the markdown table written beside `--output`, which holds the encoder's row. A `seeded`
+    row, written to `--output` first, must be kept as it is and not run again, as a resumed
+    study does."""
     output = next(f.split("=", 1)[1] for f in flags if f.startswith("--output="))
     if seeded:
         with open(output, "w", newline="") as f:
@@ -558,9 +558,13 @@ def _run_finetune_study_and_check_rows(pretrained, tmp_path, sizes, *flags, seed
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader(open(output)))
     label = os.path.basename(pretrained["model_dir"])
-    assert [r["init"] for r in rows] == [label, f"random ({label}'s shape)"]
+    inits = [label, f"random ({label}'s shape)"]
+    if seeded:  # first in the file, the other appended
+        inits.remove(seeded["init"])
+        inits.insert(0, seeded["init"])
+    assert [r["init"] for r in rows] == inits
     if seeded:
-        assert rows[0] == seeded and f"{label} rate 1e-3 seed 1" not in done.stdout
+        assert rows[0] == seeded and f"{seeded['init']} rate 1e-3 seed 1" not in done.stdout
     for row in rows[1 if seeded else 0:]:
         for key, size in sizes.items():
             correct = float(row[key]) * size
@@ -574,12 +578,12 @@ def test_the_finetune_study_runs_a_built_in_task_by_name_from_init_checkpoint(pr
                                                                              tmp_path):
     """benchmarks.finetune_study --task=reuters_r8, cut to 2 updates per run: the row it runs
     is evaluated on the task's own dev and test sets (accuracies in steps of 1/542 and 1/2189).
-    The encoder's row is already there, as after a study cut short, so only random weights run
-    (the encoder's own run: the test on your own tables below)."""
+    The random-weights row is already there, as after a study cut short, so only the encoder
+    runs (random weights run end to end: the test on your own tables below)."""
     output = tmp_path / "r8.csv"
     label = os.path.basename(pretrained["model_dir"])
-    seeded = {"init": label, "learning_rate": "1e-3", "seed": "1", "dev_accuracy": "0.25",
-              "test_accuracy": "0.25"}
+    seeded = {"init": f"random ({label}'s shape)", "learning_rate": "1e-3", "seed": "1",
+              "dev_accuracy": "0.25", "test_accuracy": "0.25"}
     shrink = ",".join(["task.train_data.max_seq_length=32", "task.eval_data.max_seq_length=32",
                        "trainer.num_train_steps=2", "trainer.iterations_per_loop=2",
                        "trainer.save_checkpoints_steps=2", "optimizer.num_warmup_steps=1"])

@@ -150,11 +150,14 @@ def test_train_and_eval_reports_the_bert_metrics_its_progress_and_writes_summari
         data_dir, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(evaluator, "EVAL_REPORT_SECONDS", 0.0)  # as if each step were slow
     caplog.set_level("INFO")
-    _, results = train(data_dir, tmp_path, mode="train_and_eval", trainer={"max_eval_steps": 3})
+    _, results = train(data_dir, tmp_path, mode="train_and_eval",
+                       trainer={"eval_batch_size": 8, "max_eval_steps": 5})
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
-    # Each of the two evaluations reports after its first loop of 2 of its 3 steps.
-    assert progress == [f"eval: 2/3 steps after {line.split()[-2]} s" for line in progress]
-    assert len(progress) == 2
+    # Each of the two evaluations reports the steps done so far after each loop of 2 but its
+    # last: 2, then 4 of its 5.
+    assert [line.rsplit(" after ", 1)[0] for line in progress] == [
+        "eval: 2/5 steps", "eval: 4/5 steps"] * 2
+    assert all(re.fullmatch(r"eval: \d/5 steps after \d+ s", line) for line in progress)
     assert set(results) == {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
                             "next_sentence_loss", "next_sentence_pooler_saturation"}
     assert 0.0 <= results["masked_lm_accuracy"] <= 1.0 and results["masked_lm_loss"] > 0

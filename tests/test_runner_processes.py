@@ -30,7 +30,7 @@ def wait_for_checkpoint(model_dir, process, after=0, timeout=240):
         if any(step > after for step in steps_of(model_dir)):
             return
         if process.poll() is not None:
-            raise AssertionError(f"the run ended before its first checkpoint:\n"
+            raise AssertionError(f"the run ended before a checkpoint past step {after}:\n"
                                  f"{process.stdout.read()}")
         time.sleep(0.05)
     process.kill()

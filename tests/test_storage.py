@@ -26,7 +26,7 @@ def data_dir(tmp_path_factory):
 def _fast_retries_and_leases(monkeypatch):
     monkeypatch.setattr(storage, "RETRY_DELAYS_SECONDS", (0, 0, 0))
     monkeypatch.setattr(model_dir_lock, "LEASE_RENEW_SECONDS", 0.05)
-    # Renewed every 0.05 s, but with room for a loaded 2-core machine (a second pytest worker
+    # Renewed every 0.05 s, but with room for a loaded 2-core machine (other pytest workers
     # beside these tests): a lease has gone unrenewed for 6 s there, and a claim's read and
     # write have taken longer than 0.2 s. The tests of those timings shorten them
     # (_short_leases).
@@ -429,16 +429,22 @@ def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
 
     def write(path, *args, **kwargs):
         if path.endswith(model_dir_lock.LEASE_FILE) and failing.is_set():
+            refused.set()
             raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
         return real_write(path, *args, **kwargs)
 
-    failing = threading.Event()
+    def outage():
+        failing.set()
+        # A renewal tried and failed within the 10 s (whose failure the error must name);
+        # from then on none can succeed, so 1.5 s is as good and ends the wait sooner.
+        assert refused.wait(10)
+        _outlast_a_short_deadline(monkeypatch)
+
+    failing, refused = threading.Event(), threading.Event()
     monkeypatch.setattr(storage, "write_text", write)
-    # Until step 4 the renewals must keep the lease: 10 s for a loaded machine. From the
-    # outage on, no renewal can succeed, so 1.5 s is then as good and ends the wait sooner.
+    # Until step 4 the renewals must keep the lease: 10 s for a loaded machine.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
-    _pausing_at_step(monkeypatch, 4, lambda: (failing.set(), _outlast_a_short_deadline(
-        monkeypatch)))
+    _pausing_at_step(monkeypatch, 4, outage)
     with pytest.raises(model_dir_lock.LeaseLostError,
                        match=r"its lease .*run\.lease was last renewed \d+ s ago, over the 1\.5 s "
                              r"deadline: UnavailableError: injected: storage did not answer\), "
