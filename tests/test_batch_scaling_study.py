@@ -392,6 +392,24 @@ def test_the_report_says_up_to_which_batch_accuracy_held(tmp_path, plan):
     assert os.path.getsize(tmp_path / "study.png") > 10_000
 
 
+def test_the_plot_draws_rows_whose_seeds_all_scored_the_same(tmp_path, plan):
+    # As a failed encoder's fine-tunings do, all at the majority class: the float mean of
+    # three 0.7s is a rounding error below them, of three 0.2383s one above.
+    runs = FakeRuns(plan)
+    scored = runs.finetune
+
+    def finetune(task, init_checkpoint, random_init, seed):
+        dev, _ = scored(task, init_checkpoint, random_init, seed)
+        return dev, {"bbc_news": 0.7, "other": 0.2383}[task]
+
+    runs.finetune = finetune
+    study, _ = make_study(tmp_path, plan, runs)
+    study.run()
+    report.plot(plan, study.pretrainings.records, study.finetunings.records,
+                str(tmp_path / "study.png"))
+    assert os.path.getsize(tmp_path / "study.png") > 10_000
+
+
 def test_the_report_does_not_mark_a_difference_within_the_seeds_spread(tmp_path, plan,
                                                                       monkeypatch):
     monkeypatch.setitem(DEV_PEAK, "lamb", 1.0)  # both chosen on the rule: level until 512

@@ -351,8 +351,10 @@ def plot(plan, pretrainings, finetunes, path):
                 if not done:
                     continue
                 means = [100 * row.mean(task) for row in done]
-                low = [m - 100 * min(row.tests[task]) for m, row in zip(means, done)]
-                high = [100 * max(row.tests[task]) - m for m, row in zip(means, done)]
+                # Clipped at 0: the float mean of equal seeds (a failed encoder's fine-tunings
+                # all answering the majority class) can sit a rounding error past them.
+                low = [max(0.0, m - 100 * min(row.tests[task])) for m, row in zip(means, done)]
+                high = [max(0.0, 100 * max(row.tests[task]) - m) for m, row in zip(means, done)]
                 axis.errorbar([row.batch for row in done], means, yerr=[low, high],
                               color=colour, linestyle=style, marker="o", capsize=3,
                               label=f"{NAMES[optimizer]} {kind}")
