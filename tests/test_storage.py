@@ -422,16 +422,32 @@ def test_a_run_whose_lease_was_taken_over_stops_before_its_next_save(data_dir, m
     assert _lease_text(model_dir).startswith("pid 1 on successor")  # the successor's, kept
 
 
+def _outlast_a_short_deadline(monkeypatch):
+    """Called once the lease can no longer be renewed: the deadline drops to 1.5 s and is
+    waited out."""
+    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 1.5)
+    time.sleep(1.8)
+
+
+def _lease_renewals_fail_while(monkeypatch):
+    """Two Events: while the first is set, every write of the lease file fails as an outage
+    would; the second is set once one has."""
+    real_write_text, outage, refused = storage.write_text, threading.Event(), threading.Event()
+
+    def write_text(path, *args, **kwargs):
+        if path.endswith(model_dir_lock.LEASE_FILE) and outage.is_set():
+            refused.set()
+            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
+        return real_write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "write_text", write_text)
+    return outage, refused
+
+
 def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
         data_dir, monkeypatch):
     model_dir = "ram://storage_test/unrenewable"
-    real_write = storage.write_text
-
-    def write(path, *args, **kwargs):
-        if path.endswith(model_dir_lock.LEASE_FILE) and failing.is_set():
-            refused.set()
-            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
-        return real_write(path, *args, **kwargs)
+    failing, refused = _lease_renewals_fail_while(monkeypatch)
 
     def outage():
         failing.set()
@@ -440,8 +456,6 @@ def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
         assert refused.wait(10)
         _outlast_a_short_deadline(monkeypatch)
 
-    failing, refused = threading.Event(), threading.Event()
-    monkeypatch.setattr(storage, "write_text", write)
     # Until step 4 the renewals must keep the lease: 10 s for a loaded machine.
     monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 10.0)
     _pausing_at_step(monkeypatch, 4, outage)
@@ -453,33 +467,13 @@ def test_a_run_that_cannot_renew_its_lease_in_time_stops_before_its_next_save(
     assert sorted(checkpointing.checkpoint_steps(model_dir)) == [2]
 
 
-def _outlast_a_short_deadline(monkeypatch):
-    """Called once the lease can no longer be renewed: the deadline drops to 1.5 s and is
-    waited out."""
-    monkeypatch.setattr(model_dir_lock, "LEASE_DEADLINE_SECONDS", 1.5)
-    time.sleep(1.8)
-
-
-def _lease_renewals_fail_while(monkeypatch):
-    """An Event: while it is set, every write of the lease file fails as an outage would."""
-    real_write_text, outage = storage.write_text, threading.Event()
-
-    def write_text(path, *args, **kwargs):
-        if path.endswith(model_dir_lock.LEASE_FILE) and outage.is_set():
-            raise tf.errors.UnavailableError(None, None, "injected: storage did not answer")
-        return real_write_text(path, *args, **kwargs)
-
-    monkeypatch.setattr(storage, "write_text", write_text)
-    return outage
-
-
 def test_a_save_retried_past_the_lease_deadline_neither_finishes_nor_deletes(
         data_dir, monkeypatch):
     # An outage fails the save's first part and the lease's renewals alike; the part's retries
     # outlast the deadline, after which a successor may resume from ckpt-2.
     model_dir = "ram://storage_test/save_past_deadline"
     real_checkpoint_write = tf.train.Checkpoint.write
-    outage = _lease_renewals_fail_while(monkeypatch)
+    outage, _ = _lease_renewals_fail_while(monkeypatch)
 
     def checkpoint_write(self, prefix, *args, **kwargs):
         if (f"/{checkpointing.DATA_POSITION_DIR}/" in prefix and prefix.endswith("/ckpt-4")
@@ -510,7 +504,7 @@ def test_a_listing_retried_inside_a_save_past_the_lease_deadline_deletes_nothing
     # those nested retries before ckpt-2, which a successor may resume from, is deleted.
     model_dir = "ram://storage_test/listing_past_deadline"
     real_listdir = tf.io.gfile.listdir
-    outage = _lease_renewals_fail_while(monkeypatch)
+    outage, _ = _lease_renewals_fail_while(monkeypatch)
 
     def listdir(path):
         if (str(path).rstrip("/") == model_dir and not outage.is_set()
