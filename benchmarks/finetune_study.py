@@ -1,6 +1,6 @@
 r"""Is the pretraining worth it downstream? Fine-tune each pretrained encoder and the same
-architecture from random weights on a built-in task (bbc_news, reuters_r8, health_tweets) or on
-your own train/dev/test tables, with the same budget and rate grid, and report test accuracy at
+architecture from random weights on a built-in task (bbc_news, reuters_r8, health_tweets,
+tweet_sentiment) or on your own train/dev/test tables, with the same budget and rate grid, and report test accuracy at
 each one's best dev rate.
 
     python -m benchmarks.finetune_study --task=reuters_r8 --init_checkpoint=runs/tiny_wiki_lamb
@@ -40,8 +40,8 @@ def _define_flags():
     """Defined only when run as a program, so that other studies can import run_one beside
     their own flags."""
     flags.DEFINE_string("task", "bbc_news", "The built-in task to fine-tune on (its config is "
-                        "configs/bert/finetune_<task>.yaml): bbc_news, reuters_r8 or "
-                        "health_tweets. Or give --train_data, --dev_data and --test_data.")
+                        "configs/bert/finetune_<task>.yaml): bbc_news, reuters_r8, "
+                        "health_tweets or tweet_sentiment. Or give --train_data, --dev_data and --test_data.")
     flags.DEFINE_string("train_data", "", "Your own task instead of a built-in one: its training "
                         "table(s), .tsv or .csv with a header row (what task.train_data."
                         "input_path takes); needs --dev_data, --test_data and --output.")
@@ -64,7 +64,7 @@ def _define_flags():
                         "benchmarks/results/finetune_<task>.csv).")
     flags.DEFINE_list("tfidf_words", [], "Words of each text the TF-IDF + logistic regression "
                       "yardstick reads, one row each (0: the whole text; default: the first 100 "
-                      "and whole texts, or whole tweets for health_tweets).")
+                      "and whole texts, or whole tweets for the tweet tasks).")
     flags.DEFINE_string("work_dir", "/tmp/finetune_study", "Where the runs' model_dirs go (each "
                         "is deleted once its row is written).")
 
@@ -73,7 +73,7 @@ FLAGS = flags.FLAGS
 
 _TABLES_ONLY = ("epochs", "max_seq_length", "text_column", "text_b_column", "label_column")
 # Tweets are shorter than 100 words: a "first 100 words" row would repeat the whole-text one.
-_TFIDF_WORDS = {"health_tweets": ["0"]}
+_TFIDF_WORDS = {"health_tweets": ["0"], "tweet_sentiment": ["0"]}
 _ACCURACY = re.compile(r"^eval: accuracy=([0-9.]+)", re.MULTILINE)
 
 

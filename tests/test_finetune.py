@@ -602,7 +602,7 @@ def test_the_finetune_study_names_the_built_in_tasks_when_given_another():
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         "error: --task=reuters: no such built-in task; choose one of ['bbc_news', "
-        "'reuters_r8', 'health_tweets'].")
+        "'reuters_r8', 'health_tweets', 'tweet_sentiment'].")
 
 
 def test_the_finetune_study_runs_on_your_own_tables(pretrained, tmp_path):

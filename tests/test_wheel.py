@@ -97,6 +97,7 @@ def test_an_unknown_recipe_lists_the_recipes_in_one_line(venv_python, empty_dir)
     assert done.stderr.strip().splitlines()[-1] == (
         "error: Config file tiny_wiki does not exist, and no recipe has that name. Recipes: "
         "bert/finetune_bbc_news, bert/finetune_health_tweets, bert/finetune_reuters_r8, "
+        "bert/finetune_tweet_sentiment, "
         "bert/large_lamb_32k, bert/large_lamb_512, bert/large_lamb_64k_phase1, "
         "bert/large_lamb_64k_phase2, bert/mlperf_lamb_bs256, bert/mlperf_lamb_bs6912, "
         "bert/tiny_wiki_lamb, bert/tiny_wiki_lamb_hour, bert/tiny_wiki_lamb_hour_bbc, "

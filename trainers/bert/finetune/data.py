@@ -3,7 +3,7 @@
 A table is a .tsv (GLUE's format: tab-separated, unquoted) or .csv file whose header row names
 its columns; the config says which hold the text (and a pair's second text) and the label.
 A built-in task's split is named `NAME:SPLIT` (builtin_tasks.py: bbc_news, reuters_r8,
-health_tweets; train, dev or test).
+health_tweets, tweet_sentiment; train, dev or test).
 """
 
 import csv
