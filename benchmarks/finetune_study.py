@@ -1,7 +1,7 @@
 r"""Is the pretraining worth it downstream? Fine-tune each pretrained encoder and the same
 architecture from random weights on a built-in task (bbc_news, reuters_r8, health_tweets,
-tweet_sentiment) or on your own train/dev/test tables, with the same budget and rate grid, and report test accuracy at
-each one's best dev rate.
+tweet_sentiment) or on your own train/dev/test tables, with the same budget and rate grid, and
+report test accuracy at each one's best dev rate.
 
     python -m benchmarks.finetune_study --task=reuters_r8 --init_checkpoint=runs/tiny_wiki_lamb
     python -m benchmarks.finetune_study --init_checkpoint=runs/tiny_wiki_lamb \
@@ -41,7 +41,8 @@ def _define_flags():
     their own flags."""
     flags.DEFINE_string("task", "bbc_news", "The built-in task to fine-tune on (its config is "
                         "configs/bert/finetune_<task>.yaml): bbc_news, reuters_r8, "
-                        "health_tweets or tweet_sentiment. Or give --train_data, --dev_data and --test_data.")
+                        "health_tweets or tweet_sentiment. Or give --train_data, --dev_data "
+                        "and --test_data.")
     flags.DEFINE_string("train_data", "", "Your own task instead of a built-in one: its training "
                         "table(s), .tsv or .csv with a header row (what task.train_data."
                         "input_path takes); needs --dev_data, --test_data and --output.")

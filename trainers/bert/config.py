@@ -61,8 +61,9 @@ class BertTaskConfig:
     eval_data: BertDataConfig = dataclasses.field(default_factory=BertDataConfig)
     # Built-in downstream tasks (e.g. [bbc_news]) on which each evaluation fits a linear probe of
     # the frozen encoder's mean-pooled features (train split) and reports its dev accuracy as
-    # probe_accuracy/<task> (trainers/bert/probe.py). Needs the task's package (".[demo]") and a
-    # vocab for the data; a few seconds per evaluation for BERT-Tiny. []: off.
+    # probe_accuracy/<task> (trainers/bert/probe.py). Needs the task's package (".[demo]" for
+    # bbc_news, docs/finetuning.md for the others) and a vocab for the data; a few seconds per
+    # evaluation for BERT-Tiny. []: off.
     probe_tasks: typing.List[str] = dataclasses.field(default_factory=list)
     probe_max_seq_length: int = 128
 

