@@ -224,6 +224,8 @@ GENERATORS = {
     "finetune_health_tweets_10_epochs": lambda: finetune("finetune_health_tweets_10_epochs.csv"),
     "finetune_health_tweets": lambda: finetune("finetune_health_tweets.csv",
                                                "finetune_health_tweets.md"),
+    "finetune_tweet_sentiment": lambda: finetune("finetune_tweet_sentiment.csv",
+                                                 "finetune_tweet_sentiment.md"),
     "pretraining_study": pretraining_study,
     "transfer_levers": transfer_levers,
     "hour_recipe_eval": hour_recipe_eval,
