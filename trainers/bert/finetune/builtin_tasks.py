@@ -271,8 +271,8 @@ def _tweet_sentiment_splits(root):
                 labels_given.add(row["sentiment"])
     by_label = {label: [] for label in SENTIMENTS}
     for texts, labels_given in copies.values():
-        if len(labels_given) == 1 and next(iter(labels_given)) in by_label:
-            label = next(iter(labels_given))
+        label = labels_given.pop() if len(labels_given) == 1 else None
+        if label in by_label:
             by_label[label].append(Example(min(texts), label, path))
     num_train, num_dev = SENTIMENT_PER_LABEL["train"], SENTIMENT_PER_LABEL["dev"]
     per_label = min(len(mine) for mine in by_label.values())
