@@ -64,6 +64,12 @@ class Plan:
         return self.examples // batch
 
     @property
+    def reference_batch(self):
+        """The batch whose accuracy the others must hold: `base_batch`, that of the default
+        recipe the rates scale from (the smallest batch where the grid leaves it out)."""
+        return self.base_batch if self.base_batch in self.batches else self.batches[0]
+
+    @property
     def choosing_tasks(self):
         return self.selection_tasks or self.tasks
 

@@ -142,14 +142,15 @@ def differs(row, other, task, yardstick):
 
 
 def holds_up_to(plan, table, kind, optimizer, task, yardstick):
-    """(largest batch up to which test accuracy holds against the smallest batch's, and why
-    the next batch does not: None, or a reason), or None while the smallest batch's row has
+    """(largest batch up to which test accuracy holds against the reference batch's, and why
+    the next batch does not: None, or a reason), or None while the reference batch's row has
     no figure."""
-    first = table.get((kind, optimizer, plan.batches[0]))
+    reference = plan.reference_batch
+    first = table.get((kind, optimizer, reference))
     if first is None or first.problem(plan, task):
         return None
-    held = plan.batches[0]
-    for batch in plan.batches[1:]:
+    held = reference
+    for batch in [b for b in plan.batches if b > reference]:
         row = table.get((kind, optimizer, batch))
         reason = _problem(plan, row, task)
         if reason is None and not holds(first, row, task, yardstick):
@@ -288,7 +289,8 @@ def _row_line(plan, row, finetunes):
 def what_held(plan, table):
     """Two tables computed from the rows: up to which batch each encoder's test accuracy held,
     and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' spread."""
-    first = plan.batches[0]
+    first = plan.reference_batch
+    smaller = [batch for batch in plan.batches if batch < first]
     yardstick = {task: seed_yardstick(plan, table, task) for task in plan.tasks}
     encoders = len(set().union(*(seed_ranges(plan, table, task) for task in plan.tasks)))
     lines = ["The yardstick of both tables is the seeds' typical range of test accuracy per "
@@ -296,7 +298,9 @@ def what_held(plan, table):
              f"their {len(plan.seeds)} seeds (" + ", ".join(
                  f"{task} {100 * yardstick[task]:.1f}" for task in plan.tasks) + " points).", "",
              f"Up to which batch test accuracy holds: no lower than the batch-{first} mean "
-             "(given first) minus that range.", "",
+             "(given first; the default recipe's batch) minus that range"
+             + (f", the mean at batch {', '.join(map(str, smaller))} in brackets"
+                if smaller else "") + ".", "",
              "| encoder | " + " | ".join(plan.tasks) + " |",
              "|---|" + "---|" * len(plan.tasks)]
     for optimizer in protocol.OPTIMIZERS:
@@ -309,8 +313,12 @@ def what_held(plan, table):
                                  + _problem(plan, table.get((kind, optimizer, first)), task))
                     continue
                 batch, why_not_further = held
-                reference = table[kind, optimizer, first]
-                cells.append(f"{_percent(reference.mean(task))}: up to **{batch}**"
+                below = [table.get((kind, optimizer, b)) for b in smaller]
+                below = ", ".join(f"{b}: " + (_percent(row.mean(task))
+                                              if _problem(plan, row, task) is None else "n/a")
+                                  for b, row in zip(smaller, below))
+                cells.append(f"{_percent(table[kind, optimizer, first].mean(task))}"
+                             + (f" ({below})" if below else "") + f": up to **{batch}**"
                              + (f"; {why_not_further}" if why_not_further else ""))
             lines.append(f"| {NAMES[optimizer]} {kind} | " + " | ".join(cells) + " |")
     lines += ["", "Tuned LAMB minus tuned AdamW, mean test accuracy in points; bold where the "
