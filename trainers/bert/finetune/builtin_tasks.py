@@ -245,9 +245,10 @@ _RETWEET = re.compile(r"^(?:(?:RT|MT) ?@user:?\s*)+")
 _INNER_RETWEET = re.compile(r'\b(?:RT|MT) ?@user\b:?|"@user:')
 # What is left at the end of a tweet cut at 140 characters inside a link ("htt", "http:/").
 _CUT_LINK = re.compile(r"\s*(?<![\w/])(?:ht|htt|https?:?/?)$")
-# A tweet whose first words are another's whole words is a copy of it cut short (a retweet cut
-# at 140 characters) or added to (hashtags or a comment at its end), from this many words on;
-# below it, often two tweets ("The #Coachella2015 line up" and "... is so sick!").
+# A tweet whose words are the first characters of another's is a copy of it cut short (a
+# retweet cut at 140 characters, even mid-word) or added to (hashtags or a comment at its end),
+# from this many words on; below it, often two tweets ("The #Coachella2015 line up" and "The
+# #Coachella2015 line up is so sick!").
 COPY_PREFIX_WORDS = 6
 
 
