@@ -156,7 +156,7 @@ def _words(text):
     links (a link cut off at the end included) or retweet marks: what a copy of it shares (the
     test's own reading)."""
     text = re.sub(r"@\w+|https?://\S*|www\.\S+", " ", re.sub(r"[^\x00-\x7f]", " ", text))
-    text = re.sub(r"\s(?:ht|htt|https?:?/?)$", "", " " + text.rstrip())
+    text = re.sub(r"(?<![\w/])(?:ht|htt|https?:?/?)$", "", text.rstrip())
     return " ".join(w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in ("rt", "mt"))
 
 
