@@ -145,15 +145,14 @@ def holds_up_to(plan, table, kind, optimizer, task, yardstick):
     """(largest batch up to which test accuracy holds against the reference batch's, and why
     the next batch does not: None, or a reason), or None while the reference batch's row has
     no figure."""
-    reference = plan.reference_batch
-    first = table.get((kind, optimizer, reference))
-    if first is None or first.problem(plan, task):
+    reference = table.get((kind, optimizer, plan.reference_batch))
+    if reference is None or reference.problem(plan, task):
         return None
-    held = reference
-    for batch in [b for b in plan.batches if b > reference]:
+    held = plan.reference_batch
+    for batch in [b for b in plan.batches if b > plan.reference_batch]:
         row = table.get((kind, optimizer, batch))
         reason = _problem(plan, row, task)
-        if reason is None and not holds(first, row, task, yardstick):
+        if reason is None and not holds(reference, row, task, yardstick):
             reason = "falls below it"
         if reason:
             return held, f"{batch} {reason}"
@@ -299,16 +298,16 @@ def _means_at(plan, table, kind, optimizer, task, batches):
 def what_held(plan, table):
     """Two tables computed from the rows: up to which batch each encoder's test accuracy held,
     and tuned LAMB minus tuned AdamW per batch, marked where it exceeds the seeds' spread."""
-    first = plan.reference_batch
-    smaller = [batch for batch in plan.batches if batch < first]
+    reference = plan.reference_batch
+    smaller = [batch for batch in plan.batches if batch < reference]
     yardstick = {task: seed_yardstick(plan, table, task) for task in plan.tasks}
     encoders = len(set().union(*(seed_ranges(plan, table, task) for task in plan.tasks)))
     lines = ["The yardstick of both tables is the seeds' typical range of test accuracy per "
              f"task: the median, over the {encoders} encoder(s) with every seed, of the range of "
              f"their {len(plan.seeds)} seeds (" + ", ".join(
                  f"{task} {100 * yardstick[task]:.1f}" for task in plan.tasks) + " points).", "",
-             f"Up to which batch test accuracy holds: no lower than the batch-{first} mean "
-             + ("(given first; the default recipe's batch)" if first == plan.base_batch
+             f"Up to which batch test accuracy holds: no lower than the batch-{reference} mean "
+             + ("(given first; the default recipe's batch)" if reference == plan.base_batch
                 else "(given first)") + " minus that range"
              + (f", the mean at batch {', '.join(map(str, smaller))} in parentheses"
                 if smaller else "") + ".", "",
@@ -321,12 +320,12 @@ def what_held(plan, table):
                 below = _means_at(plan, table, kind, optimizer, task, smaller)
                 held = holds_up_to(plan, table, kind, optimizer, task, yardstick[task])
                 if held is None:
-                    cells.append(f"batch {first} "
-                                 + _problem(plan, table.get((kind, optimizer, first)), task)
+                    cells.append(f"batch {reference} "
+                                 + _problem(plan, table.get((kind, optimizer, reference)), task)
                                  + below)
                     continue
                 batch, why_not_further = held
-                cells.append(f"{_percent(table[kind, optimizer, first].mean(task))}{below}: "
+                cells.append(f"{_percent(table[kind, optimizer, reference].mean(task))}{below}: "
                              f"up to **{batch}**"
                              + (f"; {why_not_further}" if why_not_further else ""))
             lines.append(f"| {NAMES[optimizer]} {kind} | " + " | ".join(cells) + " |")
