@@ -208,20 +208,12 @@ def markdown(plan, pretrainings, finetunes):
             cells.append(f"{_percent(statistics.fmean(tests))} ("
                          f"{', '.join(_percent(t) for t in tests)})" if tests else "not run yet")
         lines.append(f"| {label} | | | | " + " | ".join(cells) + " |" + " |" * 7)
-    lines += ["", "Throughput of the pretraining runs (the trainer's examples/s, the median of "
-              "a run's loops, the first of each process left out), so accumulation's cost "
-              "shows:", "",
-              "| batch | micro-batch x accumulation | examples/s (median of runs, range) |",
-              "|---:|---|---|"]
-    for batch in plan.batches:
-        # (NaN: a run whose loops were slowed by pauses of the study, its speed not measured)
-        rates = [r.examples_per_sec for r in pretrainings.values() if r.batch == batch
-                 and r.examples == plan.examples and r.finite
-                 and not math.isnan(r.examples_per_sec)]
-        if rates:
-            lines.append(f"| {batch} | {min(batch, plan.micro_batch)} x "
-                         f"{plan.accumulation_steps(batch)} | {statistics.median(rates):.0f} "
-                         f"({min(rates):.0f}-{max(rates):.0f}, {len(rates)} runs) |")
+    # The runs' own examples/s (pretraining.csv) span sessions and machines, which differed
+    # by 2.5x; what accumulation costs is measured in one sitting instead.
+    lines += ["", "Examples/s per batch, so accumulation's cost shows: measured in one sitting by "
+              "`python -m benchmarks.batch_scaling_study.throughput` "
+              "(`benchmarks/results/performance/batch_scaling_throughput.txt`); the runs' own "
+              "figures, in pretraining.csv, come from machines of different speeds."]
     lines += ["", "## What held", ""] + what_held(plan, table)
     lines += ["", "## Every setting tried", ""] + every_setting(plan, pretrainings, finetunes,
                                                                  table)
