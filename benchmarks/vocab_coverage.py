@@ -1,0 +1,96 @@
+"""How well a pretraining vocab fits a downstream task's words: the share of the task's running
+words the vocab holds whole, and the WordPiece tokens per word.
+
+    python -m benchmarks.vocab_coverage --corpus=builtin --corpus=builtin_broad
+    python -m benchmarks.vocab_coverage --vocab_file=runs/tiny_wiki_lamb/vocab.txt --tasks=bbc_news
+
+A word the vocab lacks reaches the encoder as pieces ("happy" as "happ ##y"), whose embeddings
+were trained on whatever the pieces meant in the pretraining corpus; an encoder has a harder
+time with a task whose telling words arrive that way. `--corpus` learns each built-in corpus's
+vocab as its trainer does (8,000 tokens, lower case); `--vocab_file` reads one. Words are what
+BERT's basic tokenizer gives (lower-cased, punctuation split off), those with a letter counted.
+"""
+
+import argparse
+import collections
+import sys
+
+from benchmarks import result_file
+
+TASKS = ("bbc_news", "reuters_r8", "health_tweets", "tweet_sentiment")
+SHOWN_MISSING = 12
+
+
+def task_words(task, split="train"):
+    """{word: count} of a built-in task's split, as the encoder's basic tokenizer splits it."""
+    from trainers.bert.finetune import builtin_tasks  # pylint: disable=g-import-not-at-top
+    from trainers.data import wordpiece  # pylint: disable=g-import-not-at-top
+    texts = [example.text for example in builtin_tasks.examples(task, split)]
+    counts = collections.Counter()
+    for word, count in wordpiece.count_words([texts], lower_case=True):
+        if any(character.isalpha() for character in word):
+            counts[word] += count
+    return counts
+
+
+def coverage(vocab, counts):
+    """(share of running words held whole, wordpieces per running word, the most frequent words
+    not held whole) of `counts` under `vocab`."""
+    from trainers.data import wordpiece  # pylint: disable=g-import-not-at-top
+    whole = set(vocab)
+    words = sorted(counts)
+    tokenizer = wordpiece.make_tokenizer("fast", vocab, lower_case=True)
+    pieces = [len(ids) for ids in tokenizer.tokenize(words).to_list()]
+    total = sum(counts.values())
+    held = sum(counts[word] for word in words if word in whole)
+    per_word = sum(counts[word] * n for word, n in zip(words, pieces)) / total
+    missing = [word for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+               if word not in whole][:SHOWN_MISSING]
+    return held / total, per_word, missing
+
+
+def corpus_vocab(name):
+    """The vocab the trainer learns for built-in corpus `name`."""
+    from trainers.bert import builtin_data  # pylint: disable=g-import-not-at-top
+    from trainers.data import corpus, wordpiece  # pylint: disable=g-import-not-at-top
+    readers = {corpus.BUILTIN: corpus.read_builtin_documents,
+               corpus.BUILTIN_BROAD: corpus.read_broad_documents}
+    if name not in readers:
+        raise ValueError(f"--corpus={name!r} is not a built-in corpus; choose from "
+                         f"{sorted(readers)}, or give --vocab_file.")
+    return wordpiece.learn_vocab(readers[name](), builtin_data.VOCAB_SIZE, lower_case=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", action="append", default=[],
+                        help="a built-in corpus whose vocab to learn (repeatable)")
+    parser.add_argument("--vocab_file", action="append", default=[],
+                        help="a WordPiece vocab file (repeatable)")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    args = parser.parse_args(argv)
+    if not args.corpus and not args.vocab_file:
+        sys.exit("error: give --corpus=builtin (or builtin_broad) or --vocab_file=PATH.")
+    from trainers.data import wordpiece  # pylint: disable=g-import-not-at-top
+    try:
+        vocabs = {f"{name} ({len(vocab):,} tokens)": vocab for name, vocab in
+                  [(name, corpus_vocab(name)) for name in args.corpus]
+                  + [(path, wordpiece.read_vocab(path)) for path in args.vocab_file]}
+        tasks = {task: task_words(task) for task in args.tasks.split(",")}
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print("Running words of each task's train split held whole by the vocab, and WordPiece "
+          "tokens per word; then the task's most frequent words the vocab splits.")
+    width = max(len(name) for name in vocabs) + 2 + max(len(task) for task in tasks)
+    print(f"{'vocab: task':<{width}}  held whole  pieces/word")
+    splits = []
+    for name, vocab in vocabs.items():
+        for task, counts in tasks.items():
+            held, per_word, missing = coverage(vocab, counts)
+            print(f"{name + ': ' + task:<{width}}  {100 * held:>9.1f}%  {per_word:>11.2f}")
+            splits.append(f"{name}: {task}: {' '.join(missing)}")
+    print("\n" + "\n".join(splits))
+
+
+if __name__ == "__main__":
+    result_file.run(main)
