@@ -181,13 +181,10 @@ def batch_scaling_results():
                       "benchmarks/results/batch_scaling/finetuning.csv"))
 
 
-def vocab_coverage():
-    """What `benchmarks.vocab_coverage` printed, as printed, with its command and date."""
-    from benchmarks import result_file
-    path = os.path.join(RESULTS, "vocab_coverage.txt")
-    header, lines = result_file.read(path)
-    return ("```text\n" + "\n".join(lines).strip("\n") + "\n```\n"
-            + f"\n*`{os.path.relpath(path, REPO)}`: `{header['command']}`, {header['date']}.*\n")
+def _printed_output(name):
+    """A benchmark output kept in benchmarks/results/, as it printed it."""
+    from benchmarks import performance_tables
+    return performance_tables.printed(name, RESULTS)
 
 
 def _performance():
@@ -236,7 +233,7 @@ GENERATORS = {
     "finetune_tweet_sentiment": lambda: finetune("finetune_tweet_sentiment.csv",
                                                  "finetune_tweet_sentiment.md"),
     "pretraining_study": pretraining_study,
-    "vocab_coverage": vocab_coverage,
+    "vocab_coverage": lambda: _printed_output("vocab_coverage.txt"),
     "transfer_levers": transfer_levers,
     "hour_recipe_eval": hour_recipe_eval,
     "large_batch_study_cpu.fashion_cnn": lambda: large_batch_study("fashion_cnn"),

@@ -26,9 +26,10 @@ def names():
 class Output:
     """One committed benchmark output: its header fields and the lines the benchmark printed."""
 
-    def __init__(self, name):
-        self.path = os.path.relpath(os.path.join(PERFORMANCE, name), REPO)
-        self.header, self.lines = result_file.read(os.path.join(PERFORMANCE, name))
+    def __init__(self, name, folder=None):
+        folder = folder or PERFORMANCE  # read when called: the tests point it elsewhere
+        self.path = os.path.relpath(os.path.join(folder, name), REPO)
+        self.header, self.lines = result_file.read(os.path.join(folder, name))
 
     def line_starting(self, prefix):
         """The first printed line that starts with `prefix`."""
@@ -122,9 +123,9 @@ def markdown_table(name, first_column, keep, ratios_to=()):
     return "\n".join(lines) + "\n" + provenance(output)
 
 
-def printed(name):
+def printed(name, folder=None):
     """What a benchmark printed, verbatim in a text block."""
-    output = Output(name)
+    output = Output(name, folder)
     return "```text\n" + "\n".join(output.lines).strip("\n") + "\n```\n" + provenance(output)
 
 

@@ -2,13 +2,17 @@
 words the vocab holds whole, and the WordPiece tokens per word.
 
     python -m benchmarks.vocab_coverage --corpus=builtin --corpus=builtin_broad
-    python -m benchmarks.vocab_coverage --vocab_file=runs/tiny_wiki_lamb/vocab.txt --tasks=bbc_news
+    python -m benchmarks.vocab_coverage --corpus="my_text/*.txt" --tasks=bbc_news
+    python -m benchmarks.vocab_coverage --vocab_file=runs/tiny_wiki_lamb/vocab.txt
 
 A word the vocab lacks reaches the encoder as pieces ("happy" as "happ ##y"), whose embeddings
 were trained on whatever the pieces meant in the pretraining corpus; an encoder has a harder
-time with a task whose telling words arrive that way. `--corpus` learns each built-in corpus's
-vocab as its trainer does (8,000 tokens, lower case); `--vocab_file` reads one. Words are what
-BERT's basic tokenizer gives (lower-cased, punctuation split off), those with a letter counted.
+time with a task whose telling words arrive that way. `--corpus` (a built-in corpus, or text files
+as `create_pretraining_data --input_file` takes them) learns the vocab the trainer would
+(8,000 tokens); `--vocab_file` reads one. Words are what BERT's basic tokenizer gives
+(punctuation split off, lower-cased unless `--do_lower_case=false`), those with a letter
+counted, over each task's whole texts (fine-tuning reads the first 128 tokens of each: all of a
+tweet, the start of an article); a word the vocab cannot spell counts as one piece, [UNK].
 """
 
 import argparse
@@ -21,25 +25,25 @@ TASKS = ("bbc_news", "reuters_r8", "health_tweets", "tweet_sentiment")
 SHOWN_MISSING = 12
 
 
-def task_words(task, split="train"):
+def task_words(task, lower_case=True, split="train"):
     """{word: count} of a built-in task's split, as the encoder's basic tokenizer splits it."""
     from trainers.bert.finetune import builtin_tasks  # pylint: disable=g-import-not-at-top
     from trainers.data import wordpiece  # pylint: disable=g-import-not-at-top
     texts = [example.text for example in builtin_tasks.examples(task, split)]
     counts = collections.Counter()
-    for word, count in wordpiece.count_words([texts], lower_case=True):
+    for word, count in wordpiece.count_words([texts], lower_case=lower_case):
         if any(character.isalpha() for character in word):
             counts[word] += count
     return counts
 
 
-def coverage(vocab, counts):
+def coverage(vocab, counts, lower_case=True):
     """(share of running words held whole, wordpieces per running word, the most frequent words
     not held whole) of `counts` under `vocab`."""
     from trainers.data import wordpiece  # pylint: disable=g-import-not-at-top
     whole = set(vocab)
     words = sorted(counts)
-    tokenizer = wordpiece.make_tokenizer("fast", vocab, lower_case=True)
+    tokenizer = wordpiece.make_tokenizer("fast", vocab, lower_case=lower_case)
     pieces = [len(ids) for ids in tokenizer.tokenize(words).to_list()]
     total = sum(counts.values())
     held = sum(counts[word] for word in words if word in whole)
@@ -49,34 +53,34 @@ def coverage(vocab, counts):
     return held / total, per_word, missing
 
 
-def corpus_vocab(name):
-    """The vocab the trainer learns for built-in corpus `name`."""
+def corpus_vocab(input_file, lower_case=True):
+    """The vocab the trainer learns for `input_file` (a built-in corpus, or text files)."""
     from trainers.bert import builtin_data  # pylint: disable=g-import-not-at-top
     from trainers.data import corpus, wordpiece  # pylint: disable=g-import-not-at-top
-    readers = {corpus.BUILTIN: corpus.read_builtin_documents,
-               corpus.BUILTIN_BROAD: corpus.read_broad_documents}
-    if name not in readers:
-        raise ValueError(f"--corpus={name!r} is not a built-in corpus; choose from "
-                         f"{sorted(readers)}, or give --vocab_file.")
-    return wordpiece.learn_vocab(readers[name](), builtin_data.VOCAB_SIZE, lower_case=True)
+    return wordpiece.learn_vocab(corpus.read_documents(input_file), builtin_data.VOCAB_SIZE,
+                                 lower_case)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", action="append", default=[],
-                        help="a built-in corpus whose vocab to learn (repeatable)")
+                        help="builtin, builtin_broad or text-file patterns: learn their vocab "
+                             "(repeatable)")
     parser.add_argument("--vocab_file", action="append", default=[],
                         help="a WordPiece vocab file (repeatable)")
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--do_lower_case", default="true", choices=["true", "false"],
+                        help="as the vocab was made (google-research/bert's flag)")
     args = parser.parse_args(argv)
+    lower_case = args.do_lower_case == "true"
     if not args.corpus and not args.vocab_file:
         sys.exit("error: give --corpus=builtin (or builtin_broad) or --vocab_file=PATH.")
     from trainers.data import wordpiece  # pylint: disable=g-import-not-at-top
     try:
         vocabs = {f"{name} ({len(vocab):,} tokens)": vocab for name, vocab in
-                  [(name, corpus_vocab(name)) for name in args.corpus]
+                  [(name, corpus_vocab(name, lower_case)) for name in args.corpus]
                   + [(path, wordpiece.read_vocab(path)) for path in args.vocab_file]}
-        tasks = {task: task_words(task) for task in args.tasks.split(",")}
+        tasks = {task: task_words(task, lower_case) for task in args.tasks.split(",")}
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print("Running words of each task's train split held whole by the vocab, and WordPiece "
@@ -86,7 +90,7 @@ def main(argv=None):
     splits = []
     for name, vocab in vocabs.items():
         for task, counts in tasks.items():
-            held, per_word, missing = coverage(vocab, counts)
+            held, per_word, missing = coverage(vocab, counts, lower_case)
             print(f"{name + ': ' + task:<{width}}  {100 * held:>9.1f}%  {per_word:>11.2f}")
             splits.append(f"{name}: {task}: {' '.join(missing)}")
     print("\n" + "\n".join(splits))

@@ -11,16 +11,18 @@ accumulation, LAMB at the square-root rule's rate) for `--loops` loops of about
 `--examples_per_loop` examples in a fresh process; the batches alternate round by round so that
 the machine's drift is shared, and each figure is the trainer's own `throughput:` line (the first
 loop, which traces and compiles, left out), the median over rounds. The last column divides by
-the batch of one micro-batch at full size (128 x 1), measured in the same rounds.
+the batch of one micro-batch at full size (128 x 1), measured in the same rounds. Batches that
+accumulate also measure the gradient noise scale, as the study's runs did (the trainer's
+default, `trainer.noise_scale: auto`), so its cost is part of theirs.
 """
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 
 from benchmarks import result_file
+from benchmarks import trainer_process
 from benchmarks import trainer_throughput
 from benchmarks.batch_scaling_study import protocol
 from benchmarks.batch_scaling_study import runs
@@ -28,26 +30,26 @@ from benchmarks.pretraining_study import RECIPE
 
 
 def measured_flags(plan, batch, loops, examples_per_loop):
-    """The study's pretraining flags at `batch`, cut to `loops` loops of whole updates."""
+    """The study's pretraining flags at `batch`, cut to `loops` loops of whole updates. The
+    warmup spans the run, so the rate stays low: what a loop costs does not depend on it, and a
+    short run at a large batch's peak rate could diverge."""
     setting = plan.untuned("lamb", batch)
     updates = max(1, examples_per_loop // batch)
     steps = updates * loops
     # absl keeps a flag's last value: these replace the study's run length, loop and warmup.
     return runs.pretraining_flags(setting, plan) + [
         f"--num_train_steps={steps}", f"--iterations_per_loop={updates}",
-        f"--save_checkpoints_steps={steps}", f"--num_warmup_steps={max(1, steps // 10)}"]
+        f"--save_checkpoints_steps={steps}", f"--num_warmup_steps={steps - 1}"]
 
 
 def measure_once(plan, batch, loops, examples_per_loop):
     with tempfile.TemporaryDirectory(prefix="batch_throughput_") as model_dir:
-        command = [sys.executable, "-m", "trainers.bert", f"--config_file={RECIPE}",
-                   "--mode=train", f"--model_dir={model_dir}",
-                   *measured_flags(plan, batch, loops, examples_per_loop)]
-        done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"batch {batch} failed (exit {done.returncode}):\n"
-                           f"{done.stderr[-3000:]}")
-    return trainer_throughput.parse_rate("runner", done.stdout + done.stderr)
+        printed = trainer_process.run(
+            "trainers.bert", [f"--config_file={RECIPE}", "--mode=train",
+                              f"--model_dir={model_dir}",
+                              *measured_flags(plan, batch, loops, examples_per_loop)],
+            f"batch {batch}'s pretraining")
+    return trainer_throughput.parse_rate("runner", printed)
 
 
 def row_name(plan, batch):
@@ -62,7 +64,7 @@ def table(plan, rates, anchor_batch):
     anchor = f"x batch {anchor_batch}"
     lines = [f"{first:<{width}}  examples/s  {anchor}"]
     for batch, rate in medians.items():
-        ratio = rate / medians[anchor_batch] if anchor_batch in medians else float("nan")
+        ratio = rate / medians[anchor_batch]
         lines.append(f"{row_name(plan, batch):<{width}}  {rate:>10.1f}  "
                      f"{ratio:>{len(anchor)}.2f}")
     return lines
@@ -82,7 +84,10 @@ def main(argv=None):
         sys.exit(f"error: --batches: {e}")
     if args.loops < 2:
         sys.exit("error: --loops must be at least 2: the first loop traces and is not timed.")
-    anchor_batch = plan.micro_batch if plan.micro_batch in plan.batches else plan.batches[0]
+    anchor_batch = plan.micro_batch
+    if anchor_batch not in plan.batches:
+        sys.exit(f"error: --batches must include {anchor_batch}, one full micro-batch: the batch "
+                 "the others are divided by.")
     print(f"BERT-Tiny pretraining as the batch-scaling study runs it ({RECIPE}, LAMB at the "
           f"square-root rule's rate), micro-batch {plan.micro_batch}; {args.loops} loops of "
           f"about {args.examples_per_loop} examples, the first not timed; {args.rounds} "

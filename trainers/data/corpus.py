@@ -126,6 +126,16 @@ def read_broad_documents():
     return read_builtin_documents() + read_speech_documents()
 
 
+def read_documents(input_file):
+    """The documents of `input_file`: a built-in corpus's name, or text-file patterns."""
+    from trainers.data import files  # pylint: disable=g-import-not-at-top
+    if input_file.strip() == BUILTIN:
+        return read_builtin_documents()
+    if input_file.strip() == BUILTIN_BROAD:
+        return read_broad_documents()
+    return read_text_documents(files.expand_patterns(input_file, what="text input"))
+
+
 def read_text_documents(files):
     """Documents from text files: one sentence per line, blank lines between documents."""
     documents = []

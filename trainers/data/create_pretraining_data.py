@@ -135,15 +135,6 @@ def _write_shard(task):
     return task.split, task.path, stats
 
 
-def _read_documents(input_file):
-    from trainers.data import corpus, files
-    if input_file.strip() == corpus.BUILTIN:
-        return corpus.read_builtin_documents()
-    if input_file.strip() == corpus.BUILTIN_BROAD:
-        return corpus.read_broad_documents()
-    return corpus.read_text_documents(files.expand_patterns(input_file, what="text input"))
-
-
 def _split_documents(num_documents, options):
     """{split: shuffled document indices}; held-out documents never meet training ones."""
     order = list(range(num_documents))
@@ -161,12 +152,12 @@ def _split_documents(num_documents, options):
 def create(options):
     """Makes the shards and the description file; returns the description as a dict."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from trainers.data import files as files_lib, instances as instances_lib, wordpiece
+    from trainers.data import corpus, files as files_lib, instances as instances_lib, wordpiece
     from trainers.data.progress import Heartbeat, Progress
 
     options.check()
     start = time.monotonic()
-    documents = _read_documents(options.input_file)
+    documents = corpus.read_documents(options.input_file)
     if len(documents) < 2:
         raise ValueError(f"{options.input_file} holds {len(documents)} document(s); next-sentence "
                          "pairs need at least 2 (separate documents with a blank line).")
