@@ -205,6 +205,8 @@ def _performance():
         "trainer_throughput_resnet18": ("contender", ["examples/s", "x MG loop"], ()),
         "trainer_throughput_tiny_runner": ("contender", ["examples/s"], ()),
         "trainer_throughput_resnet50_runner": ("contender", ["examples/s"], ()),
+        "batch_scaling_throughput": ("batch: micro-batch x accumulation",
+                                     ["examples/s", "x batch 128"], ()),
     }
     regions = {"performance.machine": perf.machines}
     for name in perf.names():
