@@ -209,7 +209,7 @@ def markdown(plan, pretrainings, finetunes):
                          f"{', '.join(_percent(t) for t in tests)})" if tests else "not run yet")
         lines.append(f"| {label} | | | | " + " | ".join(cells) + " |" + " |" * 7)
     # The runs' own examples/s (pretraining.csv) span sessions and machines, which differed
-    # by 2.5x; what accumulation costs is measured in one sitting instead.
+    # by up to 3x; what accumulation costs is measured in one sitting instead.
     lines += ["", "Examples/s per batch, so accumulation's cost shows: measured in one sitting by "
               "`python -m benchmarks.batch_scaling_study.throughput` "
               "(`benchmarks/results/performance/batch_scaling_throughput.txt`); the runs' own "
