@@ -21,7 +21,6 @@ import sys
 
 from benchmarks import result_file
 
-TASKS = ("bbc_news", "reuters_r8", "health_tweets", "tweet_sentiment")
 SHOWN_MISSING = 12
 
 
@@ -68,19 +67,22 @@ def main(argv=None):
                              "(repeatable)")
     parser.add_argument("--vocab_file", action="append", default=[],
                         help="a WordPiece vocab file (repeatable)")
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--tasks", default="",
+                        help="comma list of built-in tasks (default: every one)")
     parser.add_argument("--do_lower_case", default="true", choices=["true", "false"],
                         help="as the vocab was made (google-research/bert's flag)")
     args = parser.parse_args(argv)
     lower_case = args.do_lower_case == "true"
     if not args.corpus and not args.vocab_file:
         sys.exit("error: give --corpus=builtin (or builtin_broad) or --vocab_file=PATH.")
+    from trainers.bert.finetune import builtin_tasks  # pylint: disable=g-import-not-at-top
     from trainers.data import wordpiece  # pylint: disable=g-import-not-at-top
+    names = args.tasks.split(",") if args.tasks else list(builtin_tasks.TASKS)
     try:
         vocabs = {f"{name} ({len(vocab):,} tokens)": vocab for name, vocab in
                   [(name, corpus_vocab(name, lower_case)) for name in args.corpus]
                   + [(path, wordpiece.read_vocab(path)) for path in args.vocab_file]}
-        tasks = {task: task_words(task, lower_case) for task in args.tasks.split(",")}
+        tasks = {task: task_words(task, lower_case) for task in names}
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print("Running words of each task's train split held whole by the vocab, and WordPiece "
